@@ -13,6 +13,7 @@
 //! All operations block; async callers run them on a blocking thread.
 
 mod aes;
+mod ber;
 mod error;
 mod keymat;
 mod p12;

@@ -46,24 +46,29 @@ impl ImportBundle {
 
 /// Reads a PKCS#12 file. The password is used here and nowhere else.
 pub fn read_pkcs12(data: &[u8], password: &Pin) -> Result<ImportBundle> {
-    let store = p12_keystore::KeyStore::from_pkcs12(data, password.expose()).map_err(|e| {
-        use p12_keystore::error::Error as P;
-        match e {
-            P::MacError(_) => Error::Pkcs12("wrong password (the integrity check failed)".into()),
-            P::DerError(_) | P::InvalidVersion | P::InvalidData | P::InvalidLength => {
-                Error::Pkcs12("the file is not a PKCS#12 archive or is damaged".into())
+    // NSS and Windows write BER; the PKCS#12 reader wants DER.
+    let normalised = crate::ber::to_der(data)?;
+    let store =
+        p12_keystore::KeyStore::from_pkcs12(&normalised, password.expose()).map_err(|e| {
+            use p12_keystore::error::Error as P;
+            match e {
+                P::MacError(_) => {
+                    Error::Pkcs12("wrong password (the integrity check failed)".into())
+                }
+                P::DerError(_) | P::InvalidVersion | P::InvalidData | P::InvalidLength => {
+                    Error::Pkcs12("the file is not a PKCS#12 archive or is damaged".into())
+                }
+                P::UnpadError | P::Pkcs5Error(_) => {
+                    Error::Pkcs12("cannot decrypt the key: wrong password or damaged file".into())
+                }
+                P::UnsupportedEncryptionScheme
+                | P::UnsupportedMacAlgorithm
+                | P::UnsupportedContentType => {
+                    Error::Pkcs12(format!("unsupported protection scheme ({e})"))
+                }
+                other => Error::Pkcs12(other.to_string()),
             }
-            P::UnpadError | P::Pkcs5Error(_) => {
-                Error::Pkcs12("cannot decrypt the key: wrong password or damaged file".into())
-            }
-            P::UnsupportedEncryptionScheme
-            | P::UnsupportedMacAlgorithm
-            | P::UnsupportedContentType => {
-                Error::Pkcs12(format!("unsupported protection scheme ({e})"))
-            }
-            other => Error::Pkcs12(other.to_string()),
-        }
-    })?;
+        })?;
     let (_, chain) = store.private_key_chain().ok_or_else(|| {
         Error::Pkcs12("the file holds no private key with a matching certificate".into())
     })?;

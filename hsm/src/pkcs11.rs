@@ -17,6 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
+use cryptoki::context::Function;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::aead::GcmParams;
@@ -113,6 +114,7 @@ struct State {
 }
 
 struct Ctx {
+    module: PathBuf,
     pkcs11: Pkcs11,
     slot: Slot,
     max: usize,
@@ -133,7 +135,61 @@ impl Drop for Ctx {
         if let Ok(mut s) = self.sessions.lock() {
             s.idle.clear();
         }
-        let _ = self.pkcs11.clone().finalize();
+        module_release(&self.module);
+    }
+}
+
+/// Token object writes (generate, import, delete) one at a time per process: SoftHSM2's file
+/// object store answers CKR_GENERAL_ERROR when several threads create token objects at once,
+/// and these operations are rare enough that serialising them costs nothing.
+static WRITES: Mutex<()> = Mutex::new(());
+
+/// Modules initialised in this process, with how many contexts use each. C_Initialize and
+/// C_Finalize act on the whole process, so the last user finalises.
+static MODULES: Mutex<Vec<(PathBuf, Pkcs11, usize)>> = Mutex::new(Vec::new());
+
+fn module_acquire(path: &PathBuf) -> Result<Pkcs11> {
+    let mut m = MODULES.lock().map_err(poison)?;
+    if let Some(entry) = m.iter_mut().find(|(p, _, _)| p == path) {
+        entry.2 += 1;
+        return Ok(entry.1.clone());
+    }
+    let pkcs11 = Pkcs11::new(path).map_err(|e| Error::Module {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => {
+            return Err(Error::Module {
+                path: path.clone(),
+                reason: format!("C_Initialize: {e}"),
+            });
+        }
+    }
+    m.push((path.clone(), pkcs11.clone(), 1));
+    Ok(pkcs11)
+}
+
+fn module_release(path: &PathBuf) {
+    let Ok(mut m) = MODULES.lock() else { return };
+    if let Some(i) = m.iter().position(|(p, _, _)| p == path) {
+        m[i].2 -= 1;
+        if m[i].2 == 0 {
+            let (_, pkcs11, _) = m.remove(i);
+            let _ = pkcs11.finalize();
+        }
+    }
+}
+
+/// Releases the module when `connect` fails half-way.
+struct ReleaseOnError(Option<PathBuf>);
+
+impl Drop for ReleaseOnError {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            module_release(&p);
+        }
     }
 }
 
@@ -280,7 +336,6 @@ fn gone(rv: RvError) -> bool {
             | RvError::CryptokiNotInitialized
             | RvError::UserNotLoggedIn
             | RvError::SlotIdInvalid
-            | RvError::GeneralError
     )
 }
 
@@ -289,6 +344,18 @@ fn ck(e: CkError) -> Error {
         CkError::Pkcs11(rv, f) => match rv {
             RvError::MechanismInvalid | RvError::MechanismParamInvalid => {
                 Error::Unsupported(format!("this mechanism ({f:?}: {rv:?})"))
+            }
+            // Refusing the mechanism's parameters when the operation starts.
+            RvError::ArgumentsBad
+                if matches!(
+                    f,
+                    Function::DecryptInit
+                        | Function::SignInit
+                        | Function::EncryptInit
+                        | Function::UnwrapKey
+                ) =>
+            {
+                Error::Unsupported(format!("these mechanism parameters ({f:?}: {rv:?})"))
             }
             _ => Error::Pkcs11 {
                 function: format!("C_{f:?}"),
@@ -334,20 +401,8 @@ impl Pool {
                 reason: "no such file".into(),
             });
         }
-        let pkcs11 = Pkcs11::new(module).map_err(|e| Error::Module {
-            path: module.clone(),
-            reason: e.to_string(),
-        })?;
-        match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) => {}
-            Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(e) => {
-                return Err(Error::Module {
-                    path: module.clone(),
-                    reason: format!("C_Initialize: {e}"),
-                });
-            }
-        }
+        let pkcs11 = module_acquire(module)?;
+        let release = ReleaseOnError(Some(module.clone()));
         let slots = pkcs11.get_slots_with_token().map_err(ck)?;
         let mut present = Vec::new();
         let mut chosen = None;
@@ -370,7 +425,6 @@ impl Pool {
             }
         }
         let Some((slot, token_max, locked)) = chosen else {
-            let _ = pkcs11.finalize();
             return Err(Error::TokenNotFound {
                 label: self.opts.token.clone().unwrap_or_else(|| "(any)".into()),
                 present: if present.is_empty() {
@@ -403,7 +457,9 @@ impl Pool {
         }
         let max = token_max.min(self.opts.max_sessions).max(1);
         tracing::info!(token = %self.name, max_sessions = max, "PKCS#11 token opened");
+        std::mem::forget(release);
         Ok(Arc::new(Ctx {
+            module: module.clone(),
             pkcs11,
             slot,
             max,
@@ -825,6 +881,7 @@ impl Token for Pkcs11Token {
     }
 
     fn generate_rsa(&self, label: &str, bits: usize) -> Result<ObjectInfo> {
+        let _writing = WRITES.lock().map_err(poison)?;
         if ![2048, 3072, 4096].contains(&bits) {
             return Err(Error::Invalid(format!(
                 "RSA key size {bits} (use 2048, 3072 or 4096)"
@@ -878,6 +935,7 @@ impl Token for Pkcs11Token {
     }
 
     fn import(&self, label: &str, bundle: &ImportBundle) -> Result<ImportReport> {
+        let _writing = WRITES.lock().map_err(poison)?;
         let mut l = self.pool.lease()?;
         if !l
             .call(|s| s.find_objects(&[Attribute::Label(label.as_bytes().to_vec())]))?
@@ -982,7 +1040,12 @@ impl Token for Pkcs11Token {
         if let Err(e) = rest {
             // Leave nothing half-imported.
             drop(l);
-            let _ = self.delete(label);
+            if let Ok(mut l2) = self.pool.lease() {
+                let tpl = [Attribute::Label(label.as_bytes().to_vec())];
+                for h in l2.call(|s| s.find_objects(&tpl)).unwrap_or_default() {
+                    let _ = l2.call(|s| s.destroy_object(h));
+                }
+            }
             let _ = privh;
             return Err(e);
         }
@@ -995,6 +1058,7 @@ impl Token for Pkcs11Token {
     }
 
     fn delete(&self, label: &str) -> Result<usize> {
+        let _writing = WRITES.lock().map_err(poison)?;
         let mut l = self.pool.lease()?;
         let hs = l.call(|s| s.find_objects(&[Attribute::Label(label.as_bytes().to_vec())]))?;
         for h in &hs {
@@ -1175,8 +1239,11 @@ impl Token for Pkcs11Token {
             )));
         }
 
-        if !use_raw && place == AesOffload::Token {
+        if !use_raw && place == AesOffload::Token && !l.refused("value-len") {
             // Straight into the token: C_UnwrapKey.
+            // CKA_VALUE_LEN may not be given for C_UnwrapKey (SoftHSM2: read-only), and some
+            // tokens report 0 afterwards; a key of the wrong length then fails at cipher init,
+            // which reads as Error::Decrypt like any other bad key.
             match l.call(|s| s.unwrap_key(&mech, h, blob, &secret_key_template(None))) {
                 Ok(k) => {
                     let len = l
@@ -1193,6 +1260,14 @@ impl Token for Pkcs11Token {
                         return Ok(self.token_key(&l, k, key_len));
                     }
                     let _ = l.call(|s| s.destroy_object(k));
+                    if matches!(len, None | Some(0)) {
+                        // The token does not say how long the unwrapped key is (SoftHSM2), so
+                        // the length check of implicit rejection cannot run in it: decrypt the
+                        // content key to the host, check it there, and create the token object.
+                        l.remember_refused("value-len");
+                        return self
+                            .unwrap_host(&mut l, h, &mech, alg, blob, key_len, place, &fake, &tag);
+                    }
                 }
                 Err(Error::Unsupported(_)) => {
                     l.remember_refused(&tag);
@@ -1212,7 +1287,7 @@ impl Token for Pkcs11Token {
                     return self
                         .unwrap_host(&mut l, h, &mech, alg, blob, key_len, place, &fake, &tag);
                 }
-                Err(_) => {}
+                Err(e) => tracing::debug!(error = %e, "C_UnwrapKey failed; implicit rejection"),
             }
             // Implicit rejection in the token: a random key, same path as a good one.
             let k = l.call(|s| {
@@ -1438,7 +1513,14 @@ impl TokenKey {
         };
         match dir {
             CipherDirection::Encrypt => l.call(|s| s.encrypt_init(&mech, h))?,
-            CipherDirection::Decrypt => l.call(|s| s.decrypt_init(&mech, h))?,
+            // A key that cannot start a decryption (wrong length after implicit rejection) is
+            // a bad key like any other.
+            CipherDirection::Decrypt => {
+                l.call(|s| s.decrypt_init(&mech, h)).map_err(|e| match e {
+                    Error::Pkcs11 { .. } => Error::Decrypt,
+                    other => other,
+                })?
+            }
         }
         let tag_len = match mode {
             AesMode::Gcm { tag_len, .. } => Some(*tag_len),
@@ -1465,14 +1547,9 @@ impl TokenCipher {
         // After a failed C_*Update/Final the operation is over; bad data reads as Decrypt.
         self.done = true;
         match e {
-            Error::Pkcs11 { code, .. }
-                if self.dir == CipherDirection::Decrypt
-                    && (code.contains("EncryptedData")
-                        || code.contains("DataInvalid")
-                        || code.contains("DataLenRange")) =>
-            {
-                Error::Decrypt
-            }
+            // Tokens differ in what they return for bad padding or a bad tag (SoftHSM2 says
+            // CKR_GENERAL_ERROR); all of it is "does not decrypt".
+            Error::Pkcs11 { .. } if self.dir == CipherDirection::Decrypt => Error::Decrypt,
             other => other,
         }
     }
@@ -1547,8 +1624,15 @@ impl CipherStream for TokenCipher {
 impl Drop for TokenCipher {
     fn drop(&mut self) {
         if !self.done {
-            // An operation is still active in this session: do not give it back to the pool.
-            self.lease.spoiled = true;
+            // End the abandoned operation so the session can go back to the pool. Closing the
+            // session instead would destroy the session objects (content keys) made in it.
+            let r = match self.dir {
+                CipherDirection::Encrypt => self.lease.s().encrypt_final().map(drop),
+                CipherDirection::Decrypt => self.lease.s().decrypt_final().map(drop),
+            };
+            if let Err(CkError::Pkcs11(RvError::OperationActive, _)) = r {
+                self.lease.spoiled = true;
+            }
         }
     }
 }

@@ -98,7 +98,14 @@ impl SoftToken {
         create_private_dir(&dir.join("objects"))?;
         let mut secret = Zeroizing::new(vec![0u8; 32]);
         aws_lc_rs::rand::fill(&mut secret).map_err(|_| Error::Crypto("random"))?;
-        let plain = Zeroizing::new([CHECK_MAGIC, &secret[..]].concat());
+        // SEQUENCE { OCTET STRING }, because PKCS#8 decryption insists on a DER SEQUENCE.
+        let octets = Zeroizing::new(
+            der::asn1::OctetString::new([CHECK_MAGIC, &secret[..]].concat())
+                .and_then(|o| o.to_der())
+                .map_err(|_| Error::Crypto("encoding"))?,
+        );
+        let mut plain = Zeroizing::new(vec![0x30, octets.len() as u8]);
+        plain.extend_from_slice(&octets);
         let params = pbes2_params()?;
         let encrypted = params
             .clone()
@@ -129,8 +136,13 @@ impl SoftToken {
         let wrong = || Error::WrongPin {
             token: dir.display().to_string(),
         };
-        let plain = info.decrypt(pin.expose()).map_err(|_| wrong())?;
-        let plain = plain.as_bytes();
+        let doc = info.decrypt(pin.expose()).map_err(|_| wrong())?;
+        let seq = doc.as_bytes();
+        if seq.len() < 2 || seq[0] != 0x30 || seq[1] as usize != seq.len() - 2 {
+            return Err(wrong());
+        }
+        let octets = der::asn1::OctetString::from_der(&seq[2..]).map_err(|_| wrong())?;
+        let plain = Zeroizing::new(octets.into_bytes());
         if !plain.starts_with(CHECK_MAGIC) || plain.len() != CHECK_MAGIC.len() + 32 {
             return Err(wrong());
         }
