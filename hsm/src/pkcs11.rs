@@ -336,6 +336,10 @@ fn gone(rv: RvError) -> bool {
             | RvError::CryptokiNotInitialized
             | RvError::UserNotLoggedIn
             | RvError::SlotIdInvalid
+            // A key handle that stopped being valid: the token's objects changed under us
+            // (SoftHSM2 reports a vanished token directory this way). Reopen and look again.
+            | RvError::ObjectHandleInvalid
+            | RvError::KeyHandleInvalid
     )
 }
 
@@ -479,14 +483,16 @@ impl Pool {
         if st.retired.as_ref().is_some_and(|w| w.strong_count() > 0) {
             return Err(self.unavailable("waiting for the previous sessions to close"));
         }
-        st.retired = None;
+        // Once open, a token that vanished is temporary; at first open, a missing token, a
+        // wrong PIN or a missing module is a configuration error.
+        let was_open = st.retired.is_some();
         let ctx = self.connect().map_err(|e| match e {
-            // A token that vanished is temporary; a wrong PIN or a missing module is not.
-            Error::TokenNotFound { .. } | Error::Pkcs11 { .. } if st_had_ctx(st) => {
+            Error::TokenNotFound { .. } | Error::Pkcs11 { .. } if was_open => {
                 self.unavailable(e.to_string())
             }
             other => other,
         })?;
+        st.retired = None;
         st.ctx = Some(ctx.clone());
         Ok(ctx)
     }
@@ -540,10 +546,6 @@ impl Pool {
             st = g;
         }
     }
-}
-
-fn st_had_ctx(st: &MutexGuard<'_, State>) -> bool {
-    st.retired.is_some()
 }
 
 impl Pkcs11Token {
