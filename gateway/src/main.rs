@@ -1,1 +1,61 @@
-fn main() {}
+//! `smimegw`: the S/MIME gateway's command.
+//!
+//! This file holds the top-level command line and the dispatch to subcommands; each subcommand
+//! lives in `cli/`. Errors end here: they are printed as `smimegw: <error>` on stderr and the
+//! process exits with 1 (clap exits with 2 on usage errors). Logs go to stderr through
+//! `tracing`, filtered by `RUST_LOG` (default `warn`, without cryptoki's complaints about
+//! mechanisms it cannot name).
+
+mod cli;
+mod error;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::error::CliError;
+
+/// The smimegw S/MIME email gateway.
+#[derive(Debug, Parser)]
+#[command(name = "smimegw", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage the key token: the PKCS#11 token or the software token that holds private keys.
+    Token(cli::token::TokenArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let result: Result<(), CliError> = match cli.command {
+        Command::Token(args) => cli::token::run(args, &mut out),
+    };
+    let flushed = out.flush();
+    match result.and(flushed.map_err(CliError::Output)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("smimegw: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    // cryptoki logs an ERROR for every mechanism it has no name for while listing a token's
+    // mechanisms; that is noise to an administrator, so the default leaves it out.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("warn,cryptoki::mechanism=off"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -375,12 +375,12 @@ fn ck(e: CkError) -> Error {
 
 impl Pool {
     fn retire(&self, ctx: &Arc<Ctx>) {
-        if let Ok(mut st) = self.state.lock() {
-            if st.ctx.as_ref().is_some_and(|c| Arc::ptr_eq(c, ctx)) {
-                tracing::warn!(token = %self.name, "token unavailable; sessions will be reopened on next use");
-                st.retired = Some(Arc::downgrade(ctx));
-                st.ctx = None;
-            }
+        if let Ok(mut st) = self.state.lock()
+            && st.ctx.as_ref().is_some_and(|c| Arc::ptr_eq(c, ctx))
+        {
+            tracing::warn!(token = %self.name, "token unavailable; sessions will be reopened on next use");
+            st.retired = Some(Arc::downgrade(ctx));
+            st.ctx = None;
         }
         if let Ok(mut s) = ctx.sessions.lock() {
             let n = s.idle.len();
@@ -527,12 +527,12 @@ impl Pool {
                             if let Ok(mut s) = ctx.sessions.lock() {
                                 s.open -= 1;
                             }
-                            if let CkError::Pkcs11(rv, _) = &e {
-                                if gone(*rv) {
-                                    drop(st);
-                                    self.retire(&ctx);
-                                    return Err(self.unavailable(format!("{rv:?}")));
-                                }
+                            if let CkError::Pkcs11(rv, _) = &e
+                                && gone(*rv)
+                            {
+                                drop(st);
+                                self.retire(&ctx);
+                                return Err(self.unavailable(format!("{rv:?}")));
                             }
                             return Err(ck(e));
                         }
@@ -659,7 +659,7 @@ fn hash_mech(h: Hash) -> (MechanismType, PkcsMgfType) {
 
 /// ECDSA r||s (PKCS#11) to DER Ecdsa-Sig-Value (CMS).
 fn ecdsa_to_der(raw: &[u8]) -> Result<Vec<u8>> {
-    if raw.is_empty() || raw.len() % 2 != 0 {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) {
         return Err(Error::Crypto("ECDSA signature of odd length"));
     }
     let (r, s) = raw.split_at(raw.len() / 2);
@@ -1125,11 +1125,11 @@ impl Token for Pkcs11Token {
 
     fn sign(&self, key: &KeyRef, alg: SignAlgorithm, digest: &[u8]) -> Result<Vec<u8>> {
         let hash = alg.hash();
-        if digest.len() != hash.len() {
+        if digest.len() != hash.output_len() {
             return Err(Error::Invalid(format!(
                 "a {} digest is {} bytes, not {}",
                 hash.name(),
-                hash.len(),
+                hash.output_len(),
                 digest.len()
             )));
         }
@@ -1156,7 +1156,7 @@ impl Token for Pkcs11Token {
                 let params = PkcsPssParams {
                     hash_alg: hm,
                     mgf,
-                    s_len: (hash.len() as u64).into(),
+                    s_len: (hash.output_len() as u64).into(),
                 };
                 let tag = format!("pss-{}", hash.name());
                 let native = if l.refused(&tag) {
@@ -1177,10 +1177,10 @@ impl Token for Pkcs11Token {
                 .call(|s| s.sign(&Mechanism::Ecdsa, h, digest))
                 .and_then(|raw| ecdsa_to_der(&raw)),
         };
-        if let Err(Error::Pkcs11 { code, .. }) = &result {
-            if code.contains("HandleInvalid") {
-                l.forget(key, ObjectClass::PRIVATE_KEY);
-            }
+        if let Err(Error::Pkcs11 { code, .. }) = &result
+            && code.contains("HandleInvalid")
+        {
+            l.forget(key, ObjectClass::PRIVATE_KEY);
         }
         result.map_err(|e| match e {
             Error::Unsupported(_) => Error::Unsupported(format!("{alg} in this token")),
@@ -1476,11 +1476,11 @@ pub(crate) struct TokenKey {
 
 impl Drop for TokenKey {
     fn drop(&mut self) {
-        if let Ok(mut l) = self.pool.lease() {
-            if Arc::ptr_eq(&l.ctx, &self.ctx) {
-                let h = self.handle;
-                let _ = l.call(|s| s.destroy_object(h));
-            }
+        if let Ok(mut l) = self.pool.lease()
+            && Arc::ptr_eq(&l.ctx, &self.ctx)
+        {
+            let h = self.handle;
+            let _ = l.call(|s| s.destroy_object(h));
         }
     }
 }

@@ -337,7 +337,7 @@ fn parse_kind(s: &str) -> Option<KeyKind> {
 
 fn unhex(s: &str) -> std::result::Result<Vec<u8>, ()> {
     let s = s.split('-').next().unwrap_or(s);
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(());
     }
     (0..s.len())
@@ -545,11 +545,11 @@ impl Token for SoftToken {
 
     fn sign(&self, key: &KeyRef, alg: SignAlgorithm, digest: &[u8]) -> Result<Vec<u8>> {
         let hash = alg.hash();
-        if digest.len() != hash.len() {
+        if digest.len() != hash.output_len() {
             return Err(Error::Invalid(format!(
                 "a {} digest is {} bytes, not {}",
                 hash.name(),
-                hash.len(),
+                hash.output_len(),
                 digest.len()
             )));
         }

@@ -162,7 +162,7 @@ fn generate_sign_and_verify_with_openssl() {
             Some(true),
             "{name}: generated key not protected"
         );
-        assert_eq!(t.delete(&label).unwrap() >= 1, true);
+        assert!(t.delete(&label).unwrap() >= 1);
         assert!(matches!(
             t.sign(&key, SignAlgorithm::RsaPkcs1(Hash::Sha256), &[0; 32]),
             Err(Error::NotFound { .. })
@@ -467,10 +467,10 @@ fn import_pkcs12_from_openssl_and_nss() {
     // are refused with a clear message, never a panic.
     for f in ["smime/Alice.p12", "smime-interop/Fran.p12"] {
         let p = corpus(&format!("thunderbird-smime/{f}"));
-        if let Ok(bytes) = std::fs::read(&p) {
-            if let Err(e) = read_pkcs12(&bytes, &nss) {
-                assert!(e.to_string().contains("PKCS#12"), "{f}: {e}");
-            }
+        if let Ok(bytes) = std::fs::read(&p)
+            && let Err(e) = read_pkcs12(&bytes, &nss)
+        {
+            assert!(e.to_string().contains("PKCS#12"), "{f}: {e}");
         }
     }
     for (name, t, _keep) in backends() {

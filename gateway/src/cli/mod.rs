@@ -1,0 +1,4 @@
+//! The subcommands of `smimegw`, one module each, and the plain-text table writer they share.
+
+pub mod table;
+pub mod token;

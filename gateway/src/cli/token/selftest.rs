@@ -1,0 +1,262 @@
+//! `smimegw token selftest`: checks that a token can do what the gateway asks of it.
+//!
+//! With a throwaway RSA-2048 key labelled `selftest-<random hex>`:
+//! - signs a SHA-256 digest with RSA PKCS#1 v1.5 (twice: the signature must be deterministic)
+//!   and with RSA-PSS, checking each signature is as long as the modulus. The signatures are
+//!   not verified here (that needs host RSA, which this crate does not carry); the `hsm` test
+//!   suite verifies them with OpenSSL.
+//! - runs AES-256-CBC and AES-256-GCM with a content key placed on the host and one placed in
+//!   the token (`AesOffload`): encrypt on one side, decrypt on the other, the token's ciphertext
+//!   must equal the host's, and an altered GCM tag must be refused.
+//!
+//! Key-transport decryption (`unwrap_key`) is not checked: it needs a blob encrypted to the
+//! public key, and implicit rejection makes any blob "succeed". The throwaway key is always
+//! deleted, whatever failed. Each check prints `ok` or `FAILED: <reason>`; the command fails
+//! when any check did.
+
+use std::fmt::Display;
+use std::io::{self, Read, Write};
+
+use hsm::{AesMode, AesOffload, CipherDirection, Hash, KeyRef, SignAlgorithm, Token, run_all};
+
+use super::hex;
+use crate::error::CliError;
+
+/// What is signed: the digest of this.
+const MESSAGE: &[u8] = b"smimegw token self-test";
+
+/// Size of the throwaway key.
+const BITS: usize = 2048;
+
+/// Plaintext length for the AES checks: several chunks of `run_all`, not a multiple of 16.
+const AES_INPUT_LEN: usize = 10_007;
+
+/// Width of the check-name column.
+const NAME_WIDTH: usize = 44;
+
+/// Runs the self-test; `Err(SelftestFailed)` when any check failed.
+pub(super) fn run(token: &dyn Token, out: &mut dyn Write) -> Result<(), CliError> {
+    let info = token.info()?;
+    let label = format!("selftest-{}", hex(&random::<8>()?));
+    writeln!(
+        out,
+        "self-test of the {} token {:?} with the throwaway key {label}",
+        info.backend, info.label
+    )?;
+    let mut report = Report {
+        out,
+        total: 0,
+        failed: 0,
+    };
+    let ran = checks(token, &label, &mut report);
+    // Always delete, even when a check or the output failed.
+    let deleted = token.delete(&label);
+    let generated = ran?;
+    let outcome = match deleted {
+        Ok(0) if generated => Err("the key was gone before it could be deleted".to_string()),
+        Ok(1) => Ok("1 object removed".to_string()),
+        Ok(n) => Ok(format!("{n} objects removed")),
+        Err(e) => Err(e.to_string()),
+    };
+    report.check("delete the throwaway key", outcome)?;
+    let Report { out, total, failed } = report;
+    if failed > 0 {
+        return Err(CliError::SelftestFailed { failed, total });
+    }
+    writeln!(out, "self-test passed: {total} checks")?;
+    Ok(())
+}
+
+/// Runs every check but the deletion; returns whether the key was generated.
+fn checks(token: &dyn Token, label: &str, report: &mut Report<'_>) -> Result<bool, CliError> {
+    let generated = token
+        .generate_rsa(label, BITS)
+        .map(|o| format!("{}, id {}", o.description, hex(&o.id)))
+        .map_err(|e| e.to_string());
+    let have_key = generated.is_ok();
+    report.check(&format!("generate an RSA-{BITS} key"), generated)?;
+
+    let key = KeyRef::label(label);
+    let digest = Hash::Sha256.digest(MESSAGE);
+    for (name, alg) in [
+        (
+            "sign PKCS#1 v1.5 SHA-256",
+            SignAlgorithm::RsaPkcs1(Hash::Sha256),
+        ),
+        ("sign PSS SHA-256", SignAlgorithm::RsaPss(Hash::Sha256)),
+    ] {
+        let outcome = if have_key {
+            sign(token, &key, alg, &digest)
+        } else {
+            Err("skipped: no key".to_string())
+        };
+        report.check(name, outcome)?;
+    }
+
+    let key_bytes = random::<32>()?;
+    let plain: Vec<u8> = (0..AES_INPUT_LEN).map(|i| (i % 251) as u8).collect();
+    let cbc = AesMode::Cbc { iv: random()? };
+    let gcm = AesMode::Gcm {
+        nonce: random::<12>()?.to_vec(),
+        aad: b"smimegw self-test".to_vec(),
+        tag_len: 16,
+    };
+    for (mode_name, mode) in [("AES-256-CBC", &cbc), ("AES-256-GCM", &gcm)] {
+        for (enc, dec) in [
+            (AesOffload::Host, AesOffload::Token),
+            (AesOffload::Token, AesOffload::Host),
+        ] {
+            let name = format!(
+                "{mode_name}: {} encrypts, {} decrypts",
+                place_name(enc),
+                place_name(dec)
+            );
+            let outcome = aes_round_trip(token, &key_bytes, mode, &plain, enc, dec);
+            report.check(&name, outcome)?;
+        }
+    }
+    report.check(
+        "AES-256-GCM: token refuses an altered tag",
+        gcm_tamper(token, &key_bytes, &gcm, &plain),
+    )?;
+    Ok(have_key)
+}
+
+/// Signs `digest` and checks the signature's length (and PKCS#1 v1.5 determinism).
+fn sign(token: &dyn Token, key: &KeyRef, alg: SignAlgorithm, digest: &[u8]) -> Outcome {
+    let first = token.sign(key, alg, digest).map_err(text)?;
+    if first.len() != BITS / 8 {
+        return Err(format!(
+            "a {}-byte signature from a {BITS}-bit key",
+            first.len()
+        ));
+    }
+    if let SignAlgorithm::RsaPkcs1(_) = alg {
+        let second = token.sign(key, alg, digest).map_err(text)?;
+        if second != first {
+            return Err("two signatures of the same digest differ".into());
+        }
+        return Ok(format!("{}-byte signature, deterministic", first.len()));
+    }
+    Ok(format!("{}-byte signature", first.len()))
+}
+
+/// Encrypts with a key placed at `enc`, decrypts with one placed at `dec`.
+fn aes_round_trip(
+    token: &dyn Token,
+    key: &[u8],
+    mode: &AesMode,
+    plain: &[u8],
+    enc: AesOffload,
+    dec: AesOffload,
+) -> Outcome {
+    let enc_key = token.content_key(key, enc).map_err(text)?;
+    let dec_key = token.content_key(key, dec).map_err(text)?;
+    let (cipher, tag) = run_all(
+        enc_key
+            .cipher(CipherDirection::Encrypt, mode)
+            .map_err(text)?,
+        plain,
+        None,
+    )
+    .map_err(text)?;
+    if enc_key.place() == AesOffload::Token {
+        let host = token.content_key(key, AesOffload::Host).map_err(text)?;
+        let reference = run_all(
+            host.cipher(CipherDirection::Encrypt, mode).map_err(text)?,
+            plain,
+            None,
+        )
+        .map_err(text)?;
+        if reference.0 != cipher || reference.1 != tag {
+            return Err("the token's ciphertext differs from the host's".into());
+        }
+    }
+    let (decrypted, _) = run_all(
+        dec_key
+            .cipher(CipherDirection::Decrypt, mode)
+            .map_err(text)?,
+        &cipher,
+        tag.as_deref(),
+    )
+    .map_err(text)?;
+    if decrypted != plain {
+        return Err("decryption returned other bytes than were encrypted".into());
+    }
+    let mut detail = format!("{} bytes", plain.len());
+    if enc_key.place() != enc || dec_key.place() != dec {
+        detail.push_str("; this backend runs AES on the host");
+    }
+    Ok(detail)
+}
+
+/// Decrypting in the token with one bit of the GCM tag flipped must fail with `Error::Decrypt`.
+fn gcm_tamper(token: &dyn Token, key: &[u8], mode: &AesMode, plain: &[u8]) -> Outcome {
+    let host = token.content_key(key, AesOffload::Host).map_err(text)?;
+    let (cipher, tag) = run_all(
+        host.cipher(CipherDirection::Encrypt, mode).map_err(text)?,
+        plain,
+        None,
+    )
+    .map_err(text)?;
+    let mut tag = tag.ok_or("GCM encryption returned no tag")?;
+    if let Some(b) = tag.first_mut() {
+        *b ^= 1;
+    }
+    let placed = token.content_key(key, AesOffload::Token).map_err(text)?;
+    let stream = placed
+        .cipher(CipherDirection::Decrypt, mode)
+        .map_err(text)?;
+    match run_all(stream, &cipher, Some(&tag)) {
+        Err(hsm::Error::Decrypt) => Ok("refused".into()),
+        Err(e) => Err(format!("refused, but with an unexpected error: {e}")),
+        Ok(_) => Err("an altered tag was accepted".into()),
+    }
+}
+
+fn place_name(p: AesOffload) -> &'static str {
+    match p {
+        AesOffload::Host => "host",
+        AesOffload::Token => "token",
+    }
+}
+
+/// The result of one check: a detail when it passed, the reason when it failed.
+type Outcome = Result<String, String>;
+
+fn text(e: impl Display) -> String {
+    e.to_string()
+}
+
+/// Prints one line per check and counts failures.
+struct Report<'a> {
+    out: &'a mut dyn Write,
+    total: usize,
+    failed: usize,
+}
+
+impl Report<'_> {
+    fn check(&mut self, name: &str, outcome: Outcome) -> io::Result<()> {
+        self.total += 1;
+        match outcome {
+            Ok(detail) => writeln!(self.out, "  {name:<NAME_WIDTH$} ok ({detail})"),
+            Err(reason) => {
+                self.failed += 1;
+                writeln!(self.out, "  {name:<NAME_WIDTH$} FAILED: {reason}")
+            }
+        }
+    }
+}
+
+/// `N` bytes from the kernel's random source.
+fn random<const N: usize>() -> Result<[u8; N], CliError> {
+    const SOURCE: &str = "/dev/urandom";
+    let mut buf = [0u8; N];
+    std::fs::File::open(SOURCE)
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .map_err(|source| CliError::Read {
+            path: SOURCE.into(),
+            source,
+        })?;
+    Ok(buf)
+}

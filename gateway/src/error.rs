@@ -1,0 +1,38 @@
+//! The error type of the `smimegw` command.
+//!
+//! Token errors are `hsm::Error`, whose messages are already written for administrators and
+//! never hold a PIN or key material; everything else the command itself can get wrong is here.
+//! `main` prints any of them as `smimegw: <error>` and exits with 1.
+
+use std::path::PathBuf;
+
+/// Everything that can make a `smimegw` command fail.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The token refused or failed an operation.
+    #[error(transparent)]
+    Token(#[from] hsm::Error),
+
+    /// A file named on the command line could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    /// The PKCS#12 password or the passphrase of a new software token could not be obtained.
+    #[error("{0}")]
+    Password(String),
+
+    /// `token delete` found nothing with the label.
+    #[error("nothing labelled {0:?} in the token")]
+    NothingDeleted(String),
+
+    /// `token selftest` had failing checks (each was reported on stdout).
+    #[error("self-test failed: {failed} of {total} checks failed")]
+    SelftestFailed { failed: usize, total: usize },
+
+    /// Writing to stdout failed (a closed pipe, a full disk).
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}
