@@ -47,7 +47,8 @@ pub struct SoftToken {
     pin: Pin,
     /// HMAC key for implicit rejection (see `Token::unwrap_key`).
     rejection_secret: Zeroizing<Vec<u8>>,
-    cache: RwLock<HashMap<String, Arc<LoadedKey>>>,
+    /// Decrypted keys by the name callers use, so signing does no file I/O after the first use.
+    cache: RwLock<HashMap<KeyRef, Arc<LoadedKey>>>,
     serial: String,
 }
 
@@ -210,15 +211,15 @@ impl SoftToken {
     }
 
     fn load(&self, key: &KeyRef) -> Result<Arc<LoadedKey>> {
-        let entry = self.find(key)?;
         if let Some(k) = self
             .cache
             .read()
             .map_err(|_| Error::Crypto("lock"))?
-            .get(&entry.dirname)
+            .get(key)
         {
             return Ok(k.clone());
         }
+        let entry = self.find(key)?;
         let path = self.objects_dir().join(&entry.dirname).join("key.pem");
         let pem = Zeroizing::new(read_text(&path)?);
         let (label, der_bytes) = der::pem::decode_vec(pem.as_bytes())
@@ -253,7 +254,7 @@ impl SoftToken {
         self.cache
             .write()
             .map_err(|_| Error::Crypto("lock"))?
-            .insert(entry.dirname, k.clone());
+            .insert(key.clone(), k.clone());
         Ok(k)
     }
 
@@ -523,10 +524,11 @@ impl Token for SoftToken {
             fs::rename(&from, &to).map_err(|err| Error::storage(&from, err))?;
             sync_dir(&objects)?;
             fs::remove_dir_all(&to).map_err(|err| Error::storage(&to, err))?;
+            // Any name may have pointed at this key.
             self.cache
                 .write()
                 .map_err(|_| Error::Crypto("lock"))?
-                .remove(&e.dirname);
+                .clear();
             n += 1;
         }
         Ok(n)
