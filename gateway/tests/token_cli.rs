@@ -84,48 +84,12 @@ fn soft(data: &Path, args: &[&str]) -> Run {
     smimegw(&all, &[("SMIMEGW_PIN", PASSPHRASE)])
 }
 
-/// A PKCS#12 for "Alice" made by `openssl pkcs12 -export` (password `nss`).
-/// NSS's own .p12 files in ../shared/corpora are BER inside their encrypted parts, which
-/// `hsm::read_pkcs12` cannot read yet (see the notes); the hsm tests check they are refused.
-fn alice_p12() -> Option<(tempfile::TempDir, PathBuf)> {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).current_dir(d).output();
-        matches!(out, Ok(o) if o.status.success())
-    };
-    let ok = run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "k.pem",
-        "-out",
-        "c.pem",
-        "-days",
-        "30",
-        "-subj",
-        "/CN=Alice/emailAddress=alice@example.com",
-    ]) && run(&[
-        "pkcs12",
-        "-export",
-        "-inkey",
-        "k.pem",
-        "-in",
-        "c.pem",
-        "-out",
-        "alice.p12",
-        "-passout",
-        "pass:nss",
-    ]);
-    if !ok {
-        eprintln!("skipping: openssl could not make a PKCS#12");
-        return None;
-    }
-    let p = d.join("alice.p12");
-    Some((dir, p))
+/// Alice's PKCS#12 from Thunderbird's test data (written by NSS, BER inside; password `nss`).
+fn alice_p12() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/corpora/thunderbird-smime/smime/Alice.p12");
+    assert!(p.exists(), "{} is missing", p.display());
+    p
 }
 
 #[test]
@@ -173,9 +137,7 @@ fn software_token_generate_list_selftest_delete() {
 
 #[test]
 fn software_token_imports_pkcs12() {
-    let Some((_p12_dir, p12)) = alice_p12() else {
-        return;
-    };
+    let p12 = alice_p12();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let good = d.join("good-password");
@@ -280,10 +242,9 @@ struct SoftHsm {
 }
 
 impl SoftHsm {
-    fn new() -> Option<Self> {
+    fn new() -> Self {
         if !Path::new(SOFTHSM_MODULE).exists() {
-            eprintln!("skipping: {SOFTHSM_MODULE} is not installed");
-            return None;
+            panic!("{SOFTHSM_MODULE} is not installed: run tests/run, which installs softhsm2");
         }
         let dir = tempfile::tempdir().unwrap();
         let tokens = dir.path().join("tokens");
@@ -304,11 +265,10 @@ impl SoftHsm {
             .stdout(Stdio::null())
             .status();
         match status {
-            Ok(s) if s.success() => Some(hsm),
+            Ok(s) if s.success() => hsm,
             Ok(s) => panic!("softhsm2-util --init-token failed: {s}"),
             Err(e) => {
-                eprintln!("skipping: cannot run softhsm2-util: {e}");
-                None
+                panic!("cannot run softhsm2-util ({e}): run tests/run, which installs softhsm2")
             }
         }
     }
@@ -331,7 +291,7 @@ impl SoftHsm {
 
 #[test]
 fn softhsm_selftest_and_mechanisms() {
-    let Some(hsm) = SoftHsm::new() else { return };
+    let hsm = SoftHsm::new();
 
     let run = hsm.run(&["selftest"]).ok();
     assert!(run.stdout.contains("self-test passed"), "{run:#?}");
@@ -373,7 +333,7 @@ fn softhsm_selftest_and_mechanisms() {
 
 #[test]
 fn softhsm_refuses_a_wrong_pin() {
-    let Some(hsm) = SoftHsm::new() else { return };
+    let hsm = SoftHsm::new();
     let uri = format!("pkcs11:token=clitest?module-path={SOFTHSM_MODULE}&pin-value=0000-wrong");
     smimegw(
         &["--token-uri", &uri, "info"],
@@ -384,10 +344,8 @@ fn softhsm_refuses_a_wrong_pin() {
 
 #[test]
 fn softhsm_imports_pkcs12_as_non_extractable() {
-    let Some(hsm) = SoftHsm::new() else { return };
-    let Some((_p12_dir, p12)) = alice_p12() else {
-        return;
-    };
+    let hsm = SoftHsm::new();
+    let p12 = alice_p12();
     let pw = hsm.dir.path().join("p12-password");
     std::fs::write(&pw, "nss\n").unwrap();
     hsm.run(&[

@@ -13,7 +13,7 @@
 //! All operations block; async callers run them on a blocking thread.
 
 mod aes;
-mod ber;
+pub mod ber;
 mod error;
 mod keymat;
 mod p12;

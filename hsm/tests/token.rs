@@ -457,22 +457,39 @@ fn import_pkcs12_from_openssl_and_nss() {
     let pw = Pin::new("p12-secret".into());
     let nss = Pin::new("nss".into());
     let ec = make_p12_with(dir.path(), false, "ec");
-    let files: Vec<(&str, Vec<u8>, &Pin)> = vec![
-        ("openssl", modern.clone(), &pw),
-        ("openssl-legacy", legacy, &pw),
-        ("openssl-ec", ec, &pw),
+    let mut files: Vec<(String, Vec<u8>, &Pin)> = vec![
+        ("openssl".into(), modern.clone(), &pw),
+        ("openssl-legacy".into(), legacy, &pw),
+        ("openssl-ec".into(), ec, &pw),
     ];
-    // NSS's .p12 files (../shared/corpora/thunderbird-smime) are BER inside their encrypted
-    // and MAC-protected parts; reading them is still to do (see the notes). Until then they
-    // are refused with a clear message, never a panic.
-    for f in ["smime/Alice.p12", "smime-interop/Fran.p12"] {
+    // NSS's files (Thunderbird's test data): BER inside the MAC-protected and the encrypted
+    // parts; PBES2/AES (smime/, browser-smime-data/) and SHA-1 3DES PBE (smime-interop/).
+    for f in [
+        "smime/Alice.p12",
+        "smime/Alice-ec.p12",
+        "smime/Bob.p12",
+        "smime/Dave.p12",
+        "smime/Eve.p12",
+        "smime/Fran.p12",
+        "smime/Fran-ec.p12",
+        "smime-interop/Fran.p12",
+        "smime-interop/Fran-ec.p12",
+        "browser-smime-data/Alice.p12",
+        "browser-smime-data/Bob.p12",
+    ] {
         let p = corpus(&format!("thunderbird-smime/{f}"));
-        if let Ok(bytes) = std::fs::read(&p)
-            && let Err(e) = read_pkcs12(&bytes, &nss)
-        {
-            assert!(e.to_string().contains("PKCS#12"), "{f}: {e}");
-        }
+        let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        files.push((f.to_string(), bytes, &nss));
     }
+    // The NSS files hold the CA too: the chain comes out leaf first, then the CA.
+    let alice = read_pkcs12(&files[3].1, &nss).unwrap();
+    assert_eq!(alice.chain.len(), 2);
+    let leaf = hsm::cert_summary(&alice.chain[0]).unwrap();
+    let ca = hsm::cert_summary(&alice.chain[1]).unwrap();
+    assert!(leaf.subject.contains("Alice"), "{}", leaf.subject);
+    assert_eq!(leaf.issuer_der, ca.subject_der);
+    let e = read_pkcs12(&files[3].1, &pw).unwrap_err().to_string();
+    assert!(e.contains("wrong password"), "{e}");
     for (name, t, _keep) in backends() {
         for (what, bytes, pw) in &files {
             let bundle = read_pkcs12(bytes, pw).unwrap_or_else(|e| panic!("{what}: {e}"));
