@@ -65,6 +65,10 @@ pub enum Error {
     #[error("content decryption failed (wrong key, corrupted data or authentication tag mismatch)")]
     Decrypt,
 
+    /// A signature does not verify under the public key.
+    #[error("the signature does not verify")]
+    BadSignature,
+
     /// A caller passed arguments that cannot be right (wrong digest length and the like).
     #[error("invalid request: {0}")]
     Invalid(String),

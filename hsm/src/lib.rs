@@ -20,6 +20,7 @@ mod p12;
 mod padding;
 mod pin;
 mod pkcs11;
+pub mod public;
 mod soft;
 mod uri;
 
