@@ -66,9 +66,120 @@ enum Loaded {
     Ec(EcdsaKeyPair),
 }
 
-struct LoadedKey {
-    kind: KeyKind,
+/// A private key ready for aws-lc-rs.
+pub(crate) struct LoadedKey {
+    pub(crate) kind: KeyKind,
     key: Loaded,
+}
+
+impl LoadedKey {
+    /// From PKCS#8 DER; the error is aws-lc's reason.
+    pub(crate) fn from_pkcs8(kind: KeyKind, der: &[u8]) -> std::result::Result<Self, String> {
+        let key = match kind {
+            KeyKind::Rsa { .. } => Loaded::Rsa {
+                sign: RsaKeyPair::from_pkcs8(der).map_err(|e| e.to_string())?,
+                decrypt: PrivateDecryptingKey::from_pkcs8(der).map_err(|e| e.to_string())?,
+            },
+            kind => Loaded::Ec(
+                EcdsaKeyPair::from_pkcs8(kind.ecdsa_alg().ok_or("curve")?, der)
+                    .map_err(|e| e.to_string())?,
+            ),
+        };
+        Ok(LoadedKey { kind, key })
+    }
+
+    pub(crate) fn sign(&self, alg: SignAlgorithm, digest: &[u8]) -> Result<Vec<u8>> {
+        let hash = alg.hash();
+        if digest.len() != hash.output_len() {
+            return Err(Error::Invalid(format!(
+                "a {} digest is {} bytes, not {}",
+                hash.name(),
+                hash.output_len(),
+                digest.len()
+            )));
+        }
+        if hash == Hash::Sha1 {
+            return Err(Error::Unsupported(
+                "SHA-1 signatures (they are no longer made)".into(),
+            ));
+        }
+        let d =
+            Digest::import_less_safe(digest, hash.aws()).map_err(|_| Error::Crypto("digest"))?;
+        let k = self;
+        match (&k.key, alg) {
+            (Loaded::Rsa { sign, .. }, SignAlgorithm::RsaPkcs1(_) | SignAlgorithm::RsaPss(_)) => {
+                use aws_lc_rs::signature as s;
+                let enc: &'static dyn s::RsaEncoding = match alg {
+                    SignAlgorithm::RsaPkcs1(Hash::Sha256) => &s::RSA_PKCS1_SHA256,
+                    SignAlgorithm::RsaPkcs1(Hash::Sha384) => &s::RSA_PKCS1_SHA384,
+                    SignAlgorithm::RsaPkcs1(_) => &s::RSA_PKCS1_SHA512,
+                    SignAlgorithm::RsaPss(Hash::Sha256) => &s::RSA_PSS_SHA256,
+                    SignAlgorithm::RsaPss(Hash::Sha384) => &s::RSA_PSS_SHA384,
+                    _ => &s::RSA_PSS_SHA512,
+                };
+                let mut sig = vec![0u8; sign.public_modulus_len()];
+                sign.sign_digest(enc, &d, &mut sig)
+                    .map_err(|_| Error::Crypto("RSA signature"))?;
+                Ok(sig)
+            }
+            (Loaded::Ec(kp), SignAlgorithm::Ecdsa(h)) => {
+                let want = match k.kind {
+                    KeyKind::EcP256 => Hash::Sha256,
+                    _ => Hash::Sha384,
+                };
+                if h != want {
+                    return Err(Error::Unsupported(format!(
+                        "ECDSA {} with {} in the software token (use {})",
+                        k.kind,
+                        h.name(),
+                        want.name()
+                    )));
+                }
+                let sig = kp
+                    .sign_digest(&d)
+                    .map_err(|_| Error::Crypto("ECDSA signature"))?;
+                Ok(sig.as_ref().to_vec())
+            }
+            _ => Err(Error::Invalid(format!("{alg} with a {} key", k.kind))),
+        }
+    }
+
+    /// Key transport decryption with implicit rejection (see `Token::unwrap_key`).
+    pub(crate) fn unwrap(
+        &self,
+        rejection_secret: &[u8],
+        alg: &KeyTransport,
+        blob: &[u8],
+        key_len: usize,
+    ) -> Result<ContentKey> {
+        check_aes_len(key_len)?;
+        let k = self;
+        let Loaded::Rsa { decrypt, .. } = &k.key else {
+            return Err(Error::Invalid(format!("{alg} with a {} key", k.kind)));
+        };
+        // Implicit rejection: the stand-in is computed first, whatever happens next.
+        let fake = Zeroizing::new(rejection_key(rejection_secret, blob, key_len));
+        let mut out = Zeroizing::new(vec![0u8; decrypt.key_size_bytes()]);
+        let got: Option<usize> = match alg {
+            KeyTransport::RsaPkcs1 => Pkcs1PrivateDecryptingKey::new(decrypt.clone())
+                .map_err(|_| Error::Crypto("RSA key"))?
+                .decrypt(blob, &mut out)
+                .ok()
+                .map(|p| p.len()),
+            KeyTransport::RsaOaep { hash, mgf1, label } => {
+                let a = oaep_alg(*hash, *mgf1)?;
+                OaepPrivateDecryptingKey::new(decrypt.clone())
+                    .map_err(|_| Error::Crypto("RSA key"))?
+                    .decrypt(a, blob, &mut out, label.as_deref())
+                    .ok()
+                    .map(|p| p.len())
+            }
+        };
+        let ok = subtle::Choice::from(u8::from(got == Some(key_len)));
+        let real = &out[..key_len.min(out.len())];
+        let chosen = Zeroizing::new(ct_select(ok, real, &fake));
+        ContentKey::host(&chosen)
+    }
 }
 
 /// One object directory, read without decrypting anything.
@@ -232,25 +343,10 @@ impl SoftToken {
         let doc = info
             .decrypt(self.pin.expose())
             .map_err(|_| Error::storage(&path, "cannot decrypt with this token's passphrase"))?;
-        let pkcs8_der = doc.as_bytes();
-        let loaded = match entry.kind {
-            KeyKind::Rsa { .. } => Loaded::Rsa {
-                sign: RsaKeyPair::from_pkcs8(pkcs8_der).map_err(|e| Error::storage(&path, e))?,
-                decrypt: PrivateDecryptingKey::from_pkcs8(pkcs8_der)
-                    .map_err(|e| Error::storage(&path, e))?,
-            },
-            kind => Loaded::Ec(
-                EcdsaKeyPair::from_pkcs8(
-                    kind.ecdsa_alg().ok_or(Error::Crypto("curve"))?,
-                    pkcs8_der,
-                )
+        let k = Arc::new(
+            LoadedKey::from_pkcs8(entry.kind, doc.as_bytes())
                 .map_err(|e| Error::storage(&path, e))?,
-            ),
-        };
-        let k = Arc::new(LoadedKey {
-            kind: entry.kind,
-            key: loaded,
-        });
+        );
         self.cache
             .write()
             .map_err(|_| Error::Crypto("lock"))?
@@ -546,59 +642,7 @@ impl Token for SoftToken {
     }
 
     fn sign(&self, key: &KeyRef, alg: SignAlgorithm, digest: &[u8]) -> Result<Vec<u8>> {
-        let hash = alg.hash();
-        if digest.len() != hash.output_len() {
-            return Err(Error::Invalid(format!(
-                "a {} digest is {} bytes, not {}",
-                hash.name(),
-                hash.output_len(),
-                digest.len()
-            )));
-        }
-        if hash == Hash::Sha1 {
-            return Err(Error::Unsupported(
-                "SHA-1 signatures (they are no longer made)".into(),
-            ));
-        }
-        let d =
-            Digest::import_less_safe(digest, hash.aws()).map_err(|_| Error::Crypto("digest"))?;
-        let k = self.load(key)?;
-        match (&k.key, alg) {
-            (Loaded::Rsa { sign, .. }, SignAlgorithm::RsaPkcs1(_) | SignAlgorithm::RsaPss(_)) => {
-                use aws_lc_rs::signature as s;
-                let enc: &'static dyn s::RsaEncoding = match alg {
-                    SignAlgorithm::RsaPkcs1(Hash::Sha256) => &s::RSA_PKCS1_SHA256,
-                    SignAlgorithm::RsaPkcs1(Hash::Sha384) => &s::RSA_PKCS1_SHA384,
-                    SignAlgorithm::RsaPkcs1(_) => &s::RSA_PKCS1_SHA512,
-                    SignAlgorithm::RsaPss(Hash::Sha256) => &s::RSA_PSS_SHA256,
-                    SignAlgorithm::RsaPss(Hash::Sha384) => &s::RSA_PSS_SHA384,
-                    _ => &s::RSA_PSS_SHA512,
-                };
-                let mut sig = vec![0u8; sign.public_modulus_len()];
-                sign.sign_digest(enc, &d, &mut sig)
-                    .map_err(|_| Error::Crypto("RSA signature"))?;
-                Ok(sig)
-            }
-            (Loaded::Ec(kp), SignAlgorithm::Ecdsa(h)) => {
-                let want = match k.kind {
-                    KeyKind::EcP256 => Hash::Sha256,
-                    _ => Hash::Sha384,
-                };
-                if h != want {
-                    return Err(Error::Unsupported(format!(
-                        "ECDSA {} with {} in the software token (use {})",
-                        k.kind,
-                        h.name(),
-                        want.name()
-                    )));
-                }
-                let sig = kp
-                    .sign_digest(&d)
-                    .map_err(|_| Error::Crypto("ECDSA signature"))?;
-                Ok(sig.as_ref().to_vec())
-            }
-            _ => Err(Error::Invalid(format!("{alg} with a {} key", k.kind))),
-        }
+        self.load(key)?.sign(alg, digest)
     }
 
     fn unwrap_key(
@@ -610,32 +654,8 @@ impl Token for SoftToken {
         _place: AesOffload,
     ) -> Result<ContentKey> {
         check_aes_len(key_len)?;
-        let k = self.load(key)?;
-        let Loaded::Rsa { decrypt, .. } = &k.key else {
-            return Err(Error::Invalid(format!("{alg} with a {} key", k.kind)));
-        };
-        // Implicit rejection: the stand-in is computed first, whatever happens next.
-        let fake = Zeroizing::new(rejection_key(&self.rejection_secret, blob, key_len));
-        let mut out = Zeroizing::new(vec![0u8; decrypt.key_size_bytes()]);
-        let got: Option<usize> = match alg {
-            KeyTransport::RsaPkcs1 => Pkcs1PrivateDecryptingKey::new(decrypt.clone())
-                .map_err(|_| Error::Crypto("RSA key"))?
-                .decrypt(blob, &mut out)
-                .ok()
-                .map(|p| p.len()),
-            KeyTransport::RsaOaep { hash, mgf1, label } => {
-                let a = oaep_alg(*hash, *mgf1)?;
-                OaepPrivateDecryptingKey::new(decrypt.clone())
-                    .map_err(|_| Error::Crypto("RSA key"))?
-                    .decrypt(a, blob, &mut out, label.as_deref())
-                    .ok()
-                    .map(|p| p.len())
-            }
-        };
-        let ok = subtle::Choice::from(u8::from(got == Some(key_len)));
-        let real = &out[..key_len.min(out.len())];
-        let chosen = Zeroizing::new(ct_select(ok, real, &fake));
-        ContentKey::host(&chosen)
+        self.load(key)?
+            .unwrap(&self.rejection_secret, alg, blob, key_len)
     }
 
     fn content_key(&self, bytes: &[u8], _place: AesOffload) -> Result<ContentKey> {
