@@ -28,6 +28,9 @@ pub enum AesMode {
         aad: Vec<u8>,
         tag_len: usize,
     },
+    /// Triple-DES (3-key EDE) CBC with PKCS#7 padding: decryption only, on the host only, for
+    /// mail that old clients encrypted. Needs a 24-byte key placed on the host.
+    LegacyDes3Cbc { iv: [u8; 8] },
 }
 
 impl AesMode {
@@ -109,6 +112,74 @@ pub(crate) fn host_cipher(
             },
             dir,
         ) => Ok(Box::new(HostGcm::new(key, nonce, aad, *tag_len, dir)?)),
+        (AesMode::LegacyDes3Cbc { iv }, CipherDirection::Decrypt) => {
+            use des::cipher::KeyInit;
+            let cipher = des::TdesEde3::new_from_slice(key).map_err(|_| {
+                Error::Invalid(format!("a triple-DES key is 24 bytes, not {}", key.len()))
+            })?;
+            Ok(Box::new(HostDes3Dec {
+                cipher,
+                previous: *iv,
+                pending: Vec::new(),
+            }))
+        }
+        (AesMode::LegacyDes3Cbc { .. }, CipherDirection::Encrypt) => Err(Error::Unsupported(
+            "triple-DES encryption (it is only decrypted, for old mail)".into(),
+        )),
+    }
+}
+
+/// CBC decryption over 3DES, holding back the last block for the padding check.
+struct HostDes3Dec {
+    cipher: des::TdesEde3,
+    previous: [u8; 8],
+    pending: Vec<u8>,
+}
+
+impl HostDes3Dec {
+    fn decrypt_blocks(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        use des::cipher::BlockCipherDecrypt;
+        for chunk in data.chunks_exact(8) {
+            let mut block = des::cipher::Block::<des::TdesEde3>::default();
+            block.copy_from_slice(chunk);
+            self.cipher.decrypt_block(&mut block);
+            out.extend(block.iter().zip(self.previous).map(|(b, p)| b ^ p));
+            self.previous.copy_from_slice(chunk);
+        }
+    }
+}
+
+impl CipherStream for HostDes3Dec {
+    fn update(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        self.pending.extend_from_slice(input);
+        // Keep at least one whole block back: it may be the padded last one.
+        let ready = self.pending.len().saturating_sub(1) / 8 * 8;
+        if ready > 0 {
+            let data: Vec<u8> = self.pending.drain(..ready).collect();
+            self.decrypt_blocks(&data, out);
+        }
+        Ok(())
+    }
+
+    fn finish(
+        mut self: Box<Self>,
+        _tag: Option<&[u8]>,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<Vec<u8>>> {
+        if self.pending.len() != 8 {
+            return Err(Error::Decrypt);
+        }
+        let last = std::mem::take(&mut self.pending);
+        let mut block = Vec::with_capacity(8);
+        self.decrypt_blocks(&last, &mut block);
+        let pad = usize::from(block[7]);
+        let padding_ok =
+            (1..=8).contains(&pad) && block[8 - pad..].iter().all(|b| usize::from(*b) == pad);
+        if !padding_ok {
+            return Err(Error::Decrypt);
+        }
+        out.extend_from_slice(&block[..8 - pad]);
+        Ok(None)
     }
 }
 

@@ -1501,6 +1501,11 @@ impl TokenKey {
         let h = self.handle;
         let mut iv_buf: Vec<u8>;
         let mech = match mode {
+            AesMode::LegacyDes3Cbc { .. } => {
+                return Err(Error::Unsupported(
+                    "triple-DES in the token (place the key on the host)".into(),
+                ));
+            }
             AesMode::Cbc { iv } => Mechanism::AesCbcPad(*iv),
             AesMode::Gcm {
                 nonce,
@@ -1526,7 +1531,7 @@ impl TokenKey {
         }
         let tag_len = match mode {
             AesMode::Gcm { tag_len, .. } => Some(*tag_len),
-            AesMode::Cbc { .. } => None,
+            AesMode::Cbc { .. } | AesMode::LegacyDes3Cbc { .. } => None,
         };
         Ok(Box::new(TokenCipher {
             lease: l,

@@ -1,0 +1,477 @@
+//! Just enough MIME (RFC 2045/2046, RFC 5322 header syntax) for S/MIME, on exact bytes.
+//!
+//! An [`Entity`] borrows the input: its header block, its body and every header field as the
+//! bytes received, so a signature is always checked over what arrived, never over a
+//! re-serialised parse. Values are unfolded copies for reading only.
+
+use std::borrow::Cow;
+
+use super::error::{Result, SmimeError};
+
+/// Header blocks larger than this are refused (a guard against hostile input, not a limit
+/// real mail reaches).
+const MAX_HEADER: usize = 1 << 20;
+
+/// One header field as received.
+#[derive(Debug, Clone)]
+pub struct Field<'a> {
+    /// The name as written.
+    pub name: &'a str,
+    /// The whole field: name, colon, value and folded continuation lines, with line endings.
+    pub raw: &'a [u8],
+    /// The value, unfolded, without the leading space.
+    pub value: String,
+}
+
+/// A MIME entity (a whole message or one body part).
+#[derive(Debug, Clone)]
+pub struct Entity<'a> {
+    /// The header block, up to and including the empty line that ends it.
+    pub header: &'a [u8],
+    /// Everything after the empty line.
+    pub body: &'a [u8],
+    pub fields: Vec<Field<'a>>,
+}
+
+/// A parsed Content-Type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentType {
+    /// `type/subtype`, lower case.
+    pub mime: String,
+    /// Parameters, names in lower case, values unquoted.
+    pub params: Vec<(String, String)>,
+}
+
+impl ContentType {
+    /// A parameter's value.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn malformed(what: impl Into<String>) -> SmimeError {
+    SmimeError::Malformed(what.into())
+}
+
+impl<'a> Entity<'a> {
+    /// Splits `raw` into header fields and body. Accepts CRLF and bare LF line endings.
+    pub fn parse(raw: &'a [u8]) -> Result<Self> {
+        let (header, body) = split_header(raw);
+        if header.len() > MAX_HEADER {
+            return Err(malformed("the header block is larger than 1 MiB"));
+        }
+        let mut fields: Vec<Field<'a>> = Vec::new();
+        let lines = line_spans(header);
+        let mut i = 0;
+        while i < lines.len() {
+            let (ls, le) = lines[i];
+            let line = &header[ls..le];
+            if trim_eol(line).is_empty() {
+                break; // the empty line that ends the header
+            }
+            if line[0] == b' ' || line[0] == b'\t' {
+                return Err(malformed(format!(
+                    "header line {} starts with white space but follows no field",
+                    i + 1
+                )));
+            }
+            // Gather continuation lines.
+            let mut end = le;
+            let mut j = i + 1;
+            while j < lines.len() {
+                let (cs, ce) = lines[j];
+                let c = &header[cs..ce];
+                if !c.is_empty() && (c[0] == b' ' || c[0] == b'\t') {
+                    end = ce;
+                    j += 1;
+                } else {
+                    break;
+                }
+            }
+            let raw_field = &header[ls..end];
+            let colon = raw_field
+                .iter()
+                .position(|b| *b == b':')
+                .ok_or_else(|| malformed(format!("header line {} has no colon", i + 1)))?;
+            let name = std::str::from_utf8(&raw_field[..colon])
+                .ok()
+                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_graphic() && b != b':'))
+                .ok_or_else(|| malformed(format!("header line {} has a bad field name", i + 1)))?;
+            let value = unfold(&raw_field[colon + 1..]);
+            fields.push(Field {
+                name,
+                raw: raw_field,
+                value,
+            });
+            i = j;
+        }
+        Ok(Entity {
+            header,
+            body,
+            fields,
+        })
+    }
+
+    /// The first field with this name (case-insensitive), unfolded.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|f| f.name.eq_ignore_ascii_case(name))
+            .map(|f| f.value.as_str())
+    }
+
+    /// The Content-Type; `text/plain` when there is none (RFC 2045 §5.2).
+    pub fn content_type(&self) -> Result<ContentType> {
+        match self.field("Content-Type") {
+            Some(v) => parse_content_type(v),
+            None => Ok(ContentType {
+                mime: "text/plain".into(),
+                params: vec![("charset".into(), "us-ascii".into())],
+            }),
+        }
+    }
+
+    /// The Content-Transfer-Encoding, lower case; `7bit` when absent.
+    pub fn transfer_encoding(&self) -> String {
+        self.field("Content-Transfer-Encoding")
+            .map(|v| v.trim().to_ascii_lowercase())
+            .unwrap_or_else(|| "7bit".into())
+    }
+
+    /// The body with its transfer encoding undone.
+    pub fn decoded_body(&self) -> Result<Cow<'a, [u8]>> {
+        match self.transfer_encoding().as_str() {
+            "base64" => Ok(Cow::Owned(base64_decode(self.body)?)),
+            "7bit" | "8bit" | "binary" => Ok(Cow::Borrowed(self.body)),
+            "quoted-printable" => Ok(Cow::Owned(qp_decode(self.body))),
+            other => Err(SmimeError::Unsupported(format!(
+                "Content-Transfer-Encoding {other}"
+            ))),
+        }
+    }
+}
+
+/// Header block (with its terminating empty line) and body.
+fn split_header(raw: &[u8]) -> (&[u8], &[u8]) {
+    // An entity that starts with an empty line has no header fields.
+    if raw.starts_with(b"\r\n") {
+        return (&raw[..2], &raw[2..]);
+    }
+    if raw.starts_with(b"\n") {
+        return (&raw[..1], &raw[1..]);
+    }
+    let mut i = 0;
+    while let Some(p) = raw[i..].iter().position(|b| *b == b'\n') {
+        let nl = i + p;
+        let rest = &raw[nl + 1..];
+        if rest.starts_with(b"\r\n") {
+            return (&raw[..nl + 3], &raw[nl + 3..]);
+        }
+        if rest.starts_with(b"\n") {
+            return (&raw[..nl + 2], &raw[nl + 2..]);
+        }
+        i = nl + 1;
+    }
+    (raw, &[])
+}
+
+/// (start, end) of each line, the end including its line ending.
+pub(crate) fn line_spans(data: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, b) in data.iter().enumerate() {
+        if *b == b'\n' {
+            out.push((start, i + 1));
+            start = i + 1;
+        }
+    }
+    if start < data.len() {
+        out.push((start, data.len()));
+    }
+    out
+}
+
+fn trim_eol(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn unfold(value: &[u8]) -> String {
+    let text = String::from_utf8_lossy(value);
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c != '\r' && c != '\n' {
+            out.push(c);
+        }
+    }
+    out.trim().to_string()
+}
+
+/// Parses `type/subtype; name=value; name="quoted"` (comments in parentheses are skipped).
+pub fn parse_content_type(value: &str) -> Result<ContentType> {
+    let value = strip_comments(value);
+    let mut parts = split_params(&value).into_iter();
+    let mime = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    let ok = mime
+        .split_once('/')
+        .is_some_and(|(t, s)| !t.is_empty() && !s.is_empty() && !s.contains('/'));
+    if !ok {
+        return Err(malformed(format!(
+            "Content-Type {value:?} has no type/subtype"
+        )));
+    }
+    let mut params = Vec::new();
+    for p in parts {
+        let p = p.trim();
+        if p.is_empty() {
+            continue;
+        }
+        let Some((name, v)) = p.split_once('=') else {
+            continue; // tolerate stray tokens, as mail clients do
+        };
+        let v = v.trim();
+        let v = if v.len() >= 2 && v.starts_with('"') && v.ends_with('"') {
+            let inner = &v[1..v.len() - 1];
+            let mut s = String::with_capacity(inner.len());
+            let mut escaped = false;
+            for c in inner.chars() {
+                if escaped || c != '\\' {
+                    s.push(c);
+                    escaped = false;
+                } else {
+                    escaped = true;
+                }
+            }
+            s
+        } else {
+            v.to_string()
+        };
+        params.push((name.trim().to_ascii_lowercase(), v));
+    }
+    Ok(ContentType { mime, params })
+}
+
+fn strip_comments(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let (mut depth, mut quoted, mut escaped) = (0usize, false, false);
+    for c in v.chars() {
+        if escaped {
+            if depth == 0 {
+                out.push(c);
+            }
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => {
+                escaped = true;
+                if depth == 0 {
+                    out.push(c);
+                }
+            }
+            '"' if depth == 0 => {
+                quoted = !quoted;
+                out.push(c);
+            }
+            '(' if !quoted => depth += 1,
+            ')' if !quoted && depth > 0 => depth -= 1,
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Splits at semicolons outside quotes.
+fn split_params(v: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let (mut quoted, mut escaped) = (false, false);
+    for c in v.chars() {
+        let cur = out.last_mut().expect("never empty");
+        if escaped {
+            cur.push(c);
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if quoted => {
+                cur.push(c);
+                escaped = true;
+            }
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            ';' if !quoted => out.push(String::new()),
+            _ => cur.push(c),
+        }
+    }
+    out
+}
+
+/// Decodes base64, ignoring line breaks and other white space; anything else outside the
+/// alphabet is an error.
+pub fn base64_decode(data: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(data.len() / 4 * 3);
+    let mut acc: u32 = 0;
+    let mut bits = 0u32;
+    let mut padding = 0usize;
+    for (i, &b) in data.iter().enumerate() {
+        let v = match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' => {
+                padding += 1;
+                continue;
+            }
+            b' ' | b'\t' | b'\r' | b'\n' => continue,
+            _ => {
+                return Err(malformed(format!(
+                    "base64 body: byte 0x{b:02x} at offset {i} is not base64"
+                )));
+            }
+        };
+        if padding > 0 {
+            return Err(malformed(format!(
+                "base64 body: data after padding at offset {i}"
+            )));
+        }
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    if bits >= 6 {
+        return Err(malformed("base64 body: truncated (a lone final character)"));
+    }
+    Ok(out)
+}
+
+/// Encodes base64 in lines of 76 characters with CRLF, as RFC 2045 asks.
+pub fn base64_encode(data: &[u8]) -> Vec<u8> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::with_capacity(data.len() * 4 / 3 + data.len() / 57 * 2 + 4);
+    for (n, chunk) in data.chunks(3).enumerate() {
+        if n > 0 && n % 19 == 0 {
+            out.extend_from_slice(b"\r\n");
+        }
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let v = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for k in 0..4 {
+            if k <= chunk.len() {
+                out.push(ALPHABET[((v >> (18 - 6 * k)) & 63) as usize]);
+            } else {
+                out.push(b'=');
+            }
+        }
+    }
+    if !data.is_empty() {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Decodes quoted-printable leniently (a bad escape is kept as written).
+fn qp_decode(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    let mut i = 0;
+    while i < data.len() {
+        let b = data[i];
+        if b == b'=' {
+            let rest = &data[i + 1..];
+            if rest.starts_with(b"\r\n") {
+                i += 3;
+                continue;
+            }
+            if rest.starts_with(b"\n") {
+                i += 2;
+                continue;
+            }
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (
+                rest.first().and_then(|c| hex(*c)),
+                rest.get(1).and_then(|c| hex(*c)),
+            ) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_and_body_split_on_exact_bytes() {
+        let msg = b"From: a@example.com\r\nSubject: one\r\n two\r\nContent-Type: text/plain\r\n\r\nbody\r\n";
+        let e = Entity::parse(msg).unwrap();
+        assert_eq!(e.fields.len(), 3);
+        assert_eq!(e.field("subject"), Some("one two"));
+        assert_eq!(e.fields[1].raw, b"Subject: one\r\n two\r\n");
+        assert_eq!(e.body, b"body\r\n");
+        assert_eq!(e.header.len() + e.body.len(), msg.len());
+        let lf = Entity::parse(b"A: b\n\nx").unwrap();
+        assert_eq!(lf.body, b"x");
+        let none = Entity::parse(b"\r\nonly body").unwrap();
+        assert!(none.fields.is_empty());
+        assert_eq!(none.body, b"only body");
+        assert!(Entity::parse(b" x: y\r\n\r\n").is_err());
+        assert!(Entity::parse(b"no colon here\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn content_types() {
+        let ct = parse_content_type(
+            "multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256;\
+             boundary=\"----=_a;b\" (comment)",
+        )
+        .unwrap();
+        assert_eq!(ct.mime, "multipart/signed");
+        assert_eq!(ct.param("PROTOCOL"), Some("application/pkcs7-signature"));
+        assert_eq!(ct.param("boundary"), Some("----=_a;b"));
+        assert_eq!(ct.param("micalg"), Some("sha-256"));
+        assert!(parse_content_type("text").is_err());
+        assert!(parse_content_type("").is_err());
+    }
+
+    #[test]
+    fn base64_round_trip_and_errors() {
+        for n in 0..200 {
+            let data: Vec<u8> = (0..n).map(|i| (i * 7 + 3) as u8).collect();
+            assert_eq!(base64_decode(&base64_encode(&data)).unwrap(), data);
+        }
+        assert!(
+            base64_encode(&[0u8; 100])
+                .split(|b| *b == b'\n')
+                .all(|l| l.len() <= 77)
+        );
+        assert!(base64_decode(b"QUJD*").is_err());
+        assert!(base64_decode(b"QQ==QQ").is_err());
+        assert!(base64_decode(b"Q").is_err());
+        assert_eq!(base64_decode(b"QUJD\r\nRA==\r\n").unwrap(), b"ABCD");
+    }
+
+    #[test]
+    fn quoted_printable() {
+        assert_eq!(qp_decode(b"a=3Db=\r\nc=zz"), b"a=bc=zz");
+    }
+}

@@ -1,0 +1,154 @@
+//! Fixtures shared by the engine tests: the corpora, OpenSSL, and the three kinds of key
+//! holder every sign and decrypt test runs against (a PEM file, the software token, SoftHSM2).
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use hsm::{KeyRef, MemoryToken, Pin, PinSource, Pkcs11Options, Pkcs11Token, SoftToken, Token};
+
+pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+pub const HSM_LABEL: &str = "engine-test";
+pub const HSM_PIN: &str = "engine-pin";
+
+pub fn corpus(rel: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/corpora")
+        .join(rel);
+    assert!(p.exists(), "{} is missing", p.display());
+    p
+}
+
+pub fn openssl(args: &[&str], dir: &Path) -> std::process::Output {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs (tests/run installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// One SoftHSM2 token per test process (SoftHSM reads SOFTHSM2_CONF once, at C_Initialize).
+pub fn softhsm_conf() -> &'static Path {
+    static CONF: OnceLock<PathBuf> = OnceLock::new();
+    CONF.get_or_init(|| {
+        assert!(
+            Path::new(SOFTHSM_MODULE).exists(),
+            "SoftHSM2 is not installed: run tests/run, which installs softhsm2"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("smimegw-engine-hsm")
+            .tempdir()
+            .unwrap()
+            .keep();
+        std::fs::create_dir_all(dir.join("tokens")).unwrap();
+        let conf = dir.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                dir.join("tokens").display()
+            ),
+        )
+        .unwrap();
+        let st = Command::new("softhsm2-util")
+            .env("SOFTHSM2_CONF", &conf)
+            .args(["--init-token", "--free", "--label", HSM_LABEL])
+            .args(["--so-pin", "0000", "--pin", HSM_PIN])
+            .output()
+            .unwrap();
+        assert!(st.status.success(), "softhsm2-util failed");
+        #[allow(unsafe_code)]
+        // SAFETY: set once, before this process opens any PKCS#11 module.
+        unsafe {
+            std::env::set_var("SOFTHSM2_CONF", &conf);
+        }
+        conf
+    })
+}
+
+/// A key holder and how to name the key in it.
+pub struct Holder {
+    pub name: &'static str,
+    pub token: Box<dyn Token>,
+    pub key: KeyRef,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// The key and certificate of a PKCS#12 file in each kind of holder. Returns the holders and
+/// the end-entity certificate (DER).
+pub fn holders(p12: &Path, password: &str, label: &str) -> (Vec<Holder>, Vec<u8>) {
+    let bytes = std::fs::read(p12).unwrap();
+    let bundle = hsm::read_pkcs12(&bytes, &Pin::new(password.into())).unwrap();
+    let cert = bundle.chain[0].clone();
+
+    // A PEM file, as `--key key.pem` reads it.
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("key.pem");
+    let pass = format!("pass:{password}");
+    openssl(
+        &[
+            "pkcs12",
+            "-in",
+            p12.to_str().unwrap(),
+            "-nocerts",
+            "-nodes",
+            "-passin",
+            &pass,
+            "-out",
+            pem.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    let memory = MemoryToken::from_pem(&std::fs::read(&pem).unwrap(), label, "key.pem").unwrap();
+
+    let soft_dir = tempfile::tempdir().unwrap();
+    let soft = SoftToken::create(&soft_dir.path().join("t"), &Pin::new("soft".into())).unwrap();
+    soft.import(label, &bundle).unwrap();
+
+    softhsm_conf();
+    let hsm = Pkcs11Token::open(Pkcs11Options {
+        module: SOFTHSM_MODULE.into(),
+        token: Some(HSM_LABEL.into()),
+        serial: None,
+        pin: Some(PinSource::Value(zeroize::Zeroizing::new(HSM_PIN.into()))),
+        max_sessions: 4,
+        // SoftHSM2 2.6 does OAEP with SHA-1 and no label only; the rest goes through raw RSA
+        // with the padding checked on the host, the setting a deployment would choose.
+        allow_raw_rsa: true,
+    })
+    .unwrap();
+    let _ = hsm.delete(label);
+    hsm.import(label, &bundle).unwrap();
+
+    let key = KeyRef::label(label);
+    (
+        vec![
+            Holder {
+                name: "pem",
+                token: Box::new(memory),
+                key: key.clone(),
+                _dir: Some(dir),
+            },
+            Holder {
+                name: "software",
+                token: Box::new(soft),
+                key: key.clone(),
+                _dir: Some(soft_dir),
+            },
+            Holder {
+                name: "softhsm",
+                token: Box::new(hsm),
+                key,
+                _dir: None,
+            },
+        ],
+        cert,
+    )
+}

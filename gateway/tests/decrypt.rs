@@ -1,0 +1,215 @@
+//! Decryption against real messages: every enveloped message in Thunderbird's corpus (made by
+//! NSS) with Bob's key, OpenSSL's RSA-OAEP messages with Fran's, and AES-GCM made by OpenSSL,
+//! each with the key in a PEM file, in the software token and in SoftHSM2. The plaintext must
+//! be byte for byte what `openssl cms -decrypt` gives.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+
+use common::{corpus, holders, openssl};
+use hsm::AesOffload;
+use smimegw::smime::{Recipient, SmimeError, decrypt_message};
+
+/// What OpenSSL makes of it: the reference plaintext.
+fn openssl_decrypt(msg: &Path, p12: &Path, dir: &Path) -> Vec<u8> {
+    let key = dir.join("recip.key");
+    let cert = dir.join("recip.crt");
+    let p12 = p12.to_str().unwrap();
+    if !key.exists() {
+        let key = key.to_str().unwrap();
+        let cert = cert.to_str().unwrap();
+        let common = ["pkcs12", "-in", p12, "-passin", "pass:nss"];
+        openssl(
+            &[&common[..], &["-nocerts", "-nodes", "-out", key]].concat(),
+            dir,
+        );
+        openssl(
+            &[&common[..], &["-clcerts", "-nokeys", "-out", cert]].concat(),
+            dir,
+        );
+    }
+    let out = dir.join("plain");
+    openssl(
+        &[
+            "cms",
+            "-decrypt",
+            "-in",
+            msg.to_str().unwrap(),
+            "-recip",
+            cert.to_str().unwrap(),
+            "-inkey",
+            key.to_str().unwrap(),
+            "-out",
+            out.to_str().unwrap(),
+        ],
+        dir,
+    );
+    std::fs::read(out).unwrap()
+}
+
+/// The enveloped messages, from the oracle file beside the corpus.
+fn enveloped_corpus() -> Vec<String> {
+    let tsv = std::fs::read_to_string(corpus("thunderbird-smime/OPENSSL_ORACLE.tsv")).unwrap();
+    let files: Vec<String> = tsv
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split('\t').collect();
+            (cols.get(3) == Some(&"ok")).then(|| cols[0].to_string())
+        })
+        .collect();
+    assert!(files.len() >= 17, "{files:?}");
+    files
+}
+
+#[test]
+fn thunderbird_enveloped_messages_decrypt_with_bobs_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let p12 = corpus("thunderbird-smime/smime/Bob.p12");
+    let (holders, cert) = holders(&p12, "nss", "bob");
+    for file in enveloped_corpus() {
+        let path = corpus(&format!("thunderbird-smime/{file}"));
+        let msg = std::fs::read(&path).unwrap();
+        let expected = openssl_decrypt(&path, &p12, dir.path());
+        for h in &holders {
+            for offload in [AesOffload::Host, AesOffload::Token] {
+                let me = Recipient {
+                    cert: &cert,
+                    token: h.token.as_ref(),
+                    key: h.key.clone(),
+                    offload,
+                };
+                let got = decrypt_message(&msg, &me)
+                    .unwrap_or_else(|e| panic!("{file} with {} ({offload:?}): {e}", h.name));
+                assert_eq!(got.content, expected, "{file} with {}", h.name);
+                assert_eq!(got.cipher, "AES-128-CBC");
+                assert!(!got.authenticated);
+            }
+        }
+    }
+}
+
+#[test]
+fn openssl_oaep_messages_decrypt_with_frans_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let p12 = corpus("thunderbird-smime/smime-interop/Fran.p12");
+    let (holders, cert) = holders(&p12, "nss", "fran");
+    for file in [
+        "fran-oaep_ossl.env",
+        "fran-oaep-label_ossl.env",
+        "fran-oaep-sha256hash_ossl.env",
+        "fran-oaep-sha256hash-sha256mgf_ossl.env",
+    ] {
+        let path = corpus(&format!("thunderbird-smime/smime-interop/{file}"));
+        let msg = std::fs::read(&path).unwrap();
+        let expected = openssl_decrypt(&path, &p12, dir.path());
+        assert!(String::from_utf8_lossy(&expected).contains("This is a test message to Fran."));
+        for h in &holders {
+            let me = Recipient {
+                cert: &cert,
+                token: h.token.as_ref(),
+                key: h.key.clone(),
+                offload: AesOffload::Token,
+            };
+            match decrypt_message(&msg, &me) {
+                Ok(got) => assert_eq!(got.content, expected, "{file} with {}", h.name),
+                Err(e) => panic!("{file} with {}: {e}", h.name),
+            }
+        }
+    }
+}
+
+#[test]
+fn aes_gcm_from_openssl_decrypts_and_a_bad_tag_releases_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p12 = corpus("thunderbird-smime/smime/Bob.p12");
+    let (holders, cert) = holders(&p12, "nss", "bob-gcm");
+    std::fs::write(d.join("bob.der"), &cert).unwrap();
+    openssl(
+        &[
+            "x509", "-inform", "DER", "-in", "bob.der", "-out", "bob.pem",
+        ],
+        d,
+    );
+    let plain = b"Content-Type: text/plain\r\n\r\nsecret for Bob, sealed with GCM\r\n";
+    std::fs::write(d.join("in.txt"), plain).unwrap();
+    for cipher in ["-aes-128-gcm", "-aes-256-gcm"] {
+        openssl(
+            &[
+                "cms", "-encrypt", cipher, "-in", "in.txt", "-binary", "-out", "gcm.eml", "bob.pem",
+            ],
+            d,
+        );
+        let msg = std::fs::read(d.join("gcm.eml")).unwrap();
+        for h in &holders {
+            let me = Recipient {
+                cert: &cert,
+                token: h.token.as_ref(),
+                key: h.key.clone(),
+                offload: AesOffload::Token,
+            };
+            let got =
+                decrypt_message(&msg, &me).unwrap_or_else(|e| panic!("{cipher} {}: {e}", h.name));
+            assert_eq!(got.content, plain);
+            assert!(got.authenticated);
+        }
+    }
+    // Flip one bit of the tag (the MAC is the last OCTET STRING, near the end of the DER).
+    openssl(
+        &[
+            "cms",
+            "-encrypt",
+            "-aes-256-gcm",
+            "-in",
+            "in.txt",
+            "-binary",
+            "-outform",
+            "DER",
+            "-out",
+            "gcm.der",
+            "bob.pem",
+        ],
+        d,
+    );
+    let mut der = std::fs::read(d.join("gcm.der")).unwrap();
+    let n = der.len();
+    der[n - 3] ^= 1;
+    for h in &holders {
+        let me = Recipient {
+            cert: &cert,
+            token: h.token.as_ref(),
+            key: h.key.clone(),
+            offload: AesOffload::Token,
+        };
+        match smimegw::smime::decrypt_cms(&der, &me) {
+            Err(SmimeError::Decrypt) => {}
+            other => panic!("{}: a bad tag gave {other:?}", h.name),
+        }
+    }
+}
+
+#[test]
+fn a_message_for_someone_else_says_so() {
+    let p12 = corpus("thunderbird-smime/smime/Alice.p12");
+    let (holders, cert) = holders(&p12, "nss", "alice");
+    let msg = std::fs::read(corpus("thunderbird-smime/smime/alice.env.eml")).unwrap();
+    let me = Recipient {
+        cert: &cert,
+        token: holders[0].token.as_ref(),
+        key: holders[0].key.clone(),
+        offload: AesOffload::Host,
+    };
+    match decrypt_message(&msg, &me) {
+        Err(e @ SmimeError::NotRecipient(_)) => {
+            assert!(e.to_string().contains("not among"), "{e}");
+            assert!(!e.is_malformed());
+        }
+        other => panic!("{other:?}"),
+    }
+    let e = decrypt_message(b"Content-Type: text/plain\r\n\r\nhello", &me).unwrap_err();
+    assert!(e.is_malformed(), "{e}");
+}
