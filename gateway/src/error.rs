@@ -2,7 +2,7 @@
 //!
 //! Token errors are `hsm::Error`, whose messages are already written for administrators and
 //! never hold a PIN or key material; everything else the command itself can get wrong is here.
-//! `main` prints any of them as `smimegw: <error>` and exits with 1.
+//! `main` prints any of them as `smimegw: <error>` and exits with [`CliError::exit_code`].
 
 use std::path::PathBuf;
 
@@ -32,7 +32,34 @@ pub enum CliError {
     #[error("self-test failed: {failed} of {total} checks failed")]
     SelftestFailed { failed: usize, total: usize },
 
+    /// The S/MIME engine refused or failed the message.
+    #[error(transparent)]
+    Message(#[from] smimegw::smime::SmimeError),
+
+    /// An argument is unusable (a file that is not what it should be).
+    #[error("{0}")]
+    Usage(String),
+
+    /// An output file could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
     /// Writing to stdout failed (a closed pipe, a full disk).
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+}
+
+impl CliError {
+    /// 2 when the input or the command line is at fault (malformed, unsupported, unusable
+    /// argument), 1 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Message(e) if e.is_malformed() => 2,
+            CliError::Usage(_) => 2,
+            _ => 1,
+        }
+    }
 }

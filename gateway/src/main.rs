@@ -2,7 +2,8 @@
 //!
 //! This file holds the top-level command line and the dispatch to subcommands; each subcommand
 //! lives in `cli/`. Errors end here: they are printed as `smimegw: <error>` on stderr and the
-//! process exits with 1 (clap exits with 2 on usage errors). Logs go to stderr through
+//! process exits with 1, or 2 when the input or the command line is at fault (clap exits with 2
+//! on usage errors). Logs go to stderr through
 //! `tracing`, filtered by `RUST_LOG` (default `warn`, without cryptoki's complaints about
 //! mechanisms it cannot name).
 
@@ -29,6 +30,8 @@ struct Cli {
 enum Command {
     /// Manage the key token: the PKCS#11 token or the software token that holds private keys.
     Token(cli::token::TokenArgs),
+    /// Sign, verify, encrypt or decrypt one message with the S/MIME engine (troubleshooting).
+    Message(cli::message::MessageArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,13 +41,14 @@ fn main() -> ExitCode {
     let mut out = stdout.lock();
     let result: Result<(), CliError> = match cli.command {
         Command::Token(args) => cli::token::run(args, &mut out),
+        Command::Message(args) => cli::message::run(args, &mut out),
     };
     let flushed = out.flush();
     match result.and(flushed.map_err(CliError::Output)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("smimegw: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_code())
         }
     }
 }

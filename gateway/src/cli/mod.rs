@@ -1,4 +1,5 @@
 //! The subcommands of `smimegw`, one module each, and the plain-text table writer they share.
 
+pub mod message;
 pub mod table;
 pub mod token;

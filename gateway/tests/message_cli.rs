@@ -1,0 +1,211 @@
+//! `smimegw message` as an administrator runs it: exit codes, output, keys from PEM files and
+//! from SoftHSM2 by PKCS#11 URI.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::{HSM_LABEL, HSM_PIN, SOFTHSM_MODULE, corpus, openssl, softhsm_conf};
+
+fn smimegw(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_smimegw"));
+    cmd.args(args)
+        .env("SOFTHSM2_CONF", softhsm_conf())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut input = child.stdin.take().unwrap();
+        if let Some(data) = stdin {
+            input.write_all(data).unwrap();
+        }
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+/// Bob's key and certificate as PEM files, from his PKCS#12.
+fn bob_pem(dir: &Path) -> (String, String) {
+    let p12 = corpus("thunderbird-smime/smime/Bob.p12");
+    let p12 = p12.to_str().unwrap();
+    let base = ["pkcs12", "-in", p12, "-passin", "pass:nss"];
+    openssl(
+        &[&base[..], &["-nocerts", "-nodes", "-out", "bob.key"]].concat(),
+        dir,
+    );
+    openssl(
+        &[&base[..], &["-clcerts", "-nokeys", "-out", "bob.crt"]].concat(),
+        dir,
+    );
+    (
+        dir.join("bob.key").to_str().unwrap().to_string(),
+        dir.join("bob.crt").to_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn decrypt_with_a_pem_key_and_with_softhsm_by_uri() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, cert) = bob_pem(d);
+    let msg = corpus("thunderbird-smime/smime/alice.env.eml");
+    let msg = msg.to_str().unwrap();
+
+    let o = smimegw(
+        &[
+            "message", "decrypt", "--cert", &cert, "--key", &key, "--in", msg,
+        ],
+        None,
+    );
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("This is a test message from Alice to Bob.")
+    );
+
+    // Through stdin, to a file.
+    let out = d.join("plain.eml");
+    let o = smimegw(
+        &[
+            "message",
+            "decrypt",
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        Some(&std::fs::read(msg).unwrap()),
+    );
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.stdout.is_empty());
+    let written = std::fs::read(&out).unwrap();
+
+    // Bob's key in SoftHSM2, imported with `smimegw token`, used by URI.
+    let token_uri =
+        format!("pkcs11:token={HSM_LABEL}?module-path={SOFTHSM_MODULE}&pin-value={HSM_PIN}");
+    let p12 = corpus("thunderbird-smime/smime/Bob.p12");
+    std::fs::write(d.join("pw"), "nss\n").unwrap();
+    let label = format!("bob-cli-{}", std::process::id());
+    let o = smimegw(
+        &[
+            "token",
+            "--token-uri",
+            &token_uri,
+            "import-p12",
+            p12.to_str().unwrap(),
+            "--label",
+            &label,
+            "--password-file",
+            d.join("pw").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let key_uri = format!(
+        "pkcs11:token={HSM_LABEL};object={label};type=private?module-path={SOFTHSM_MODULE}&pin-value={HSM_PIN}"
+    );
+    for offload in ["host", "token"] {
+        let o = smimegw(
+            &[
+                "message",
+                "decrypt",
+                "--cert",
+                &cert,
+                "--key",
+                &key_uri,
+                "--offload",
+                offload,
+                "--in",
+                msg,
+            ],
+            None,
+        );
+        assert_eq!(
+            code(&o),
+            0,
+            "{offload}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(o.stdout, written, "{offload}");
+        assert!(!String::from_utf8_lossy(&o.stderr).contains(HSM_PIN));
+    }
+}
+
+#[test]
+fn decrypt_exit_codes_name_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, cert) = bob_pem(d);
+    let run = |input: &[u8], cert: &str| {
+        smimegw(
+            &["message", "decrypt", "--cert", cert, "--key", &key],
+            Some(input),
+        )
+    };
+
+    // Not for us: Alice's certificate with Bob's message.
+    let alice = d.join("alice.crt");
+    let p12 = corpus("thunderbird-smime/smime/Alice.p12");
+    openssl(
+        &[
+            "pkcs12",
+            "-in",
+            p12.to_str().unwrap(),
+            "-passin",
+            "pass:nss",
+            "-clcerts",
+            "-nokeys",
+            "-out",
+            "alice.crt",
+        ],
+        d,
+    );
+    let env = std::fs::read(corpus("thunderbird-smime/smime/alice.env.eml")).unwrap();
+    let o = run(&env, alice.to_str().unwrap());
+    assert_eq!(code(&o), 1);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not among the message's recipients"));
+    assert!(o.stdout.is_empty());
+
+    // Malformed: not S/MIME, broken base64, truncated CMS.
+    let o = run(b"Subject: hi\r\n\r\nplain text\r\n", &cert);
+    assert_eq!(code(&o), 2);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not S/MIME encrypted"));
+    let header = b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\nContent-Transfer-Encoding: base64\r\n\r\n";
+    let o = run(&[&header[..], b"MIAGCSqG*SIb3\r\n"].concat(), &cert);
+    assert_eq!(code(&o), 2);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("base64"));
+    // Truncated CMS inside well-formed base64.
+    let entity = smimegw::smime::mime::Entity::parse(&env).unwrap();
+    let der = entity.decoded_body().unwrap();
+    let half = smimegw::smime::mime::base64_encode(&der[..der.len() / 2]);
+    let whole = [&header[..], &half].concat();
+    let o = run(&whole, &cert);
+    assert_eq!(code(&o), 2, "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("malformed"));
+
+    // A missing key file is a plain failure with the path named.
+    let o = smimegw(
+        &[
+            "message",
+            "decrypt",
+            "--cert",
+            &cert,
+            "--key",
+            "/nonexistent/k.pem",
+        ],
+        Some(&env),
+    );
+    assert_eq!(code(&o), 1);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/k.pem"));
+    // Usage errors exit 2.
+    let o = smimegw(&["message", "decrypt", "--key", &key], Some(&env));
+    assert_eq!(code(&o), 2);
+}
