@@ -154,6 +154,74 @@ impl<'a> Entity<'a> {
     }
 }
 
+/// The body parts of a multipart body, each exactly as received: from after the delimiter
+/// line to before the line break that precedes the next delimiter (RFC 2046 §5.1.1).
+pub fn multipart_parts<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<&'a [u8]>> {
+    if boundary.is_empty() || boundary.len() > 70 {
+        return Err(malformed(
+            "multipart boundary is empty or longer than 70 characters",
+        ));
+    }
+    let delimiter = format!("--{boundary}");
+    let delimiter = delimiter.as_bytes();
+    let mut parts = Vec::new();
+    let mut current: Option<usize> = None;
+    let mut closed = false;
+    for (start, end) in line_spans(body) {
+        let line = trim_eol(&body[start..end]);
+        if !line.starts_with(delimiter) {
+            continue;
+        }
+        let after = &line[delimiter.len()..];
+        let is_close = after.starts_with(b"--");
+        let trailing = if is_close { &after[2..] } else { after };
+        if !trailing.iter().all(|b| *b == b' ' || *b == b'\t') {
+            continue; // a line that merely starts like the delimiter
+        }
+        if let Some(s) = current.take() {
+            // The line break before the delimiter belongs to the delimiter.
+            let mut e = start;
+            if e > s && body[e - 1] == b'\n' {
+                e -= 1;
+                if e > s && body[e - 1] == b'\r' {
+                    e -= 1;
+                }
+            }
+            parts.push(&body[s..e.max(s)]);
+        }
+        if is_close {
+            closed = true;
+            break;
+        }
+        current = Some(end);
+    }
+    if !closed {
+        return Err(malformed(format!(
+            "multipart body: the closing delimiter --{boundary}-- is missing"
+        )));
+    }
+    Ok(parts)
+}
+
+/// The bytes with every bare LF turned into CRLF (the canonical form signatures cover).
+pub fn canonical_crlf(data: &[u8]) -> Cow<'_, [u8]> {
+    let bare = data
+        .iter()
+        .enumerate()
+        .any(|(i, b)| *b == b'\n' && (i == 0 || data[i - 1] != b'\r'));
+    if !bare {
+        return Cow::Borrowed(data);
+    }
+    let mut out = Vec::with_capacity(data.len() + data.len() / 40);
+    for (i, b) in data.iter().enumerate() {
+        if *b == b'\n' && (i == 0 || data[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(*b);
+    }
+    Cow::Owned(out)
+}
+
 /// Header block (with its terminating empty line) and body.
 fn split_header(raw: &[u8]) -> (&[u8], &[u8]) {
     // An entity that starts with an empty line has no header fields.
@@ -468,6 +536,17 @@ mod tests {
         assert!(base64_decode(b"QQ==QQ").is_err());
         assert!(base64_decode(b"Q").is_err());
         assert_eq!(base64_decode(b"QUJD\r\nRA==\r\n").unwrap(), b"ABCD");
+    }
+
+    #[test]
+    fn multipart_parts_are_exact() {
+        let body = b"preamble\r\n--b\r\nA: 1\r\n\r\none\r\n--b\r\n\r\ntwo\r\n--b--\r\nepilogue";
+        let parts = multipart_parts(body, "b").unwrap();
+        assert_eq!(parts, vec![&b"A: 1\r\n\r\none"[..], &b"\r\ntwo"[..]]);
+        assert!(multipart_parts(b"--b\r\nx\r\n", "b").is_err());
+        let lf = multipart_parts(b"--b\nx\n--bb\n--b--\n", "b").unwrap();
+        assert_eq!(lf, vec![&b"x\n--bb"[..]]);
+        assert_eq!(&*canonical_crlf(b"a\nb\r\n"), b"a\r\nb\r\n");
     }
 
     #[test]

@@ -11,9 +11,90 @@ pub mod envelope;
 pub mod error;
 pub mod mime;
 pub mod oid;
+pub mod signed;
 
 pub use envelope::{Decrypted, Recipient, decrypt_cms};
 pub use error::{Result, SmimeError};
+pub use signed::{SignerResult, VerifiedData, verify_cms};
+
+/// A signed message, verified cryptographically.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// The signed entity exactly as received (detached: the first part of multipart/signed;
+    /// opaque: the encapsulated content).
+    pub entity: Vec<u8>,
+    /// Detached (multipart/signed) or opaque (application/pkcs7-mime signed-data).
+    pub detached: bool,
+    pub signers: Vec<SignerResult>,
+    /// Every certificate the signature carries (DER).
+    pub certificates: Vec<Vec<u8>>,
+}
+
+/// Verifies the signature of an RFC 5322 message (or MIME entity): multipart/signed
+/// (detached; also without `protocol`, as Outlook sends it) or application/pkcs7-mime
+/// signed-data (opaque; also `x-pkcs7-mime` and without `smime-type`). The content is hashed
+/// in canonical form (CRLF line endings) from the bytes received.
+pub fn verify_message(message: &[u8]) -> Result<Verified> {
+    let entity = mime::Entity::parse(message)?;
+    let ct = entity.content_type()?;
+    if ct.mime == "multipart/signed" {
+        let boundary = ct
+            .param("boundary")
+            .ok_or_else(|| SmimeError::Malformed("multipart/signed without a boundary".into()))?;
+        let parts = mime::multipart_parts(entity.body, boundary)?;
+        let [signed, signature, ..] = parts.as_slice() else {
+            return Err(SmimeError::Malformed(
+                "multipart/signed needs two parts: the content and the signature".into(),
+            ));
+        };
+        let sig_entity = mime::Entity::parse(signature)?;
+        let sig_ct = sig_entity.content_type()?;
+        if !matches!(
+            sig_ct.mime.as_str(),
+            "application/pkcs7-signature" | "application/x-pkcs7-signature"
+        ) {
+            return Err(SmimeError::Unsupported(format!(
+                "a {} signature (only S/MIME signatures are verified)",
+                sig_ct.mime
+            )));
+        }
+        let cms = sig_entity.decoded_body()?;
+        let canonical = mime::canonical_crlf(signed);
+        let data = verify_cms(&cms, Some(&canonical))?;
+        return Ok(Verified {
+            entity: signed.to_vec(),
+            detached: true,
+            signers: data.signers,
+            certificates: data.certificates,
+        });
+    }
+    if is_pkcs7_mime(&ct) {
+        match ct
+            .param("smime-type")
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("signed-data") => {}
+            Some(other) => {
+                return Err(SmimeError::Malformed(format!(
+                    "the message is S/MIME {other}, not signed"
+                )));
+            }
+        }
+        let cms = entity.decoded_body()?;
+        let data = verify_cms(&cms, None)?;
+        return Ok(Verified {
+            entity: data.content,
+            detached: false,
+            signers: data.signers,
+            certificates: data.certificates,
+        });
+    }
+    Err(SmimeError::Malformed(format!(
+        "the message is {}, not S/MIME signed",
+        ct.mime
+    )))
+}
 
 /// Decrypts an RFC 5322 message (or MIME entity) whose content is S/MIME enveloped data.
 /// Returns the inner entity exactly as it was encrypted.

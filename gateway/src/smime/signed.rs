@@ -1,0 +1,316 @@
+//! Verifying CMS SignedData (RFC 5652 §5) cryptographically: each SignerInfo's signature over
+//! its signed attributes, and the messageDigest attribute against the content.
+//!
+//! This answers "was this content signed by the key in this certificate?". Whether that
+//! certificate is trusted (path validation, email match) is a separate question, answered by
+//! the caller with the certificates this returns.
+
+use hsm::ber::{self, Tlv, tag};
+use hsm::{Hash, SignAlgorithm};
+
+use super::error::{Result, SmimeError};
+use super::oid;
+
+const CONTENT_TYPE: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x03];
+const MESSAGE_DIGEST: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x04];
+const SIGNING_TIME: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x05];
+const SHA1_WITH_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x05];
+const SHA256_WITH_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b];
+const SHA384_WITH_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c];
+const SHA512_WITH_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d];
+const RSASSA_PSS: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a];
+const ECDSA_SHA1: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01];
+const ECDSA_SHA256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
+const ECDSA_SHA384: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03];
+const ECDSA_SHA512: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04];
+const EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+
+/// What one SignerInfo says, and whether its signature holds.
+#[derive(Debug, Clone)]
+pub struct SignerResult {
+    /// The signer's certificate (DER), when the message carries it.
+    pub cert: Option<Vec<u8>>,
+    /// Issuer and serial (hex) or SKI (hex) the SignerInfo names.
+    pub signer_id: String,
+    pub digest: Option<Hash>,
+    pub algorithm: Option<SignAlgorithm>,
+    /// The signingTime attribute as written (UTCTime/GeneralizedTime text).
+    pub signing_time: Option<String>,
+    /// The signature verifies and the messageDigest matches the content.
+    pub valid: bool,
+    /// Why not, when not valid.
+    pub reason: Option<String>,
+}
+
+/// A SignedData, verified.
+#[derive(Debug, Clone)]
+pub struct VerifiedData {
+    /// The signed content: the encapsulated content for opaque signatures, else what was given.
+    pub content: Vec<u8>,
+    pub signers: Vec<SignerResult>,
+    /// Every certificate the message carries (DER).
+    pub certificates: Vec<Vec<u8>>,
+}
+
+fn malformed(what: impl Into<String>) -> SmimeError {
+    SmimeError::Malformed(what.into())
+}
+
+/// Verifies a CMS ContentInfo holding SignedData. `detached` is the signed content when the
+/// signature is detached (multipart/signed); it is hashed as given, so the caller passes the
+/// canonical bytes.
+pub fn verify_cms(cms: &[u8], detached: Option<&[u8]>) -> Result<VerifiedData> {
+    let info = ber::read(cms)?.0;
+    let items = info.items()?;
+    let [kind, content, ..] = items.as_slice() else {
+        return Err(malformed("CMS ContentInfo is too short"));
+    };
+    let kind = kind.oid()?;
+    if kind != oid::SIGNED_DATA {
+        return Err(malformed(format!(
+            "CMS content type {} is not signed data",
+            oid::dotted(kind)
+        )));
+    }
+    if !content.is_context(0) {
+        return Err(malformed("CMS ContentInfo content is not [0]"));
+    }
+    let sd = content.inner()?.items()?;
+    // version, digestAlgorithms, encapContentInfo, [0] certificates?, [1] crls?, signerInfos
+    let encap = sd
+        .get(2)
+        .filter(|t| t.is(tag::SEQUENCE))
+        .ok_or_else(|| malformed("SignedData has no encapsulated content info"))?;
+    let signer_infos = sd
+        .last()
+        .filter(|t| t.is(tag::SET))
+        .ok_or_else(|| malformed("SignedData has no signerInfos"))?;
+    let mut certificates = Vec::new();
+    for t in &sd[3..sd.len() - 1] {
+        if t.is_context(0) {
+            for c in t.children() {
+                let c = c?;
+                if c.is(tag::SEQUENCE) {
+                    certificates.push(ber::to_der(c.raw)?);
+                }
+            }
+        }
+    }
+    let encap = encap.items()?;
+    let content_type = encap
+        .first()
+        .ok_or_else(|| malformed("encapsulated content info is empty"))?
+        .oid()?;
+    let embedded = match encap.get(1) {
+        Some(e) if e.is_context(0) => Some(e.inner()?.octets()?.into_owned()),
+        _ => None,
+    };
+    let content = match (detached, embedded) {
+        (Some(d), _) => d.to_vec(),
+        (None, Some(e)) => e,
+        (None, None) => {
+            return Err(malformed(
+                "the signature is detached but no signed content was given",
+            ));
+        }
+    };
+
+    let mut signers = Vec::new();
+    for si in signer_infos.children() {
+        signers.push(verify_signer(&si?, content_type, &content, &certificates)?);
+    }
+    if signers.is_empty() {
+        return Err(malformed("SignedData has no signers"));
+    }
+    Ok(VerifiedData {
+        content,
+        signers,
+        certificates,
+    })
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn verify_signer(
+    si: &Tlv<'_>,
+    content_type: &[u8],
+    content: &[u8],
+    certificates: &[Vec<u8>],
+) -> Result<SignerResult> {
+    let parts = si.items()?;
+    // version, sid, digestAlgorithm, [0] signedAttrs?, signatureAlgorithm, signature, [1]?
+    let [_version, sid, digest_alg, rest @ ..] = parts.as_slice() else {
+        return Err(malformed("SignerInfo is too short"));
+    };
+    let (signed_attrs, rest) = match rest.first() {
+        Some(t) if t.is_context(0) => (Some(*t), &rest[1..]),
+        _ => (None, rest),
+    };
+    let [sig_alg, signature, ..] = rest else {
+        return Err(malformed("SignerInfo has no signature"));
+    };
+    let signature = signature.octets()?;
+
+    // Find the certificate the SignerInfo names.
+    let (signer_id, cert) = if sid.is_context(0) {
+        let ski = sid.octets()?;
+        let cert = certificates.iter().find(|c| {
+            hsm::cert_summary(c).is_ok_and(|s| s.subject_key_id.as_deref() == Some(&ski[..]))
+        });
+        (format!("subject key identifier {}", hex(&ski)), cert)
+    } else {
+        let ias = sid.items()?;
+        let [issuer, serial] = ias.as_slice() else {
+            return Err(malformed("IssuerAndSerialNumber"));
+        };
+        let cert = certificates.iter().find(|c| {
+            hsm::cert_summary(c)
+                .is_ok_and(|s| s.issuer_der == issuer.raw && s.serial_der == serial.raw)
+        });
+        (format!("serial {}", hex(serial.body)), cert)
+    };
+    let mut result = SignerResult {
+        cert: cert.cloned(),
+        signer_id,
+        digest: None,
+        algorithm: None,
+        signing_time: None,
+        valid: false,
+        reason: None,
+    };
+    let fail = |mut r: SignerResult, why: String| {
+        r.reason = Some(why);
+        Ok(r)
+    };
+
+    let digest_oid = first_oid(digest_alg)?;
+    let Some(hash) = oid::hash(digest_oid) else {
+        return fail(
+            result,
+            format!("unknown digest algorithm {}", oid::dotted(digest_oid)),
+        );
+    };
+    result.digest = Some(hash);
+    let algorithm = match signature_algorithm(sig_alg, hash) {
+        Ok(a) => a,
+        Err(why) => return fail(result, why),
+    };
+    result.algorithm = Some(algorithm);
+    let content_digest = hash.digest(content);
+
+    // What the signature covers: the DER of the signed attributes as a SET OF, or (without
+    // signed attributes) the content digest itself.
+    let signed_digest = match signed_attrs {
+        Some(attrs) => {
+            let mut der = ber::to_der(attrs.raw)?;
+            der[0] = 0x31;
+            let mut message_digest = None;
+            let mut attr_content_type = None;
+            for a in attrs.children() {
+                let a = a?;
+                let fields = a.items()?;
+                let [kind, values, ..] = fields.as_slice() else {
+                    return Err(malformed("signed attribute"));
+                };
+                let value = values.children().next().transpose()?;
+                match (kind.oid()?, value) {
+                    (o, Some(v)) if o == MESSAGE_DIGEST => {
+                        message_digest = Some(v.octets()?.into_owned());
+                    }
+                    (o, Some(v)) if o == CONTENT_TYPE => {
+                        attr_content_type = Some(v.oid()?.to_vec());
+                    }
+                    (o, Some(v)) if o == SIGNING_TIME => {
+                        result.signing_time = Some(String::from_utf8_lossy(v.body).into_owned());
+                    }
+                    _ => {}
+                }
+            }
+            if attr_content_type.as_deref() != Some(content_type) {
+                return fail(result, "the contentType attribute does not match".into());
+            }
+            match message_digest {
+                Some(d) if d == content_digest => {}
+                Some(_) => {
+                    return fail(
+                        result,
+                        "the content was changed after signing (message digest mismatch)".into(),
+                    );
+                }
+                None => return fail(result, "no messageDigest attribute".into()),
+            }
+            hash.digest(&der)
+        }
+        None => {
+            if content_type != oid::DATA {
+                return fail(result, "signed attributes are missing".into());
+            }
+            content_digest
+        }
+    };
+    let Some(cert) = cert else {
+        return fail(
+            result,
+            "the signer's certificate is not in the message".into(),
+        );
+    };
+    let spki = match spki_of(cert) {
+        Ok(s) => s,
+        Err(e) => return fail(result, format!("signer certificate: {e}")),
+    };
+    match hsm::public::verify_digest(&spki, algorithm, &signed_digest, &signature) {
+        Ok(()) => {
+            result.valid = true;
+            Ok(result)
+        }
+        Err(hsm::Error::BadSignature) => fail(result, "the signature does not verify".into()),
+        Err(e) => fail(result, e.to_string()),
+    }
+}
+
+fn first_oid<'a>(alg: &Tlv<'a>) -> Result<&'a [u8]> {
+    Ok(alg
+        .items()?
+        .first()
+        .ok_or_else(|| malformed("empty AlgorithmIdentifier"))?
+        .oid()?)
+}
+
+/// The signature algorithm, from the SignerInfo's signatureAlgorithm and digest.
+fn signature_algorithm(alg: &Tlv<'_>, hash: Hash) -> std::result::Result<SignAlgorithm, String> {
+    let o = first_oid(alg).map_err(|e| e.to_string())?;
+    let rsa_with = |h: Hash| {
+        if h == hash {
+            Ok(SignAlgorithm::RsaPkcs1(h))
+        } else {
+            Err("the signature and digest algorithms disagree".to_string())
+        }
+    };
+    match o {
+        x if x == oid::RSA_ENCRYPTION => Ok(SignAlgorithm::RsaPkcs1(hash)),
+        x if x == SHA1_WITH_RSA => rsa_with(Hash::Sha1),
+        x if x == SHA256_WITH_RSA => rsa_with(Hash::Sha256),
+        x if x == SHA384_WITH_RSA => rsa_with(Hash::Sha384),
+        x if x == SHA512_WITH_RSA => rsa_with(Hash::Sha512),
+        // The PSS parameters are checked by the verifier: salt = hash length, MGF1 same hash.
+        x if x == RSASSA_PSS => Ok(SignAlgorithm::RsaPss(hash)),
+        x if x == ECDSA_SHA1 || x == ECDSA_SHA256 || x == ECDSA_SHA384 || x == ECDSA_SHA512 => {
+            Ok(SignAlgorithm::Ecdsa(hash))
+        }
+        x if x == EC_PUBLIC_KEY => Ok(SignAlgorithm::Ecdsa(hash)),
+        x => Err(format!("unknown signature algorithm {}", oid::dotted(x))),
+    }
+}
+
+/// The SubjectPublicKeyInfo (DER) of a certificate.
+pub(crate) fn spki_of(cert: &[u8]) -> Result<Vec<u8>> {
+    use der::{Decode, Encode};
+    let c = x509_cert::Certificate::from_der(cert)
+        .map_err(|e| SmimeError::Certificate(format!("does not parse: {e}")))?;
+    c.tbs_certificate()
+        .subject_public_key_info()
+        .to_der()
+        .map_err(|e| SmimeError::Certificate(e.to_string()))
+}
