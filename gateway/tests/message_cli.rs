@@ -21,7 +21,11 @@ fn smimegw(args: &[&str], stdin: Option<&[u8]>) -> Output {
         use std::io::Write;
         let mut input = child.stdin.take().unwrap();
         if let Some(data) = stdin {
-            input.write_all(data).unwrap();
+            // The command may exit before reading its input (a usage error, a missing key).
+            match input.write_all(data) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                other => other.unwrap(),
+            }
         }
     }
     child.wait_with_output().unwrap()
