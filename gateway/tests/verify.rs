@@ -133,3 +133,83 @@ fn truncated_and_garbled_signatures_never_panic() {
         flipped[i] ^= 0x55;
     }
 }
+
+/// 2026-06-01T00:00:00Z: inside the corpus certificates' validity (2026-01-26 to 2031-01-26).
+const PINNED: u64 = 1_780_272_000;
+/// 2032-01-01: after they expired.
+const LATER: u64 = 1_956_528_000;
+
+fn test_ca() -> Vec<u8> {
+    let pem = std::fs::read_to_string(corpus("thunderbird-smime/smime/TestCA.pem")).unwrap();
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    smimegw::smime::mime::base64_decode(b64.as_bytes()).unwrap()
+}
+
+#[test]
+fn alices_signatures_are_trusted_under_the_test_ca_at_the_pinned_time() {
+    use smimegw::smime::trust::{check_signer, from_address};
+    let ca = test_ca();
+    let mut checked = 0;
+    for row in oracle() {
+        if row.verdict != "ok" || !row.file.starts_with("smime/") {
+            continue;
+        }
+        let msg = std::fs::read(corpus(&format!("thunderbird-smime/{}", row.file))).unwrap();
+        let v = verify_message(&msg).unwrap();
+        let from = smimegw::smime::mime::Entity::parse(&msg)
+            .unwrap()
+            .field("From")
+            .and_then(from_address);
+        for s in &v.signers {
+            let cert = s.cert.as_ref().unwrap();
+            check_signer(
+                cert,
+                &v.certificates,
+                std::slice::from_ref(&ca),
+                PINNED,
+                from.as_deref(),
+            )
+            .unwrap_or_else(|why| panic!("{}: {why}", row.file));
+            let late = check_signer(
+                cert,
+                &v.certificates,
+                std::slice::from_ref(&ca),
+                LATER,
+                None,
+            );
+            assert!(late.unwrap_err().contains("expired"), "{}", row.file);
+        }
+        checked += 1;
+    }
+    assert!(checked >= 20, "{checked}");
+
+    // Another CA, another sender.
+    let msg = std::fs::read(corpus(
+        "thunderbird-smime/smime/alice.sig.SHA256.opaque.eml",
+    ))
+    .unwrap();
+    let v = verify_message(&msg).unwrap();
+    let cert = v.signers[0].cert.clone().unwrap();
+    let fran = hsm::read_pkcs12(
+        &std::fs::read(corpus("thunderbird-smime/smime-interop/Fran.p12")).unwrap(),
+        &hsm::Pin::new("nss".into()),
+    )
+    .unwrap();
+    let other_ca = fran.chain.last().unwrap().clone();
+    let e = check_signer(&cert, &v.certificates, &[other_ca], PINNED, None).unwrap_err();
+    assert!(e.contains("does not chain to a trusted CA"), "{e}");
+    let e = check_signer(
+        &cert,
+        &v.certificates,
+        &[test_ca()],
+        PINNED,
+        Some("mallory@example.com"),
+    )
+    .unwrap_err();
+    assert!(e.contains("mallory@example.com"), "{e}");
+    assert_eq!(
+        from_address("Alice <alice@example.com>").as_deref(),
+        Some("alice@example.com")
+    );
+    assert_eq!(from_address("nobody"), None);
+}

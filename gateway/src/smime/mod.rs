@@ -12,6 +12,7 @@ pub mod error;
 pub mod mime;
 pub mod oid;
 pub mod signed;
+pub mod trust;
 
 pub use envelope::{Decrypted, Recipient, decrypt_cms};
 pub use error::{Result, SmimeError};
