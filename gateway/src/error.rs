@@ -36,6 +36,10 @@ pub enum CliError {
     #[error(transparent)]
     Message(#[from] smimegw::smime::SmimeError),
 
+    /// A signature is invalid or a signer untrusted (`message verify`).
+    #[error("verification failed: {0}")]
+    Verification(String),
+
     /// An argument is unusable (a file that is not what it should be).
     #[error("{0}")]
     Usage(String),

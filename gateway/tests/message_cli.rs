@@ -213,3 +213,87 @@ fn decrypt_exit_codes_name_the_problem() {
     let o = smimegw(&["message", "decrypt", "--key", &key], Some(&env));
     assert_eq!(code(&o), 2);
 }
+
+#[test]
+fn verify_exit_codes_json_and_the_signed_entity() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = corpus("thunderbird-smime/smime/TestCA.pem");
+    let ca = ca.to_str().unwrap();
+    let file = |name: &str| corpus(&format!("thunderbird-smime/smime/{name}"));
+    let run = |msg: &str, extra: &[&str]| {
+        let mut args = vec!["message", "verify", "--trust", ca];
+        args.extend_from_slice(extra);
+        smimegw(&args, Some(&std::fs::read(file(msg)).unwrap()))
+    };
+
+    // Detached and opaque, SHA-1 to SHA-512: valid and trusted at the pinned time.
+    for msg in [
+        "alice.dsig.SHA256.multipart.eml",
+        "alice.dsig.SHA512.multipart.eml",
+        "alice.sig.SHA1.opaque.eml",
+        "alice.sig.SHA384.opaque.eml",
+    ] {
+        let o = run(msg, &["--at", "2026-06-01T00:00:00Z"]);
+        assert_eq!(code(&o), 0, "{msg}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("verified: Alice@example.com"));
+    }
+
+    // JSON and --out: the entity exactly as signed.
+    let out = d.join("signed.eml");
+    let o = run(
+        "alice.dsig.SHA256.multipart.eml",
+        &[
+            "--at",
+            "2026-06-01",
+            "--json",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&o), 0);
+    let json = String::from_utf8(o.stdout).unwrap();
+    for part in [
+        "\"valid\":true",
+        "\"trusted\":true",
+        "\"detached\":true",
+        "\"email\":\"Alice@example.com\"",
+        "\"serial\":\"1e\"",
+        "\"digest\":\"sha256\"",
+        "\"signing_time\":\"2026-",
+    ] {
+        assert!(json.contains(part), "{part} in {json}");
+    }
+    let entity = std::fs::read(&out).unwrap();
+    let original = std::fs::read(file("alice.dsig.SHA256.multipart.eml")).unwrap();
+    assert!(
+        original
+            .windows(entity.len())
+            .any(|w| w == entity.as_slice())
+    );
+    assert!(entity.starts_with(b"Content-Type: text/plain"));
+
+    // Exit 1 with the reason: changed content, expired, another CA.
+    let o = run(
+        "alice.dsig.SHA256.multipart.bad.eml",
+        &["--at", "2026-06-01"],
+    );
+    assert_eq!(code(&o), 1);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("changed after signing"));
+    let o = run("alice.dsig.SHA256.multipart.eml", &["--at", "2033-01-01"]);
+    assert_eq!(code(&o), 1);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("expired"));
+    let o = run(
+        "alice.dsig.SHA256.multipart.bad.eml",
+        &["--at", "2026-06-01", "--json"],
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("\"valid\":false"));
+
+    // Exit 2: not signed, a bad time, a missing --trust.
+    let o = run("alice.env.eml", &["--at", "2026-06-01"]);
+    assert_eq!(code(&o), 2, "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run("alice.dsig.SHA256.multipart.eml", &["--at", "yesterday"]);
+    assert_eq!(code(&o), 2);
+    let o = smimegw(&["message", "verify"], Some(b""));
+    assert_eq!(code(&o), 2);
+}

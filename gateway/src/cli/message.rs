@@ -31,6 +31,28 @@ pub struct MessageArgs {
 enum MessageCommand {
     /// Decrypt an S/MIME encrypted message; prints the inner MIME entity.
     Decrypt(DecryptArgs),
+    /// Verify an S/MIME signed message: exit 0 only when every signature is valid and every
+    /// signer is trusted.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// Trust anchor certificates (PEM, several per file allowed, or DER). Repeatable.
+    #[arg(long, value_name = "CA.pem", required = true)]
+    trust: Vec<PathBuf>,
+    /// Validate at this time (RFC 3339, e.g. 2026-06-01T00:00:00Z, or a date) instead of now.
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Input message (default: stdin).
+    #[arg(long = "in", value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// Write the signed entity, exactly as signed, here.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
 }
 
 /// Where AES runs.
@@ -69,7 +91,222 @@ struct DecryptArgs {
 pub fn run(args: MessageArgs, out: &mut dyn Write) -> Result<(), CliError> {
     match args.command {
         MessageCommand::Decrypt(a) => decrypt(a, out),
+        MessageCommand::Verify(a) => verify(a, out),
     }
+}
+
+fn verify(a: VerifyArgs, stdout: &mut dyn Write) -> Result<(), CliError> {
+    let mut anchors = Vec::new();
+    for path in &a.trust {
+        anchors.extend(read_certs(path)?);
+    }
+    let at = match &a.at {
+        Some(t) => parse_time(t).ok_or_else(|| {
+            CliError::Usage(format!(
+                "--at {t:?}: expected RFC 3339 (2026-06-01T12:00:00Z) or a date (2026-06-01)"
+            ))
+        })?,
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    };
+    let input = read_input(a.input.as_deref())?;
+    let verified = smime::verify_message(&input)?;
+    let from = smime::mime::Entity::parse(&input)
+        .ok()
+        .and_then(|e| e.field("From").and_then(smime::trust::from_address));
+
+    let mut reports = Vec::new();
+    for s in &verified.signers {
+        let trusted = match (&s.cert, s.valid) {
+            (Some(cert), true) => smime::trust::check_signer(
+                cert,
+                &verified.certificates,
+                &anchors,
+                at,
+                from.as_deref(),
+            ),
+            (None, _) => Err("the signer's certificate is not in the message".into()),
+            (Some(_), false) => Err("not checked: the signature is invalid".into()),
+        };
+        reports.push(SignerReport::new(s, trusted));
+    }
+    if let Some(path) = &a.out {
+        write_output(Some(path), &verified.entity, stdout)?;
+    }
+    if a.json {
+        writeln!(stdout, "{}", json_report(&verified, &reports))?;
+    }
+    let failures: Vec<String> = reports
+        .iter()
+        .filter(|r| !(r.valid && r.trusted))
+        .map(|r| format!("{}: {}", r.who(), r.reason.as_deref().unwrap_or("failed")))
+        .collect();
+    if failures.is_empty() {
+        for r in &reports {
+            tracing::info!(signer = %r.who(), "signature valid and trusted");
+        }
+        if !a.json {
+            for r in &reports {
+                eprintln!("verified: {} ({}, {})", r.who(), r.digest, r.algorithm);
+            }
+        }
+        Ok(())
+    } else {
+        Err(CliError::Verification(failures.join("; ")))
+    }
+}
+
+/// What `verify` says about one signer.
+struct SignerReport {
+    subject: Option<String>,
+    email: Option<String>,
+    serial: Option<String>,
+    issuer: Option<String>,
+    digest: String,
+    algorithm: String,
+    signing_time: Option<String>,
+    valid: bool,
+    trusted: bool,
+    reason: Option<String>,
+}
+
+impl SignerReport {
+    fn new(s: &smime::SignerResult, trusted: smime::trust::Verdict) -> Self {
+        use der::Decode;
+        let summary = s.cert.as_deref().and_then(|c| hsm::cert_summary(c).ok());
+        let email = s
+            .cert
+            .as_deref()
+            .and_then(|c| x509_cert::Certificate::from_der(c).ok())
+            .and_then(|c| smime::trust::addresses(&c).into_iter().next());
+        let reason = match (&s.reason, &trusted) {
+            (Some(r), _) => Some(r.clone()),
+            (None, Err(r)) => Some(r.clone()),
+            (None, Ok(())) => None,
+        };
+        SignerReport {
+            subject: summary.as_ref().map(|x| x.subject.clone()),
+            email,
+            serial: summary.as_ref().map(|x| x.serial.clone()),
+            issuer: summary.as_ref().map(|x| x.issuer.clone()),
+            digest: s.digest.map_or("unknown".into(), |h| h.name().to_string()),
+            algorithm: s.algorithm.map_or("unknown".into(), |a| a.to_string()),
+            signing_time: s.signing_time.clone(),
+            valid: s.valid,
+            trusted: s.valid && trusted.is_ok(),
+            reason,
+        }
+    }
+
+    fn who(&self) -> String {
+        match (&self.email, &self.subject) {
+            (Some(e), _) => e.clone(),
+            (None, Some(s)) => s.clone(),
+            (None, None) => "unknown signer".into(),
+        }
+    }
+}
+
+fn json_report(v: &smime::Verified, reports: &[SignerReport]) -> String {
+    let opt = |o: &Option<String>| o.as_deref().map_or("null".to_string(), json_string);
+    let signers: Vec<String> = reports
+        .iter()
+        .map(|r| {
+            format!(
+                "{{\"signer\":{},\"email\":{},\"serial\":{},\"issuer\":{},\"digest\":{},\"algorithm\":{},\"signing_time\":{},\"valid\":{},\"trusted\":{},\"reason\":{}}}",
+                opt(&r.subject),
+                opt(&r.email),
+                opt(&r.serial),
+                opt(&r.issuer),
+                json_string(&r.digest),
+                json_string(&r.algorithm),
+                opt(&r.signing_time),
+                r.valid,
+                r.trusted,
+                opt(&r.reason),
+            )
+        })
+        .collect();
+    let all = reports.iter().all(|r| r.valid && r.trusted);
+    format!(
+        "{{\"valid\":{},\"trusted\":{},\"detached\":{},\"signers\":[{}]}}",
+        reports.iter().all(|r| r.valid),
+        all,
+        v.detached,
+        signers.join(",")
+    )
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Seconds since the Unix epoch from `2026-06-01T12:00:00Z`, `...+02:00` or `2026-06-01`.
+fn parse_time(t: &str) -> Option<u64> {
+    let t = t.trim();
+    let (date, time) = match t.split_once(['T', 't', ' ']) {
+        Some((d, rest)) => (d, Some(rest)),
+        None => (t, None),
+    };
+    let mut d = date.split('-');
+    let (y, m, day): (i64, i64, i64) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
+    if d.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let mut secs = 0i64;
+    if let Some(time) = time {
+        let (clock, offset) = if let Some(c) = time.strip_suffix(['Z', 'z']) {
+            (c, 0)
+        } else {
+            let pos = time.rfind(['+', '-'])?;
+            let (c, off) = time.split_at(pos);
+            let sign = if off.starts_with('-') { -1 } else { 1 };
+            let (oh, om) = off[1..].split_once(':')?;
+            (
+                c,
+                sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60),
+            )
+        };
+        let clock = clock.split('.').next()?;
+        let mut c = clock.split(':');
+        let (h, mi, s): (i64, i64, i64) = (
+            c.next()?.parse().ok()?,
+            c.next()?.parse().ok()?,
+            c.next()?.parse().ok()?,
+        );
+        if h > 23 || mi > 59 || s > 60 {
+            return None;
+        }
+        secs = h * 3600 + mi * 60 + s - offset;
+    }
+    // Days from civil (proleptic Gregorian).
+    let (y2, m2) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * m2 + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + secs).ok()
 }
 
 fn decrypt(a: DecryptArgs, stdout: &mut dyn Write) -> Result<(), CliError> {
@@ -114,6 +351,33 @@ fn open_key(key: &str, allow_raw_rsa: bool) -> Result<(Box<dyn Token>, KeyRef), 
     })?;
     let token = MemoryToken::from_pem(&pem, "key", &path.display().to_string())?;
     Ok((Box::new(token), KeyRef::label("key")))
+}
+
+/// Every certificate in a file: PEM (one or more) or DER.
+fn read_certs(path: &Path) -> Result<Vec<Vec<u8>>, CliError> {
+    let bytes = std::fs::read(path).map_err(|source| CliError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let text = String::from_utf8_lossy(&bytes);
+    if !text.contains("-----BEGIN CERTIFICATE-----") {
+        return Ok(vec![read_cert(path)?]);
+    }
+    let mut out = Vec::new();
+    let mut rest: &str = &text;
+    while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
+        let (label, der) = der_pem(&rest[start..]).ok_or_else(|| {
+            CliError::Usage(format!("{}: a PEM certificate is damaged", path.display()))
+        })?;
+        debug_assert_eq!(label, "CERTIFICATE");
+        hsm::cert_summary(&der).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+        out.push(der);
+        let end = rest[start..]
+            .find("-----END CERTIFICATE-----")
+            .map_or(rest.len(), |e| start + e + 25);
+        rest = &rest[end..];
+    }
+    Ok(out)
 }
 
 /// A certificate file, PEM or DER, as DER.

@@ -34,7 +34,7 @@ pub struct SignerResult {
     pub signer_id: String,
     pub digest: Option<Hash>,
     pub algorithm: Option<SignAlgorithm>,
-    /// The signingTime attribute as written (UTCTime/GeneralizedTime text).
+    /// The signingTime attribute, as RFC 3339 (as written when it does not parse).
     pub signing_time: Option<String>,
     /// The signature verifies and the messageDigest matches the content.
     pub valid: bool,
@@ -223,7 +223,7 @@ fn verify_signer(
                         attr_content_type = Some(v.oid()?.to_vec());
                     }
                     (o, Some(v)) if o == SIGNING_TIME => {
-                        result.signing_time = Some(String::from_utf8_lossy(v.body).into_owned());
+                        result.signing_time = Some(rfc3339(v.number, v.body));
                     }
                     _ => {}
                 }
@@ -313,4 +313,41 @@ pub(crate) fn spki_of(cert: &[u8]) -> Result<Vec<u8>> {
         .subject_public_key_info()
         .to_der()
         .map_err(|e| SmimeError::Certificate(e.to_string()))
+}
+
+/// UTCTime (tag 23, `YYMMDDHHMMSSZ`) or GeneralizedTime (tag 24, `YYYYMMDDHHMMSSZ`) as
+/// RFC 3339; the text as written when it is neither.
+fn rfc3339(tag: u8, body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body).into_owned();
+    let digits = text.strip_suffix('Z').unwrap_or("");
+    let full = match (tag, digits.len()) {
+        (23, 12) if digits.bytes().all(|b| b.is_ascii_digit()) => {
+            let yy: u32 = digits[..2].parse().unwrap_or(0);
+            format!("{}{digits}", if yy < 50 { "20" } else { "19" })
+        }
+        (24, 14) if digits.bytes().all(|b| b.is_ascii_digit()) => digits.to_string(),
+        _ => return text,
+    };
+    format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &full[..4],
+        &full[4..6],
+        &full[6..8],
+        &full[8..10],
+        &full[10..12],
+        &full[12..14]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn signing_times() {
+        assert_eq!(super::rfc3339(23, b"260126144007Z"), "2026-01-26T14:40:07Z");
+        assert_eq!(
+            super::rfc3339(24, b"20500101000000Z"),
+            "2050-01-01T00:00:00Z"
+        );
+        assert_eq!(super::rfc3339(23, b"garbage"), "garbage");
+    }
 }
