@@ -7,10 +7,12 @@
 //! No I/O happens here: callers (the `smimegw message` command, later the relay) read and
 //! write.
 
+pub mod asn1;
 pub mod envelope;
 pub mod error;
 pub mod mime;
 pub mod oid;
+pub mod sign;
 pub mod signed;
 pub mod trust;
 
