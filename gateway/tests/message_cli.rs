@@ -297,3 +297,120 @@ fn verify_exit_codes_json_and_the_signed_entity() {
     let o = smimegw(&["message", "verify"], Some(b""));
     assert_eq!(code(&o), 2);
 }
+
+#[test]
+fn sign_with_a_pem_key_and_with_softhsm_then_openssl_and_verify_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p12 = corpus("thunderbird-smime/smime/Alice.p12");
+    let p12s = p12.to_str().unwrap();
+    let base = ["pkcs12", "-in", p12s, "-passin", "pass:nss"];
+    openssl(
+        &[&base[..], &["-nocerts", "-nodes", "-out", "alice.key"]].concat(),
+        d,
+    );
+    openssl(
+        &[&base[..], &["-clcerts", "-nokeys", "-out", "alice.crt"]].concat(),
+        d,
+    );
+    let ca = corpus("thunderbird-smime/smime/TestCA.pem");
+    let ca = ca.to_str().unwrap();
+    let key = d.join("alice.key");
+    let cert = d.join("alice.crt");
+    let msg = b"From: Alice@example.com\r\nTo: bob@example.com\r\nSubject: signed by the CLI\r\n\r\nhello\r\n";
+
+    std::fs::write(d.join("pw"), "nss\n").unwrap();
+    let label = format!("alice-cli-{}", std::process::id());
+    let token_uri =
+        format!("pkcs11:token={HSM_LABEL}?module-path={SOFTHSM_MODULE}&pin-value={HSM_PIN}");
+    let o = smimegw(
+        &[
+            "token",
+            "--token-uri",
+            &token_uri,
+            "import-p12",
+            p12s,
+            "--label",
+            &label,
+            "--password-file",
+            d.join("pw").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let key_uri = format!(
+        "pkcs11:token={HSM_LABEL};object={label};type=private?module-path={SOFTHSM_MODULE}&pin-value={HSM_PIN}"
+    );
+
+    for key in [key.to_str().unwrap(), key_uri.as_str()] {
+        for extra in [
+            &[][..],
+            &["--opaque", "--digest", "sha512"][..],
+            &["--pss"][..],
+        ] {
+            let mut args = vec![
+                "message",
+                "sign",
+                "--signer",
+                cert.to_str().unwrap(),
+                "--key",
+                key,
+            ];
+            args.extend_from_slice(extra);
+            let o = smimegw(&args, Some(msg));
+            assert_eq!(
+                code(&o),
+                0,
+                "{extra:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            std::fs::write(d.join("signed.eml"), &o.stdout).unwrap();
+            let v = openssl(
+                &[
+                    "cms",
+                    "-verify",
+                    "-in",
+                    "signed.eml",
+                    "-CAfile",
+                    ca,
+                    "-out",
+                    "c.eml",
+                ],
+                d,
+            );
+            assert!(String::from_utf8_lossy(&v.stderr).contains("Verification successful"));
+            let o = smimegw(
+                &[
+                    "message",
+                    "verify",
+                    "--trust",
+                    ca,
+                    "--in",
+                    d.join("signed.eml").to_str().unwrap(),
+                ],
+                None,
+            );
+            assert_eq!(
+                code(&o),
+                0,
+                "{extra:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+    // A key that is not the certificate's: exit 1, said plainly.
+    let (bob_key, _) = bob_pem(d);
+    let o = smimegw(
+        &[
+            "message",
+            "sign",
+            "--signer",
+            cert.to_str().unwrap(),
+            "--key",
+            &bob_key,
+        ],
+        Some(msg),
+    );
+    assert_eq!(code(&o), 1);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does not belong"));
+}

@@ -31,9 +31,49 @@ pub struct MessageArgs {
 enum MessageCommand {
     /// Decrypt an S/MIME encrypted message; prints the inner MIME entity.
     Decrypt(DecryptArgs),
+    /// Sign a message: detached multipart/signed (default) or opaque.
+    Sign(SignArgs),
     /// Verify an S/MIME signed message: exit 0 only when every signature is valid and every
     /// signer is trusted.
     Verify(VerifyArgs),
+}
+
+/// Digest for signing.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Digest {
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+#[derive(Debug, Args)]
+struct SignArgs {
+    /// The signer's certificate (PEM or DER).
+    #[arg(long, value_name = "CERT")]
+    signer: PathBuf,
+    /// The signer's private key: a PEM file or a PKCS#11 URI.
+    #[arg(long, value_name = "KEY")]
+    key: String,
+    /// Intermediate certificates to include (PEM).
+    #[arg(long, value_name = "CERTS.pem")]
+    chain: Option<PathBuf>,
+    /// Opaque signature (application/pkcs7-mime; smime-type=signed-data) instead of detached.
+    #[arg(long)]
+    opaque: bool,
+    #[arg(long, value_enum, default_value = "sha256")]
+    digest: Digest,
+    /// RSA-PSS instead of PKCS#1 v1.5.
+    #[arg(long)]
+    pss: bool,
+    /// Input message (default: stdin).
+    #[arg(long = "in", value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// Output file (default: stdout).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// PKCS#11 only: raw RSA in the token with the padding built on the host.
+    #[arg(long)]
+    allow_raw_rsa: bool,
 }
 
 #[derive(Debug, Args)]
@@ -91,8 +131,42 @@ struct DecryptArgs {
 pub fn run(args: MessageArgs, out: &mut dyn Write) -> Result<(), CliError> {
     match args.command {
         MessageCommand::Decrypt(a) => decrypt(a, out),
+        MessageCommand::Sign(a) => sign(a, out),
         MessageCommand::Verify(a) => verify(a, out),
     }
+}
+
+fn sign(a: SignArgs, stdout: &mut dyn Write) -> Result<(), CliError> {
+    let cert = read_cert(&a.signer)?;
+    let chain = match &a.chain {
+        Some(p) => read_certs(p)?,
+        None => Vec::new(),
+    };
+    let (token, key) = open_key(&a.key, a.allow_raw_rsa)?;
+    let input = read_input(a.input.as_deref())?;
+    let signer = smime::sign::Signer {
+        cert: &cert,
+        chain: &chain,
+        token: token.as_ref(),
+        key,
+        hash: match a.digest {
+            Digest::Sha256 => hsm::Hash::Sha256,
+            Digest::Sha384 => hsm::Hash::Sha384,
+            Digest::Sha512 => hsm::Hash::Sha512,
+        },
+        pss: a.pss,
+    };
+    let format = if a.opaque {
+        smime::sign::Format::Opaque
+    } else {
+        smime::sign::Format::Detached
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let signed = smime::sign::sign_message(&input, &signer, format, now)?;
+    write_output(a.out.as_deref(), &signed, stdout)
 }
 
 fn verify(a: VerifyArgs, stdout: &mut dyn Write) -> Result<(), CliError> {
