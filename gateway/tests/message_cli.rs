@@ -414,3 +414,55 @@ fn sign_with_a_pem_key_and_with_softhsm_then_openssl_and_verify_agree() {
     assert_eq!(code(&o), 1);
     assert!(String::from_utf8_lossy(&o.stderr).contains("does not belong"));
 }
+
+#[test]
+fn encrypt_then_decrypt_through_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, cert) = bob_pem(d);
+    let msg = b"From: a@example.com\r\nTo: Bob@example.com\r\nSubject: s\r\n\r\nfor Bob only\r\n";
+    for extra in [
+        &[][..],
+        &["--cipher", "aes128-gcm", "--oaep"][..],
+        &["--cipher", "aes256-gcm"][..],
+    ] {
+        let mut args = vec!["message", "encrypt", "--recipient", &cert];
+        args.extend_from_slice(extra);
+        let o = smimegw(&args, Some(msg));
+        assert_eq!(
+            code(&o),
+            0,
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(!String::from_utf8_lossy(&o.stdout).contains("for Bob only"));
+        let o = smimegw(
+            &["message", "decrypt", "--cert", &cert, "--key", &key],
+            Some(&o.stdout),
+        );
+        assert_eq!(
+            code(&o),
+            0,
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(String::from_utf8_lossy(&o.stdout).ends_with("\r\n\r\nfor Bob only\r\n"));
+    }
+    let o = smimegw(
+        &["message", "encrypt", "--recipient", "/nonexistent.pem"],
+        Some(msg),
+    );
+    assert_eq!(code(&o), 1);
+    let o = smimegw(
+        &[
+            "message",
+            "encrypt",
+            "--recipient",
+            &cert,
+            "--cipher",
+            "des",
+        ],
+        Some(msg),
+    );
+    assert_eq!(code(&o), 2);
+}

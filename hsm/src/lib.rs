@@ -324,6 +324,13 @@ impl fmt::Display for KeyRef {
     }
 }
 
+/// `n` bytes from the host's cryptographic random generator (content keys, IVs, nonces).
+pub fn random(n: usize) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    let mut out = zeroize::Zeroizing::new(vec![0u8; n]);
+    aws_lc_rs::rand::fill(&mut out).map_err(|_| Error::Crypto("random"))?;
+    Ok(out)
+}
+
 pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }

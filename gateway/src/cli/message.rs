@@ -33,6 +33,8 @@ enum MessageCommand {
     Decrypt(DecryptArgs),
     /// Sign a message: detached multipart/signed (default) or opaque.
     Sign(SignArgs),
+    /// Encrypt a message to one or more recipients' certificates.
+    Encrypt(EncryptArgs),
     /// Verify an S/MIME signed message: exit 0 only when every signature is valid and every
     /// signer is trusted.
     Verify(VerifyArgs),
@@ -74,6 +76,38 @@ struct SignArgs {
     /// PKCS#11 only: raw RSA in the token with the padding built on the host.
     #[arg(long)]
     allow_raw_rsa: bool,
+}
+
+/// Content encryption.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CipherArg {
+    #[value(name = "aes128-cbc")]
+    Aes128Cbc,
+    #[value(name = "aes256-cbc")]
+    Aes256Cbc,
+    #[value(name = "aes128-gcm")]
+    Aes128Gcm,
+    #[value(name = "aes256-gcm")]
+    Aes256Gcm,
+}
+
+#[derive(Debug, Args)]
+struct EncryptArgs {
+    /// A recipient's certificate (PEM or DER). Repeatable.
+    #[arg(long, value_name = "CERT", required = true)]
+    recipient: Vec<PathBuf>,
+    /// Content encryption: CBC makes EnvelopedData, GCM AuthEnvelopedData.
+    #[arg(long, value_enum, default_value = "aes256-cbc")]
+    cipher: CipherArg,
+    /// RSA-OAEP (SHA-256) key transport instead of PKCS#1 v1.5.
+    #[arg(long)]
+    oaep: bool,
+    /// Input message (default: stdin).
+    #[arg(long = "in", value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// Output file (default: stdout).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -132,8 +166,25 @@ pub fn run(args: MessageArgs, out: &mut dyn Write) -> Result<(), CliError> {
     match args.command {
         MessageCommand::Decrypt(a) => decrypt(a, out),
         MessageCommand::Sign(a) => sign(a, out),
+        MessageCommand::Encrypt(a) => encrypt(a, out),
         MessageCommand::Verify(a) => verify(a, out),
     }
+}
+
+fn encrypt(a: EncryptArgs, stdout: &mut dyn Write) -> Result<(), CliError> {
+    let mut recipients = Vec::new();
+    for p in &a.recipient {
+        recipients.push(read_cert(p)?);
+    }
+    let input = read_input(a.input.as_deref())?;
+    let cipher = match a.cipher {
+        CipherArg::Aes128Cbc => smime::encrypt::Cipher::Aes128Cbc,
+        CipherArg::Aes256Cbc => smime::encrypt::Cipher::Aes256Cbc,
+        CipherArg::Aes128Gcm => smime::encrypt::Cipher::Aes128Gcm,
+        CipherArg::Aes256Gcm => smime::encrypt::Cipher::Aes256Gcm,
+    };
+    let out = smime::encrypt::encrypt_message(&input, &recipients, cipher, a.oaep)?;
+    write_output(a.out.as_deref(), &out, stdout)
 }
 
 fn sign(a: SignArgs, stdout: &mut dyn Write) -> Result<(), CliError> {

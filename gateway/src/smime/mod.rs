@@ -8,6 +8,7 @@
 //! write.
 
 pub mod asn1;
+pub mod encrypt;
 pub mod envelope;
 pub mod error;
 pub mod mime;
