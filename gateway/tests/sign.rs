@@ -164,3 +164,112 @@ fn the_signed_attributes_are_the_ones_clients_read() {
     let e = sign_message(MESSAGE, &wrong, Format::Detached, NOW).unwrap_err();
     assert!(e.to_string().contains("does not belong"), "{e}");
 }
+
+#[test]
+fn we_verify_what_openssl_signs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p12 = corpus("thunderbird-smime/smime/Alice.p12");
+    let base = [
+        "pkcs12",
+        "-in",
+        p12.to_str().unwrap(),
+        "-passin",
+        "pass:nss",
+    ];
+    openssl(
+        &[&base[..], &["-nocerts", "-nodes", "-out", "a.key"]].concat(),
+        d,
+    );
+    openssl(
+        &[&base[..], &["-clcerts", "-nokeys", "-out", "a.crt"]].concat(),
+        d,
+    );
+    std::fs::write(
+        d.join("in.txt"),
+        b"Content-Type: text/plain\r\n\r\nsigned by OpenSSL\r\n",
+    )
+    .unwrap();
+    let variants: [&[&str]; 5] = [
+        &[],
+        &["-nodetach"],
+        &["-md", "sha512"],
+        &[
+            "-keyopt",
+            "rsa_padding_mode:pss",
+            "-keyopt",
+            "rsa_pss_saltlen:32",
+        ],
+        &[
+            "-nodetach",
+            "-md",
+            "sha384",
+            "-keyopt",
+            "rsa_padding_mode:pss",
+            "-keyopt",
+            "rsa_pss_saltlen:48",
+        ],
+    ];
+    for extra in variants {
+        let mut args = vec![
+            "cms", "-sign", "-signer", "a.crt", "-inkey", "a.key", "-in", "in.txt", "-out", "s.eml",
+        ];
+        args.extend_from_slice(extra);
+        openssl(&args, d);
+        let msg = std::fs::read(d.join("s.eml")).unwrap();
+        let v = verify_message(&msg).unwrap_or_else(|e| panic!("{extra:?}: {e}"));
+        assert!(
+            v.signers.iter().all(|s| s.valid),
+            "{extra:?}: {:?}",
+            v.signers
+        );
+        assert_eq!(v.detached, !extra.contains(&"-nodetach"), "{extra:?}");
+        assert!(String::from_utf8_lossy(&v.entity).contains("signed by OpenSSL"));
+    }
+}
+
+#[test]
+fn pss_with_another_salt_length_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p12 = corpus("thunderbird-smime/smime/Alice.p12");
+    let base = [
+        "pkcs12",
+        "-in",
+        p12.to_str().unwrap(),
+        "-passin",
+        "pass:nss",
+    ];
+    openssl(
+        &[&base[..], &["-nocerts", "-nodes", "-out", "a.key"]].concat(),
+        d,
+    );
+    openssl(
+        &[&base[..], &["-clcerts", "-nokeys", "-out", "a.crt"]].concat(),
+        d,
+    );
+    std::fs::write(d.join("in.txt"), b"Content-Type: text/plain\r\n\r\nx\r\n").unwrap();
+    openssl(
+        &[
+            "cms",
+            "-sign",
+            "-signer",
+            "a.crt",
+            "-inkey",
+            "a.key",
+            "-in",
+            "in.txt",
+            "-out",
+            "s.eml",
+            "-keyopt",
+            "rsa_padding_mode:pss",
+            "-keyopt",
+            "rsa_pss_saltlen:max",
+        ],
+        d,
+    );
+    let v = verify_message(&std::fs::read(d.join("s.eml")).unwrap()).unwrap();
+    let reason = v.signers[0].reason.clone().unwrap_or_default();
+    assert!(!v.signers[0].valid);
+    assert!(reason.contains("salt is not supported"), "{reason}");
+}

@@ -294,14 +294,54 @@ fn signature_algorithm(alg: &Tlv<'_>, hash: Hash) -> std::result::Result<SignAlg
         x if x == SHA256_WITH_RSA => rsa_with(Hash::Sha256),
         x if x == SHA384_WITH_RSA => rsa_with(Hash::Sha384),
         x if x == SHA512_WITH_RSA => rsa_with(Hash::Sha512),
-        // The PSS parameters are checked by the verifier: salt = hash length, MGF1 same hash.
-        x if x == RSASSA_PSS => Ok(SignAlgorithm::RsaPss(hash)),
+        x if x == RSASSA_PSS => {
+            check_pss_params(alg, hash)?;
+            Ok(SignAlgorithm::RsaPss(hash))
+        }
         x if x == ECDSA_SHA1 || x == ECDSA_SHA256 || x == ECDSA_SHA384 || x == ECDSA_SHA512 => {
             Ok(SignAlgorithm::Ecdsa(hash))
         }
         x if x == EC_PUBLIC_KEY => Ok(SignAlgorithm::Ecdsa(hash)),
         x => Err(format!("unknown signature algorithm {}", oid::dotted(x))),
     }
+}
+
+/// RSASSA-PSS-params (RFC 4055): the hash and MGF1 hash must be the SignerInfo's digest, and
+/// the salt as long as the hash (what RFC 8551 senders use; the only form the verifier does).
+fn check_pss_params(alg: &Tlv<'_>, hash: Hash) -> std::result::Result<(), String> {
+    let bad = |e: ber::BerError| format!("RSA-PSS parameters: {e}");
+    let items = alg.items().map_err(bad)?;
+    let (mut p_hash, mut p_mgf, mut salt) = (Hash::Sha1, Hash::Sha1, 20u64);
+    if let Some(params) = items.get(1).filter(|p| p.is(tag::SEQUENCE)) {
+        for p in params.children() {
+            let p = p.map_err(bad)?;
+            let inner = p.inner().map_err(bad)?;
+            match p.number {
+                0 => {
+                    let o = first_oid(&inner).map_err(|e| e.to_string())?;
+                    p_hash = oid::hash(o).ok_or("RSA-PSS with an unknown hash")?;
+                }
+                1 => {
+                    let mgf = inner.items().map_err(bad)?;
+                    let h = mgf.get(1).ok_or("RSA-PSS MGF without a hash")?;
+                    let o = first_oid(h).map_err(|e| e.to_string())?;
+                    p_mgf = oid::hash(o).ok_or("RSA-PSS MGF with an unknown hash")?;
+                }
+                2 => salt = inner.uint().map_err(bad)?,
+                _ => {}
+            }
+        }
+    }
+    if p_hash != hash || p_mgf != hash {
+        return Err("RSA-PSS parameters name another hash than the digest algorithm".into());
+    }
+    if salt != hash.output_len() as u64 {
+        return Err(format!(
+            "RSA-PSS with a {salt}-byte salt is not supported (only salt = hash length, {} bytes)",
+            hash.output_len()
+        ));
+    }
+    Ok(())
 }
 
 /// The SubjectPublicKeyInfo (DER) of a certificate.
