@@ -310,6 +310,22 @@ impl Drop for Lease {
     }
 }
 
+/// C_CreateObject, retried a few times on CKR_GENERAL_ERROR: SoftHSM2 answers that now and then
+/// when token objects are created while other sessions of the process use the token.
+fn create_object(l: &mut Lease, template: &[Attribute]) -> Result<ObjectHandle> {
+    let mut tries = 0u32;
+    loop {
+        match l.call(|s| s.create_object(template)) {
+            Err(Error::Pkcs11 { code, .. }) if code.contains("GeneralError") && tries < 5 => {
+                tries += 1;
+                tracing::debug!(tries, "C_CreateObject: general error, trying again");
+                std::thread::sleep(std::time::Duration::from_millis(10 << tries));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn class_code(c: ObjectClass) -> u64 {
     match c {
         ObjectClass::PRIVATE_KEY => 3,
@@ -1012,9 +1028,9 @@ impl Token for Pkcs11Token {
                 (a, b)
             }
         };
-        let privh = l.call(|s| s.create_object(&priv_tpl))?;
+        let privh = create_object(&mut l, &priv_tpl)?;
         let rest = (|| -> Result<()> {
-            l.call(|s| s.create_object(&pub_tpl))?;
+            create_object(&mut l, &pub_tpl)?;
             for (i, c) in bundle.chain.iter().enumerate() {
                 let sum = cert_summary(c)?;
                 let cid = if i == 0 {
@@ -1022,8 +1038,9 @@ impl Token for Pkcs11Token {
                 } else {
                     key_id(&[], Some(c))
                 };
-                l.call(|s| {
-                    s.create_object(&[
+                create_object(
+                    &mut l,
+                    &[
                         Attribute::Class(ObjectClass::CERTIFICATE),
                         Attribute::CertificateType(CertificateType::X_509),
                         Attribute::Token(true),
@@ -1034,8 +1051,8 @@ impl Token for Pkcs11Token {
                         Attribute::Issuer(sum.issuer_der),
                         Attribute::SerialNumber(sum.serial_der),
                         Attribute::Value(c.clone()),
-                    ])
-                })?;
+                    ],
+                )?;
             }
             Ok(())
         })();

@@ -125,7 +125,8 @@ pub fn holders(p12: &Path, password: &str, label: &str) -> (Vec<Holder>, Vec<u8>
     })
     .unwrap();
     let _ = hsm.delete(label);
-    hsm.import(label, &bundle).unwrap();
+    hsm.import(label, &bundle)
+        .unwrap_or_else(|e| panic!("importing {label} into SoftHSM2: {e}"));
 
     let key = KeyRef::label(label);
     (
