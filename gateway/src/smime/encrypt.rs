@@ -49,28 +49,7 @@ pub fn encrypt_message(
     oaep: bool,
 ) -> Result<Vec<u8>> {
     let entity = Entity::parse(message)?;
-    let mut outer = Vec::new();
-    let mut inner = Vec::new();
-    let mut has_type = false;
-    for f in &entity.fields {
-        let name = f.name.to_ascii_lowercase();
-        if name.starts_with("content-") {
-            has_type |= name == "content-type";
-            inner.extend_from_slice(f.raw);
-        } else if name != "mime-version" {
-            outer.extend_from_slice(f.raw);
-        }
-    }
-    if !has_type {
-        inner.splice(
-            0..0,
-            b"Content-Type: text/plain; charset=us-ascii\r\n"
-                .iter()
-                .copied(),
-        );
-    }
-    inner.extend_from_slice(b"\r\n");
-    inner.extend_from_slice(entity.body);
+    let (outer, inner) = mime::split_content(&entity);
     let inner = mime::canonical_crlf(&inner).into_owned();
     let cms = encrypt_cms(&inner, recipients, cipher, oaep)?;
 

@@ -222,6 +222,35 @@ pub fn canonical_crlf(data: &[u8]) -> Cow<'_, [u8]> {
     Cow::Owned(out)
 }
 
+/// Splits a message for S/MIME wrapping: the top-level header fields that stay outside (raw,
+/// in order, MIME-Version dropped) and the entity that is protected (the Content-* fields and
+/// the body; `text/plain; charset=us-ascii` made explicit when there was no Content-Type).
+pub fn split_content(entity: &Entity<'_>) -> (Vec<u8>, Vec<u8>) {
+    let mut outer = Vec::new();
+    let mut inner = Vec::new();
+    let mut has_type = false;
+    for f in &entity.fields {
+        let name = f.name.to_ascii_lowercase();
+        if name.starts_with("content-") {
+            has_type |= name == "content-type";
+            inner.extend_from_slice(f.raw);
+        } else if name != "mime-version" {
+            outer.extend_from_slice(f.raw);
+        }
+    }
+    if !has_type {
+        inner.splice(
+            0..0,
+            b"Content-Type: text/plain; charset=us-ascii\r\n"
+                .iter()
+                .copied(),
+        );
+    }
+    inner.extend_from_slice(b"\r\n");
+    inner.extend_from_slice(entity.body);
+    (outer, inner)
+}
+
 /// Header block (with its terminating empty line) and body.
 fn split_header(raw: &[u8]) -> (&[u8], &[u8]) {
     // An entity that starts with an empty line has no header fields.

@@ -14,19 +14,6 @@ use super::error::{Result, SmimeError};
 use super::mime::{self, Entity};
 use super::oid as ids;
 
-const CONTENT_TYPE: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x03];
-const MESSAGE_DIGEST: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x04];
-const SIGNING_TIME: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x05];
-const SMIME_CAPABILITIES: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x0f];
-const ENCRYPTION_KEY_PREFERENCE: &[u8] = &[
-    0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x10, 0x02, 0x0b,
-];
-const MS_ENCRYPTION_KEY_PREFERENCE: &[u8] = &[0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37, 0x10, 0x04];
-const RSASSA_PSS: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a];
-const ECDSA_SHA256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
-const ECDSA_SHA384: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03];
-const ECDSA_SHA512: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04];
-
 /// How deep multiparts may nest when content is re-encoded.
 const MAX_DEPTH: usize = 16;
 
@@ -65,13 +52,11 @@ pub fn sign_message(
     now: u64,
 ) -> Result<Vec<u8>> {
     let entity = Entity::parse(message)?;
-    let (outer, inner) = split_for_signing(&entity)?;
+    let (outer, inner) = mime::split_content(&entity);
     let inner = to_7bit(&inner, 0)?;
     let inner = mime::canonical_crlf(&inner).into_owned();
     let mut out = Vec::with_capacity(inner.len() * 2 + 4096);
-    for f in &outer {
-        out.extend_from_slice(&mime::canonical_crlf(f));
-    }
+    out.extend_from_slice(&mime::canonical_crlf(&outer));
     out.extend_from_slice(b"MIME-Version: 1.0\r\n");
     match format {
         Format::Detached => {
@@ -113,33 +98,6 @@ pub fn sign_message(
         }
     }
     Ok(out)
-}
-
-/// The outer header fields (raw) and the entity to sign: Content-* fields and body.
-fn split_for_signing(entity: &Entity<'_>) -> Result<(Vec<Vec<u8>>, Vec<u8>)> {
-    let mut outer = Vec::new();
-    let mut inner = Vec::new();
-    let mut has_type = false;
-    for f in &entity.fields {
-        let name = f.name.to_ascii_lowercase();
-        if name.starts_with("content-") {
-            has_type |= name == "content-type";
-            inner.extend_from_slice(f.raw);
-        } else if name != "mime-version" {
-            outer.push(f.raw.to_vec());
-        }
-    }
-    if !has_type {
-        inner.splice(
-            0..0,
-            b"Content-Type: text/plain; charset=us-ascii\r\n"
-                .iter()
-                .copied(),
-        );
-    }
-    inner.extend_from_slice(b"\r\n");
-    inner.extend_from_slice(entity.body);
-    Ok((outer, inner))
 }
 
 /// Needs a 7-bit transfer encoding: bytes above 127, NUL, bare CR, or lines over 998 bytes.
@@ -288,13 +246,13 @@ fn signature_algorithm_id(alg: SignAlgorithm) -> Vec<u8> {
                 &explicit(1, &mgf),
                 &explicit(2, &uint(h.output_len() as u64)),
             ]);
-            algorithm(RSASSA_PSS, Some(&params))
+            algorithm(ids::RSASSA_PSS, Some(&params))
         }
         SignAlgorithm::Ecdsa(h) => algorithm(
             match h {
-                Hash::Sha384 => ECDSA_SHA384,
-                Hash::Sha512 => ECDSA_SHA512,
-                _ => ECDSA_SHA256,
+                Hash::Sha384 => ids::ECDSA_SHA384,
+                Hash::Sha512 => ids::ECDSA_SHA512,
+                _ => ids::ECDSA_SHA256,
             },
             None,
         ),
@@ -326,15 +284,15 @@ pub fn sign_cms(content: &[u8], signer: &Signer<'_>, detached: bool, now: u64) -
         &seq(&[&oid(ids::RSAES_OAEP)]),
     ]);
     let attrs = vec![
-        attr(CONTENT_TYPE, &oid(ids::DATA)),
-        attr(SIGNING_TIME, &asn1::time(now)),
-        attr(MESSAGE_DIGEST, &octets(&signer.hash.digest(content))),
-        attr(SMIME_CAPABILITIES, &capabilities),
+        attr(ids::CONTENT_TYPE, &oid(ids::DATA)),
+        attr(ids::SIGNING_TIME, &asn1::time(now)),
+        attr(ids::MESSAGE_DIGEST, &octets(&signer.hash.digest(content))),
+        attr(ids::SMIME_CAPABILITIES, &capabilities),
         attr(
-            ENCRYPTION_KEY_PREFERENCE,
+            ids::ENCRYPTION_KEY_PREFERENCE,
             &asn1::implicit_constructed(0, &ias),
         ),
-        attr(MS_ENCRYPTION_KEY_PREFERENCE, &ias),
+        attr(ids::MS_ENCRYPTION_KEY_PREFERENCE, &ias),
     ];
     let signed_attrs = set_of(&attrs);
     let signature = signer

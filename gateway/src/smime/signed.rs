@@ -11,20 +11,6 @@ use hsm::{Hash, SignAlgorithm};
 use super::error::{Result, SmimeError};
 use super::oid;
 
-const CONTENT_TYPE: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x03];
-const MESSAGE_DIGEST: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x04];
-const SIGNING_TIME: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x05];
-const SHA1_WITH_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x05];
-const SHA256_WITH_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b];
-const SHA384_WITH_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c];
-const SHA512_WITH_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d];
-const RSASSA_PSS: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a];
-const ECDSA_SHA1: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01];
-const ECDSA_SHA256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
-const ECDSA_SHA384: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03];
-const ECDSA_SHA512: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04];
-const EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
-
 /// What one SignerInfo says, and whether its signature holds.
 #[derive(Debug, Clone)]
 pub struct SignerResult {
@@ -216,13 +202,13 @@ fn verify_signer(
                 };
                 let value = values.children().next().transpose()?;
                 match (kind.oid()?, value) {
-                    (o, Some(v)) if o == MESSAGE_DIGEST => {
+                    (o, Some(v)) if o == oid::MESSAGE_DIGEST => {
                         message_digest = Some(v.octets()?.into_owned());
                     }
-                    (o, Some(v)) if o == CONTENT_TYPE => {
+                    (o, Some(v)) if o == oid::CONTENT_TYPE => {
                         attr_content_type = Some(v.oid()?.to_vec());
                     }
-                    (o, Some(v)) if o == SIGNING_TIME => {
+                    (o, Some(v)) if o == oid::SIGNING_TIME => {
                         result.signing_time = Some(rfc3339(v.number, v.body));
                     }
                     _ => {}
@@ -290,18 +276,22 @@ fn signature_algorithm(alg: &Tlv<'_>, hash: Hash) -> std::result::Result<SignAlg
     };
     match o {
         x if x == oid::RSA_ENCRYPTION => Ok(SignAlgorithm::RsaPkcs1(hash)),
-        x if x == SHA1_WITH_RSA => rsa_with(Hash::Sha1),
-        x if x == SHA256_WITH_RSA => rsa_with(Hash::Sha256),
-        x if x == SHA384_WITH_RSA => rsa_with(Hash::Sha384),
-        x if x == SHA512_WITH_RSA => rsa_with(Hash::Sha512),
-        x if x == RSASSA_PSS => {
+        x if x == oid::SHA1_WITH_RSA => rsa_with(Hash::Sha1),
+        x if x == oid::SHA256_WITH_RSA => rsa_with(Hash::Sha256),
+        x if x == oid::SHA384_WITH_RSA => rsa_with(Hash::Sha384),
+        x if x == oid::SHA512_WITH_RSA => rsa_with(Hash::Sha512),
+        x if x == oid::RSASSA_PSS => {
             check_pss_params(alg, hash)?;
             Ok(SignAlgorithm::RsaPss(hash))
         }
-        x if x == ECDSA_SHA1 || x == ECDSA_SHA256 || x == ECDSA_SHA384 || x == ECDSA_SHA512 => {
+        x if x == oid::ECDSA_SHA1
+            || x == oid::ECDSA_SHA256
+            || x == oid::ECDSA_SHA384
+            || x == oid::ECDSA_SHA512 =>
+        {
             Ok(SignAlgorithm::Ecdsa(hash))
         }
-        x if x == EC_PUBLIC_KEY => Ok(SignAlgorithm::Ecdsa(hash)),
+        x if x == oid::EC_PUBLIC_KEY => Ok(SignAlgorithm::Ecdsa(hash)),
         x => Err(format!("unknown signature algorithm {}", oid::dotted(x))),
     }
 }
