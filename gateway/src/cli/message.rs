@@ -212,11 +212,7 @@ fn sign(a: SignArgs, stdout: &mut dyn Write) -> Result<(), CliError> {
     } else {
         smime::sign::Format::Detached
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let signed = smime::sign::sign_message(&input, &signer, format, now)?;
+    let signed = smime::sign::sign_message(&input, &signer, format, unix_now())?;
     write_output(a.out.as_deref(), &signed, stdout)
 }
 
@@ -231,10 +227,7 @@ fn verify(a: VerifyArgs, stdout: &mut dyn Write) -> Result<(), CliError> {
                 "--at {t:?}: expected RFC 3339 (2026-06-01T12:00:00Z) or a date (2026-06-01)"
             ))
         })?,
-        None => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        None => unix_now(),
     };
     let input = read_input(a.input.as_deref())?;
     let verified = smime::verify_message(&input)?;
@@ -478,62 +471,53 @@ fn open_key(key: &str, allow_raw_rsa: bool) -> Result<(Box<dyn Token>, KeyRef), 
     Ok((Box::new(token), KeyRef::label("key")))
 }
 
-/// Every certificate in a file: PEM (one or more) or DER.
+/// Every certificate in a file: PEM (one or more blocks) or DER. The file is read once and
+/// each certificate is checked to parse.
 fn read_certs(path: &Path) -> Result<Vec<Vec<u8>>, CliError> {
     let bytes = std::fs::read(path).map_err(|source| CliError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    let text = String::from_utf8_lossy(&bytes);
-    if !text.contains("-----BEGIN CERTIFICATE-----") {
-        return Ok(vec![read_cert(path)?]);
-    }
-    let mut out = Vec::new();
-    let mut rest: &str = &text;
-    while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
-        let (label, der) = der_pem(&rest[start..]).ok_or_else(|| {
-            CliError::Usage(format!("{}: a PEM certificate is damaged", path.display()))
-        })?;
-        debug_assert_eq!(label, "CERTIFICATE");
-        hsm::cert_summary(&der).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
-        out.push(der);
-        let end = rest[start..]
-            .find("-----END CERTIFICATE-----")
-            .map_or(rest.len(), |e| start + e + 25);
-        rest = &rest[end..];
-    }
-    Ok(out)
-}
-
-/// A certificate file, PEM or DER, as DER.
-fn read_cert(path: &Path) -> Result<Vec<u8>, CliError> {
-    let bytes = std::fs::read(path).map_err(|source| CliError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let der = if bytes.starts_with(b"-----") || bytes.iter().take(64).all(u8::is_ascii) {
+    let usage = |what: String| CliError::Usage(format!("{}: {what}", path.display()));
+    let ders = if bytes.starts_with(b"-----") || bytes.iter().take(64).all(u8::is_ascii) {
         let text = String::from_utf8_lossy(&bytes);
-        let start = text.find("-----BEGIN CERTIFICATE-----").ok_or_else(|| {
-            CliError::Usage(format!("{} holds no PEM certificate", path.display()))
-        })?;
-        let (label, der) = der_pem(&text[start..]).ok_or_else(|| {
-            CliError::Usage(format!(
-                "{}: the PEM certificate is damaged",
-                path.display()
-            ))
-        })?;
-        if label != "CERTIFICATE" {
+        let mut ders = Vec::new();
+        let mut rest: &str = &text;
+        while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
+            let (_, der) = der_pem(&rest[start..])
+                .ok_or_else(|| usage("a PEM certificate is damaged".into()))?;
+            ders.push(der);
+            let end = rest[start..]
+                .find("-----END CERTIFICATE-----")
+                .map_or(rest.len(), |e| start + e + 25);
+            rest = &rest[end..];
+        }
+        if ders.is_empty() {
             return Err(CliError::Usage(format!(
-                "{} is not a certificate",
+                "{} holds no PEM certificate",
                 path.display()
             )));
         }
-        der
+        ders
     } else {
-        bytes
+        vec![bytes]
     };
-    hsm::cert_summary(&der).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
-    Ok(der)
+    for der in &ders {
+        hsm::cert_summary(der).map_err(|e| usage(e.to_string()))?;
+    }
+    Ok(ders)
+}
+
+/// A certificate file, PEM or DER, as DER (the first certificate when there are several).
+fn read_cert(path: &Path) -> Result<Vec<u8>, CliError> {
+    Ok(read_certs(path)?.swap_remove(0))
+}
+
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The first PEM block of `text`.
