@@ -9,7 +9,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{corpus, holders, openssl};
+use common::{corpus, holders, openssl, p12_to_pem};
 use hsm::AesOffload;
 use smimegw::smime::{Recipient, SmimeError, decrypt_message};
 
@@ -17,19 +17,8 @@ use smimegw::smime::{Recipient, SmimeError, decrypt_message};
 fn openssl_decrypt(msg: &Path, p12: &Path, dir: &Path) -> Vec<u8> {
     let key = dir.join("recip.key");
     let cert = dir.join("recip.crt");
-    let p12 = p12.to_str().unwrap();
     if !key.exists() {
-        let key = key.to_str().unwrap();
-        let cert = cert.to_str().unwrap();
-        let common = ["pkcs12", "-in", p12, "-passin", "pass:nss"];
-        openssl(
-            &[&common[..], &["-nocerts", "-nodes", "-out", key]].concat(),
-            dir,
-        );
-        openssl(
-            &[&common[..], &["-clcerts", "-nokeys", "-out", cert]].concat(),
-            dir,
-        );
+        p12_to_pem(p12, "nss", dir, "recip");
     }
     let out = dir.join("plain");
     openssl(

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{corpus, holders, openssl};
+use common::{corpus, holders, openssl, p12_to_pem};
 use hsm::AesOffload;
 use smimegw::smime::encrypt::{Cipher, encrypt_message};
 use smimegw::smime::{Recipient, decrypt_message};
@@ -24,17 +24,7 @@ fn openssl_and_we_decrypt_what_we_encrypt() {
     );
     for (name, p12) in [("bob", "Bob.p12"), ("alice", "Alice.p12")] {
         let p = corpus(&format!("thunderbird-smime/smime/{p12}"));
-        let base = ["pkcs12", "-in", p.to_str().unwrap(), "-passin", "pass:nss"];
-        let key = format!("{name}.key");
-        let crt = format!("{name}.crt");
-        openssl(
-            &[&base[..], &["-nocerts", "-nodes", "-out", &key]].concat(),
-            d,
-        );
-        openssl(
-            &[&base[..], &["-clcerts", "-nokeys", "-out", &crt]].concat(),
-            d,
-        );
+        p12_to_pem(&p, "nss", d, name);
     }
     let recipients = vec![bob_cert.clone(), alice_cert.clone()];
     let expected_inner =

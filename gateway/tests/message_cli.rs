@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::{HSM_LABEL, HSM_PIN, SOFTHSM_MODULE, corpus, openssl, softhsm_conf};
+use common::{HSM_LABEL, HSM_PIN, SOFTHSM_MODULE, corpus, openssl, p12_to_pem, softhsm_conf};
 
 fn smimegw(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_smimegw"));
@@ -37,16 +37,11 @@ fn code(o: &Output) -> i32 {
 
 /// Bob's key and certificate as PEM files, from his PKCS#12.
 fn bob_pem(dir: &Path) -> (String, String) {
-    let p12 = corpus("thunderbird-smime/smime/Bob.p12");
-    let p12 = p12.to_str().unwrap();
-    let base = ["pkcs12", "-in", p12, "-passin", "pass:nss"];
-    openssl(
-        &[&base[..], &["-nocerts", "-nodes", "-out", "bob.key"]].concat(),
+    p12_to_pem(
+        &corpus("thunderbird-smime/smime/Bob.p12"),
+        "nss",
         dir,
-    );
-    openssl(
-        &[&base[..], &["-clcerts", "-nokeys", "-out", "bob.crt"]].concat(),
-        dir,
+        "bob",
     );
     (
         dir.join("bob.key").to_str().unwrap().to_string(),
@@ -304,15 +299,7 @@ fn sign_with_a_pem_key_and_with_softhsm_then_openssl_and_verify_agree() {
     let d = dir.path();
     let p12 = corpus("thunderbird-smime/smime/Alice.p12");
     let p12s = p12.to_str().unwrap();
-    let base = ["pkcs12", "-in", p12s, "-passin", "pass:nss"];
-    openssl(
-        &[&base[..], &["-nocerts", "-nodes", "-out", "alice.key"]].concat(),
-        d,
-    );
-    openssl(
-        &[&base[..], &["-clcerts", "-nokeys", "-out", "alice.crt"]].concat(),
-        d,
-    );
+    p12_to_pem(&p12, "nss", d, "alice");
     let ca = corpus("thunderbird-smime/smime/TestCA.pem");
     let ca = ca.to_str().unwrap();
     let key = d.join("alice.key");

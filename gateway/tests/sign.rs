@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{corpus, holders, openssl};
+use common::{corpus, holders, openssl, p12_to_pem};
 use hsm::Hash;
 use smimegw::smime::sign::{Format, Signer, sign_message};
 use smimegw::smime::trust::check_signer;
@@ -170,21 +170,7 @@ fn we_verify_what_openssl_signs() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let p12 = corpus("thunderbird-smime/smime/Alice.p12");
-    let base = [
-        "pkcs12",
-        "-in",
-        p12.to_str().unwrap(),
-        "-passin",
-        "pass:nss",
-    ];
-    openssl(
-        &[&base[..], &["-nocerts", "-nodes", "-out", "a.key"]].concat(),
-        d,
-    );
-    openssl(
-        &[&base[..], &["-clcerts", "-nokeys", "-out", "a.crt"]].concat(),
-        d,
-    );
+    p12_to_pem(&p12, "nss", d, "a");
     std::fs::write(
         d.join("in.txt"),
         b"Content-Type: text/plain\r\n\r\nsigned by OpenSSL\r\n",
@@ -233,21 +219,7 @@ fn pss_with_another_salt_length_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let p12 = corpus("thunderbird-smime/smime/Alice.p12");
-    let base = [
-        "pkcs12",
-        "-in",
-        p12.to_str().unwrap(),
-        "-passin",
-        "pass:nss",
-    ];
-    openssl(
-        &[&base[..], &["-nocerts", "-nodes", "-out", "a.key"]].concat(),
-        d,
-    );
-    openssl(
-        &[&base[..], &["-clcerts", "-nokeys", "-out", "a.crt"]].concat(),
-        d,
-    );
+    p12_to_pem(&p12, "nss", d, "a");
     std::fs::write(d.join("in.txt"), b"Content-Type: text/plain\r\n\r\nx\r\n").unwrap();
     openssl(
         &[

@@ -34,6 +34,29 @@ pub fn openssl(args: &[&str], dir: &Path) -> std::process::Output {
     out
 }
 
+/// The key and certificate of a PKCS#12 file as PEM files `DIR/NAME.key` and `DIR/NAME.crt`,
+/// made by OpenSSL (the form `--key` and `--cert` take).
+pub fn p12_to_pem(p12: &Path, password: &str, dir: &Path, name: &str) {
+    let pass = format!("pass:{password}");
+    let base = [
+        "pkcs12",
+        "-in",
+        p12.to_str().unwrap(),
+        "-passin",
+        pass.as_str(),
+    ];
+    let key = format!("{name}.key");
+    let crt = format!("{name}.crt");
+    openssl(
+        &[&base[..], &["-nocerts", "-nodes", "-out", &key]].concat(),
+        dir,
+    );
+    openssl(
+        &[&base[..], &["-clcerts", "-nokeys", "-out", &crt]].concat(),
+        dir,
+    );
+}
+
 /// One SoftHSM2 token per test process (SoftHSM reads SOFTHSM2_CONF once, at C_Initialize).
 pub fn softhsm_conf() -> &'static Path {
     static CONF: OnceLock<PathBuf> = OnceLock::new();
@@ -90,22 +113,8 @@ pub fn holders(p12: &Path, password: &str, label: &str) -> (Vec<Holder>, Vec<u8>
 
     // A PEM file, as `--key key.pem` reads it.
     let dir = tempfile::tempdir().unwrap();
-    let pem = dir.path().join("key.pem");
-    let pass = format!("pass:{password}");
-    openssl(
-        &[
-            "pkcs12",
-            "-in",
-            p12.to_str().unwrap(),
-            "-nocerts",
-            "-nodes",
-            "-passin",
-            &pass,
-            "-out",
-            pem.to_str().unwrap(),
-        ],
-        dir.path(),
-    );
+    p12_to_pem(p12, password, dir.path(), "key");
+    let pem = dir.path().join("key.key");
     let memory = MemoryToken::from_pem(&std::fs::read(&pem).unwrap(), label, "key.pem").unwrap();
 
     let soft_dir = tempfile::tempdir().unwrap();
