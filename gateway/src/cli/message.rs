@@ -520,18 +520,14 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The first PEM block of `text`.
+/// The first PEM block of `text`: its label and DER.
 fn der_pem(text: &str) -> Option<(String, Vec<u8>)> {
     let begin = text.find("-----BEGIN ")?;
-    let rest = &text[begin + 11..];
-    let label_end = rest.find("-----")?;
-    let label = rest[..label_end].to_string();
-    let end_marker = format!("-----END {label}-----");
-    let body_start = label_end + 5;
-    let end = rest.find(&end_marker)?;
-    let body = rest.get(body_start..end)?;
-    let der = smime::mime::base64_decode(body.as_bytes()).ok()?;
-    Some((label, der))
+    let rest = &text[begin..];
+    let end = rest.find("-----END ")?;
+    let close = rest[end + 9..].find("-----")? + end + 14;
+    let (label, der) = der::pem::decode_vec(&rest.as_bytes()[..close]).ok()?;
+    Some((label.to_string(), der))
 }
 
 fn read_input(path: Option<&Path>) -> Result<Vec<u8>, CliError> {
