@@ -64,6 +64,14 @@ impl Hash {
             .to_vec()
     }
 
+    /// An incremental hash on the host, for content that streams.
+    pub fn hasher(self) -> Hasher {
+        Hasher {
+            hash: self,
+            ctx: aws_lc_rs::digest::Context::new(self.aws()),
+        }
+    }
+
     pub(crate) fn aws(self) -> &'static aws_lc_rs::digest::Algorithm {
         use aws_lc_rs::digest;
         match self {
@@ -82,6 +90,33 @@ impl Hash {
             Hash::Sha384 => "sha384",
             Hash::Sha512 => "sha512",
         }
+    }
+}
+
+/// A hash computed piece by piece ([`Hash::hasher`]).
+#[derive(Clone)]
+pub struct Hasher {
+    hash: Hash,
+    ctx: aws_lc_rs::digest::Context,
+}
+
+impl Hasher {
+    pub fn update(&mut self, data: &[u8]) {
+        self.ctx.update(data);
+    }
+
+    pub fn hash(&self) -> Hash {
+        self.hash
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        self.ctx.finish().as_ref().to_vec()
+    }
+}
+
+impl fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Hasher({:?})", self.hash)
     }
 }
 

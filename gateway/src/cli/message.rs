@@ -9,7 +9,8 @@
 //! KEY is an unencrypted PEM private key file or a PKCS#11 URI with `object=` (and
 //! `module-path=`, `pin-value=`/`pin-source=`).
 
-use std::io::{Read, Write};
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -176,15 +177,19 @@ fn encrypt(a: EncryptArgs, stdout: &mut dyn Write) -> Result<(), CliError> {
     for p in &a.recipient {
         recipients.push(read_cert(p)?);
     }
-    let input = read_input(a.input.as_deref())?;
+    let mut input = open_input(a.input.as_deref())?;
     let cipher = match a.cipher {
         CipherArg::Aes128Cbc => smime::encrypt::Cipher::Aes128Cbc,
         CipherArg::Aes256Cbc => smime::encrypt::Cipher::Aes256Cbc,
         CipherArg::Aes128Gcm => smime::encrypt::Cipher::Aes128Gcm,
         CipherArg::Aes256Gcm => smime::encrypt::Cipher::Aes256Gcm,
     };
-    let out = smime::encrypt::encrypt_message(&input, &recipients, cipher, a.oaep)?;
-    write_output(a.out.as_deref(), &out, stdout)
+    let output = Output::new(a.out.as_deref())?;
+    let mut w = output.writer();
+    smime::encrypt::encrypt_stream(&mut input, &recipients, cipher, a.oaep, &mut w)?;
+    w.flush()?;
+    drop(w);
+    output.commit(stdout)
 }
 
 fn sign(a: SignArgs, stdout: &mut dyn Write) -> Result<(), CliError> {
@@ -194,7 +199,7 @@ fn sign(a: SignArgs, stdout: &mut dyn Write) -> Result<(), CliError> {
         None => Vec::new(),
     };
     let (token, key) = open_key(&a.key, a.allow_raw_rsa)?;
-    let input = read_input(a.input.as_deref())?;
+    let mut input = open_input(a.input.as_deref())?;
     let signer = smime::sign::Signer {
         cert: &cert,
         chain: &chain,
@@ -212,8 +217,12 @@ fn sign(a: SignArgs, stdout: &mut dyn Write) -> Result<(), CliError> {
     } else {
         smime::sign::Format::Detached
     };
-    let signed = smime::sign::sign_message(&input, &signer, format, unix_now())?;
-    write_output(a.out.as_deref(), &signed, stdout)
+    let output = Output::new(a.out.as_deref())?;
+    let mut w = output.writer();
+    smime::sign::sign_stream(&mut input, &signer, format, unix_now(), &mut w)?;
+    w.flush()?;
+    drop(w);
+    output.commit(stdout)
 }
 
 fn verify(a: VerifyArgs, stdout: &mut dyn Write) -> Result<(), CliError> {
@@ -229,9 +238,20 @@ fn verify(a: VerifyArgs, stdout: &mut dyn Write) -> Result<(), CliError> {
         })?,
         None => unix_now(),
     };
-    let input = read_input(a.input.as_deref())?;
-    let verified = smime::verify_message(&input)?;
-    let from = smime::mime::Entity::parse(&input)
+    let mut input = open_input(a.input.as_deref())?;
+    let output = a.out.as_deref().map(|p| Output::new(Some(p))).transpose()?;
+    let verified = match &output {
+        Some(o) => {
+            let mut w = o.writer();
+            let v = smime::verify_stream(&mut input, &mut w)?;
+            w.flush()?;
+            v
+        }
+        None => smime::verify_stream(&mut input, &mut std::io::sink())?,
+    };
+    let whole = smime::stream::whole(&mut input)?;
+    let (header, _) = smime::stream::read_header(&mut input, whole)?;
+    let from = smime::mime::Entity::parse(&header)
         .ok()
         .and_then(|e| e.field("From").and_then(smime::trust::from_address));
 
@@ -250,8 +270,8 @@ fn verify(a: VerifyArgs, stdout: &mut dyn Write) -> Result<(), CliError> {
         };
         reports.push(SignerReport::new(s, trusted));
     }
-    if let Some(path) = &a.out {
-        write_output(Some(path), &verified.entity, stdout)?;
+    if let Some(o) = output {
+        o.commit(stdout)?;
     }
     if a.json {
         writeln!(stdout, "{}", json_report(&verified, &reports))?;
@@ -327,7 +347,7 @@ impl SignerReport {
     }
 }
 
-fn json_report(v: &smime::Verified, reports: &[SignerReport]) -> String {
+fn json_report(v: &smime::VerifiedStream, reports: &[SignerReport]) -> String {
     let opt = |o: &Option<String>| o.as_deref().map_or("null".to_string(), json_string);
     let signers: Vec<String> = reports
         .iter()
@@ -430,7 +450,7 @@ fn parse_time(t: &str) -> Option<u64> {
 fn decrypt(a: DecryptArgs, stdout: &mut dyn Write) -> Result<(), CliError> {
     let cert = read_cert(&a.cert)?;
     let (token, key) = open_key(&a.key, a.allow_raw_rsa)?;
-    let input = read_input(a.input.as_deref())?;
+    let mut input = open_input(a.input.as_deref())?;
     let me = Recipient {
         cert: &cert,
         token: token.as_ref(),
@@ -440,13 +460,17 @@ fn decrypt(a: DecryptArgs, stdout: &mut dyn Write) -> Result<(), CliError> {
             Offload::Token => AesOffload::Token,
         },
     };
-    let result = smime::decrypt_message(&input, &me)?;
+    let output = Output::new(a.out.as_deref())?;
+    let mut w = output.writer();
+    let result = smime::decrypt_stream(&mut input, &me, &mut w)?;
+    w.flush()?;
+    drop(w);
     tracing::info!(
         cipher = %result.cipher,
         key_transport = %result.key_transport,
         "decrypted"
     );
-    write_output(a.out.as_deref(), &result.content, stdout)
+    output.commit(stdout)
 }
 
 /// A private key from a PEM file or a PKCS#11 URI, as a token and the key's name in it.
@@ -530,46 +554,80 @@ fn der_pem(text: &str) -> Option<(String, Vec<u8>)> {
     Some((label.to_string(), der))
 }
 
-fn read_input(path: Option<&Path>) -> Result<Vec<u8>, CliError> {
-    let mut buf = Vec::new();
-    match path {
-        Some(p) => {
-            buf = std::fs::read(p).map_err(|source| CliError::Read {
-                path: p.to_path_buf(),
-                source,
-            })?;
+/// The input message as a seekable file: the file named, or stdin (or a pipe) copied to an
+/// unnamed temporary file first, so the engine can stream it in passes.
+fn open_input(path: Option<&Path>) -> Result<File, CliError> {
+    let name = path.unwrap_or(Path::new("(stdin)"));
+    let read_err = |source| CliError::Read {
+        path: name.to_path_buf(),
+        source,
+    };
+    if let Some(p) = path {
+        let f = File::open(p).map_err(read_err)?;
+        if f.metadata().map_err(read_err)?.is_file() {
+            return Ok(f);
         }
-        None => {
-            std::io::stdin()
-                .read_to_end(&mut buf)
-                .map_err(|source| CliError::Read {
-                    path: "(stdin)".into(),
-                    source,
-                })?;
-        }
+        return spool(f).map_err(read_err);
     }
-    Ok(buf)
+    spool(std::io::stdin().lock()).map_err(read_err)
 }
 
-/// Writes to `path` through a temporary file and a rename, or to stdout.
-fn write_output(path: Option<&Path>, data: &[u8], stdout: &mut dyn Write) -> Result<(), CliError> {
-    let Some(path) = path else {
-        stdout.write_all(data)?;
-        return Ok(());
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let write = || -> std::io::Result<()> {
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        tmp.write_all(data)?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(path).map_err(|e| e.error)?;
-        Ok(())
-    };
-    write().map_err(|source| CliError::Write {
-        path: path.to_path_buf(),
-        source,
-    })
+fn spool(mut from: impl Read) -> std::io::Result<File> {
+    let mut f = tempfile::tempfile()?;
+    std::io::copy(&mut from, &mut f)?;
+    f.seek(SeekFrom::Start(0))?;
+    Ok(f)
+}
+
+/// Where a result goes: a temporary file that becomes `--out` (renamed) or is copied to
+/// stdout, only once the whole operation succeeded. Nothing half-done is ever released, and
+/// for AES-GCM no plaintext before the tag has verified.
+struct Output {
+    path: Option<PathBuf>,
+    file: tempfile::NamedTempFile,
+}
+
+impl Output {
+    fn new(path: Option<&Path>) -> Result<Self, CliError> {
+        let dir = match path {
+            Some(p) => p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf(),
+            None => std::env::temp_dir(),
+        };
+        let file = tempfile::NamedTempFile::new_in(&dir).map_err(|source| CliError::Write {
+            path: path.unwrap_or(&dir).to_path_buf(),
+            source,
+        })?;
+        Ok(Output {
+            path: path.map(Path::to_path_buf),
+            file,
+        })
+    }
+
+    /// A buffered writer into the temporary file.
+    fn writer(&self) -> BufWriter<&File> {
+        BufWriter::with_capacity(smime::stream::CHUNK, self.file.as_file())
+    }
+
+    /// Releases the result: renames it to `--out` or copies it to stdout.
+    fn commit(self, stdout: &mut dyn Write) -> Result<(), CliError> {
+        let Some(path) = self.path else {
+            let mut f = self.file.reopen()?;
+            std::io::copy(&mut f, stdout)?;
+            stdout.flush()?;
+            return Ok(());
+        };
+        let persist = || -> std::io::Result<()> {
+            self.file.as_file().sync_all()?;
+            self.file.persist(&path).map_err(|e| e.error)?;
+            Ok(())
+        };
+        persist().map_err(|source| CliError::Write {
+            path: path.clone(),
+            source,
+        })
+    }
 }

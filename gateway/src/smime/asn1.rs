@@ -96,6 +96,14 @@ pub fn time(unix: u64) -> Vec<u8> {
     }
 }
 
+/// The identifier and length octets of an element whose contents are written separately
+/// (content that streams).
+pub fn header(tag: u8, len: u64) -> Vec<u8> {
+    let mut out = vec![tag];
+    push_len(&mut out, len as usize);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,11 +6,15 @@
 //! only shows as a content decryption failure); AES runs where the offload setting says. For
 //! GCM no plaintext is returned unless the tag verifies.
 
+use std::io::{Read, Write};
+
 use hsm::ber::{self, Tlv, tag};
 use hsm::{AesMode, AesOffload, CipherDirection, Hash, KeyRef, KeyTransport, Token};
 
+use super::berstream::{BerReader, Frame, Header};
 use super::error::{Result, SmimeError};
 use super::oid;
+use super::stream::{self, Source, Span};
 
 /// Who we decrypt as: the certificate the sender encrypted to and the key that goes with it.
 pub struct Recipient<'a> {
@@ -58,14 +62,93 @@ enum ContentCipher {
     Des3Cbc,
 }
 
-/// Decrypts a CMS ContentInfo holding EnvelopedData or AuthEnvelopedData.
+/// CMS bytes to decrypt: a span of a source, base64 or binary. It may be read twice: GCM
+/// needs the authenticated attributes, which follow the ciphertext, before it can start.
+pub struct CmsInput<'a> {
+    pub src: &'a mut dyn Source,
+    pub span: Span,
+    pub base64: bool,
+}
+
+impl std::fmt::Debug for CmsInput<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CmsInput({:?}, base64 {})", self.span, self.base64)
+    }
+}
+
+impl CmsInput<'_> {
+    /// A reader of the CMS bytes from their start.
+    pub fn open(&mut self) -> Result<BerReader<Box<dyn Read + '_>>> {
+        let r = stream::reader(self.src, self.span)?;
+        let r: Box<dyn Read + '_> = if self.base64 {
+            Box::new(stream::B64Reader::new(r))
+        } else {
+            Box::new(r)
+        };
+        Ok(BerReader::new(r))
+    }
+}
+
+/// How a decrypted message was protected.
+#[derive(Debug, Clone)]
+pub struct DecryptInfo {
+    /// "AES-128-CBC", "AES-256-GCM", ...
+    pub cipher: String,
+    /// How the content key reached us.
+    pub key_transport: KeyTransport,
+    /// AuthEnvelopedData (integrity-protected) rather than EnvelopedData.
+    pub authenticated: bool,
+}
+
+/// Decrypts a CMS ContentInfo holding EnvelopedData or AuthEnvelopedData (in memory).
 pub fn decrypt_cms(cms: &[u8], me: &Recipient<'_>) -> Result<Decrypted> {
-    let info = ber::read(cms)?.0;
-    let items = info.items()?;
-    let [kind, content, ..] = items.as_slice() else {
-        return Err(malformed("CMS ContentInfo is too short"));
+    let mut src = std::io::Cursor::new(cms);
+    let mut input = CmsInput {
+        span: Span {
+            start: 0,
+            end: cms.len() as u64,
+        },
+        src: &mut src,
+        base64: false,
     };
-    let kind = kind.oid()?;
+    let mut content = Vec::new();
+    let info = decrypt_cms_stream(&mut input, me, &mut content)?;
+    Ok(Decrypted {
+        content,
+        cipher: info.cipher,
+        key_transport: info.key_transport,
+        authenticated: info.authenticated,
+    })
+}
+
+/// The parts of an (Auth)EnvelopedData before its ciphertext, read from a stream that is left
+/// at the start of the ciphertext.
+struct Envelope {
+    authenticated: bool,
+    /// The recipientInfos SET, whole.
+    recipients: Vec<u8>,
+    /// The contentEncryptionAlgorithm, whole.
+    algorithm: Vec<u8>,
+    /// The encryptedContent [0].
+    content: Header,
+    outer: Frame,
+    eci: Frame,
+    /// The ContentInfo and its [0], to be read to their ends.
+    wrappers: [Frame; 2],
+}
+
+const SMALL: u64 = 64 * 1024;
+/// Many recipients, each with a certificate-sized identifier, fit well under this.
+const RECIPIENTS_LIMIT: u64 = 16 << 20;
+
+fn read_envelope<R: Read>(ber: &mut BerReader<R>) -> Result<Envelope> {
+    let info = ber.header()?;
+    if !info.is(tag::SEQUENCE) {
+        return Err(malformed("CMS ContentInfo is not a SEQUENCE"));
+    }
+    let kind_h = ber.expect_child(info.frame(), "the CMS content type")?;
+    let kind = ber.element(&kind_h, SMALL, "the CMS content type")?;
+    let kind = ber::read_all(&kind)?.oid()?.to_vec();
     let authenticated = if kind == oid::ENVELOPED_DATA {
         false
     } else if kind == oid::AUTH_ENVELOPED_DATA {
@@ -77,55 +160,119 @@ pub fn decrypt_cms(cms: &[u8], me: &Recipient<'_>) -> Result<Decrypted> {
     } else {
         return Err(SmimeError::Unsupported(format!(
             "CMS content type {}",
-            oid::dotted(kind)
+            oid::dotted(&kind)
         )));
     };
-    if !content.is_context(0) {
+    let wrapper = ber.expect_child(info.frame(), "the CMS content")?;
+    if !wrapper.is_context(0) {
         return Err(malformed("CMS ContentInfo content is not [0]"));
     }
-    let env = content.inner()?;
-    let fields = env.items()?;
-    // version, [0] originatorInfo?, recipientInfos, (auth)EncryptedContentInfo, ...
-    let mut rest = fields.iter().skip(1).peekable();
-    if rest.peek().is_some_and(|t| t.is_context(0)) {
-        rest.next();
+    let wrappers = [wrapper.frame(), info.frame()];
+    let env = ber.expect_child(wrapper.frame(), "the enveloped data")?;
+    if !env.is(tag::SEQUENCE) {
+        return Err(malformed("EnvelopedData is not a SEQUENCE"));
     }
-    let recipients = rest
-        .next()
-        .filter(|t| t.is(tag::SET))
-        .ok_or_else(|| malformed("recipientInfos missing"))?;
-    let eci = rest
-        .next()
-        .filter(|t| t.is(tag::SEQUENCE))
-        .ok_or_else(|| malformed("encryptedContentInfo missing"))?;
-    let (auth_attrs, mac) = if authenticated {
-        let mut attrs = None;
-        if rest.peek().is_some_and(|t| t.is_context(1)) {
-            attrs = rest.next();
-        }
-        let mac = rest
-            .next()
-            .filter(|t| t.is(tag::OCTET_STRING))
-            .ok_or_else(|| malformed("AuthEnvelopedData has no MAC"))?;
-        (attrs, Some(mac.octets()?.into_owned()))
-    } else {
-        (None, None)
-    };
-
-    let (transport, blob) = find_recipient(recipients, me)?;
-    let eci = eci.items()?;
-    let [_content_type, alg, encrypted @ ..] = eci.as_slice() else {
-        return Err(malformed("encryptedContentInfo is too short"));
-    };
-    let (cipher, params) = content_cipher(alg)?;
-    let ciphertext = match encrypted.first() {
-        Some(t) if t.is_context(0) => t.octets()?,
+    let outer = env.frame();
+    // version, [0] originatorInfo?, recipientInfos, (auth)EncryptedContentInfo, ...
+    let version = ber.expect_child(outer, "the EnvelopedData version")?;
+    ber.element(&version, SMALL, "the EnvelopedData version")?;
+    let mut next = ber.expect_child(outer, "recipientInfos")?;
+    if next.is_context(0) {
+        ber.element(&next, RECIPIENTS_LIMIT, "originatorInfo")?;
+        next = ber.expect_child(outer, "recipientInfos")?;
+    }
+    if !next.is(tag::SET) {
+        return Err(malformed("recipientInfos missing"));
+    }
+    let recipients = ber.element(&next, RECIPIENTS_LIMIT, "recipientInfos")?;
+    let eci = ber.expect_child(outer, "encryptedContentInfo")?;
+    if !eci.is(tag::SEQUENCE) {
+        return Err(malformed("encryptedContentInfo missing"));
+    }
+    let eci = eci.frame();
+    let ct = ber.expect_child(eci, "the encrypted content type")?;
+    ber.element(&ct, SMALL, "the encrypted content type")?;
+    let alg = ber.expect_child(eci, "the content encryption algorithm")?;
+    let algorithm = ber.element(&alg, SMALL, "the content encryption algorithm")?;
+    let content = match ber.next_child(eci)? {
+        Some(h) if h.is_context(0) => h,
         _ => {
             return Err(SmimeError::Unsupported(
                 "detached encrypted content (the ciphertext is not in the message)".into(),
             ));
         }
     };
+    Ok(Envelope {
+        authenticated,
+        recipients,
+        algorithm,
+        content,
+        outer,
+        eci,
+        wrappers,
+    })
+}
+
+/// AuthEnvelopedData after the ciphertext: the authenticated attributes (DER, as the GCM
+/// additional data) and the MAC.
+fn read_trailer<R: Read>(ber: &mut BerReader<R>, env: &Envelope) -> Result<(Vec<u8>, Vec<u8>)> {
+    ber.skip_rest(env.eci)?;
+    let mut next = ber.next_child(env.outer)?;
+    let mut aad = Vec::new();
+    if let Some(h) = next.as_ref().filter(|h| h.is_context(1)) {
+        let attrs = ber.element(h, RECIPIENTS_LIMIT, "authAttrs")?;
+        // RFC 5083: authenticated in their DER form with the SET OF tag.
+        aad = ber::to_der(&attrs)?;
+        aad[0] = 0x31;
+        next = ber.next_child(env.outer)?;
+    }
+    let mac = match next {
+        Some(h) if h.is(tag::OCTET_STRING) => {
+            let m = ber.element(&h, SMALL, "the MAC")?;
+            ber::read_all(&m)?.octets()?.into_owned()
+        }
+        _ => return Err(malformed("AuthEnvelopedData has no MAC")),
+    };
+    Ok((aad, mac))
+}
+
+/// Decrypts the CMS in `input`, writing the content to `out` as it is decrypted.
+///
+/// For AES-GCM the data written is not yet authenticated when it is written: when this
+/// returns an error, the caller must throw away everything `out` received (the command line
+/// writes to a temporary file and only renames it on success).
+pub fn decrypt_cms_stream(
+    input: &mut CmsInput<'_>,
+    me: &Recipient<'_>,
+    out: &mut dyn Write,
+) -> Result<DecryptInfo> {
+    let trailer = {
+        let mut ber = input.open()?;
+        let env = read_envelope(&mut ber)?;
+        if !env.authenticated {
+            return decrypt_content(&mut ber, &env, None, me, out);
+        }
+        // GCM: the attributes after the ciphertext are its additional data; read them first.
+        ber.octets(&env.content, &mut |_| Ok(()))?;
+        read_trailer(&mut ber, &env)?
+    };
+    let mut ber = input.open()?;
+    let env = read_envelope(&mut ber)?;
+    decrypt_content(&mut ber, &env, Some(trailer), me, out)
+}
+
+fn decrypt_content<R: Read>(
+    ber: &mut BerReader<R>,
+    env: &Envelope,
+    trailer: Option<(Vec<u8>, Vec<u8>)>,
+    me: &Recipient<'_>,
+    out: &mut dyn Write,
+) -> Result<DecryptInfo> {
+    let authenticated = env.authenticated;
+    let recipients = ber::read_all(&env.recipients)?;
+    let (transport, blob) = find_recipient(&recipients, me)?;
+    let alg = ber::read_all(&env.algorithm)?;
+    let (cipher, params) = content_cipher(&alg)?;
     let key_len = match cipher {
         ContentCipher::Cbc { key_len } | ContentCipher::Gcm { key_len } => key_len,
         ContentCipher::Des3Cbc => 24,
@@ -163,11 +310,11 @@ pub fn decrypt_cms(cms: &[u8], me: &Recipient<'_>) -> Result<Decrypted> {
             (AesMode::LegacyDes3Cbc { iv }, None, "3DES-CBC".to_string())
         }
         ContentCipher::Gcm { .. } => {
-            if !authenticated {
+            let Some((aad, mac)) = trailer.filter(|_| authenticated) else {
                 return Err(SmimeError::Unsupported(
                     "AES-GCM inside EnvelopedData (it belongs in AuthEnvelopedData)".into(),
                 ));
-            }
+            };
             let p = params
                 .ok_or_else(|| malformed("AES-GCM without parameters"))?
                 .items()?;
@@ -183,22 +330,11 @@ pub fn decrypt_cms(cms: &[u8], me: &Recipient<'_>) -> Result<Decrypted> {
             if !(12..=16).contains(&tag_len) {
                 return Err(malformed(format!("AES-GCM tag length {tag_len}")));
             }
-            let mac = mac.unwrap_or_default();
             if mac.len() != tag_len {
                 return Err(malformed(
                     "the AES-GCM tag is not as long as its parameters say",
                 ));
             }
-            // RFC 5083: the authenticated attributes are authenticated in their DER form with
-            // the SET OF tag.
-            let aad = match auth_attrs {
-                Some(a) => {
-                    let mut der = ber::to_der(a.raw)?;
-                    der[0] = 0x31;
-                    der
-                }
-                None => Vec::new(),
-            };
             (
                 AesMode::Gcm {
                     nonce,
@@ -213,10 +349,24 @@ pub fn decrypt_cms(cms: &[u8], me: &Recipient<'_>) -> Result<Decrypted> {
     let key = me
         .token
         .unwrap_key(&me.key, &transport, &blob, key_len, offload)?;
-    let stream = key.cipher(CipherDirection::Decrypt, &mode)?;
-    let (content, _) = hsm::run_all(stream, &ciphertext, tag_bytes.as_deref())?;
-    Ok(Decrypted {
-        content,
+    let mut stream = key.cipher(CipherDirection::Decrypt, &mode)?;
+    let mut buf = Vec::with_capacity(stream::CHUNK + 64);
+    ber.octets(&env.content, &mut |piece| {
+        stream.update(piece, &mut buf)?;
+        out.write_all(&buf)?;
+        buf.clear();
+        Ok(())
+    })?;
+    // The end of the structure: a truncated message is refused, not half-read. (For GCM the
+    // trailer was checked in the first pass.)
+    ber.skip_rest(env.eci)?;
+    ber.skip_rest(env.outer)?;
+    for f in env.wrappers {
+        ber.skip_rest(f)?;
+    }
+    stream.finish(tag_bytes.as_deref(), &mut buf)?;
+    out.write_all(&buf)?;
+    Ok(DecryptInfo {
         cipher: name,
         key_transport: transport,
         authenticated,

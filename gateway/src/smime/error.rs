@@ -30,6 +30,10 @@ pub enum SmimeError {
     /// The token failed for another reason (unavailable, unsupported mechanism).
     #[error(transparent)]
     Token(hsm::Error),
+
+    /// Reading the message or writing the result failed.
+    #[error("I/O: {0}")]
+    Io(std::io::Error),
 }
 
 impl SmimeError {
@@ -45,6 +49,22 @@ impl From<hsm::Error> for SmimeError {
             hsm::Error::Decrypt => SmimeError::Decrypt,
             other => SmimeError::Token(other),
         }
+    }
+}
+
+impl From<std::io::Error> for SmimeError {
+    /// Errors raised inside the streaming adapters travel as `io::Error`; they come back out
+    /// as themselves.
+    fn from(e: std::io::Error) -> Self {
+        if e.get_ref().is_some_and(|i| i.is::<SmimeError>()) {
+            if let Some(inner) = e.into_inner()
+                && let Ok(me) = inner.downcast::<SmimeError>()
+            {
+                return *me;
+            }
+            return SmimeError::Malformed("unreadable input".into());
+        }
+        SmimeError::Io(e)
     }
 }
 

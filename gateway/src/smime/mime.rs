@@ -6,11 +6,14 @@
 
 use std::borrow::Cow;
 
+use std::io::Write;
+
 use super::error::{Result, SmimeError};
+use super::stream::{self, Span};
 
 /// Header blocks larger than this are refused (a guard against hostile input, not a limit
 /// real mail reaches).
-const MAX_HEADER: usize = 1 << 20;
+pub(crate) const MAX_HEADER: usize = 1 << 20;
 
 /// One header field as received.
 #[derive(Debug, Clone)]
@@ -157,50 +160,15 @@ impl<'a> Entity<'a> {
 /// The body parts of a multipart body, each exactly as received: from after the delimiter
 /// line to before the line break that precedes the next delimiter (RFC 2046 §5.1.1).
 pub fn multipart_parts<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<&'a [u8]>> {
-    if boundary.is_empty() || boundary.len() > 70 {
-        return Err(malformed(
-            "multipart boundary is empty or longer than 70 characters",
-        ));
-    }
-    let delimiter = format!("--{boundary}");
-    let delimiter = delimiter.as_bytes();
-    let mut parts = Vec::new();
-    let mut current: Option<usize> = None;
-    let mut closed = false;
-    for (start, end) in line_spans(body) {
-        let line = trim_eol(&body[start..end]);
-        if !line.starts_with(delimiter) {
-            continue;
-        }
-        let after = &line[delimiter.len()..];
-        let is_close = after.starts_with(b"--");
-        let trailing = if is_close { &after[2..] } else { after };
-        if !trailing.iter().all(|b| *b == b' ' || *b == b'\t') {
-            continue; // a line that merely starts like the delimiter
-        }
-        if let Some(s) = current.take() {
-            // The line break before the delimiter belongs to the delimiter.
-            let mut e = start;
-            if e > s && body[e - 1] == b'\n' {
-                e -= 1;
-                if e > s && body[e - 1] == b'\r' {
-                    e -= 1;
-                }
-            }
-            parts.push(&body[s..e.max(s)]);
-        }
-        if is_close {
-            closed = true;
-            break;
-        }
-        current = Some(end);
-    }
-    if !closed {
-        return Err(malformed(format!(
-            "multipart body: the closing delimiter --{boundary}-- is missing"
-        )));
-    }
-    Ok(parts)
+    let mut src = std::io::Cursor::new(body);
+    let span = Span {
+        start: 0,
+        end: body.len() as u64,
+    };
+    Ok(stream::multipart_spans(&mut src, span, boundary)?
+        .into_iter()
+        .map(|s| &body[s.start as usize..s.end as usize])
+        .collect())
 }
 
 /// The bytes with every bare LF turned into CRLF (the canonical form signatures cover).
@@ -252,7 +220,7 @@ pub fn split_content(entity: &Entity<'_>) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// Header block (with its terminating empty line) and body.
-fn split_header(raw: &[u8]) -> (&[u8], &[u8]) {
+pub(crate) fn split_header(raw: &[u8]) -> (&[u8], &[u8]) {
     // An entity that starts with an empty line has no header fields.
     if raw.starts_with(b"\r\n") {
         return (&raw[..2], &raw[2..]);
@@ -413,104 +381,26 @@ fn split_params(v: &str) -> Vec<String> {
 /// alphabet is an error.
 pub fn base64_decode(data: &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(data.len() / 4 * 3);
-    let mut acc: u32 = 0;
-    let mut bits = 0u32;
-    let mut padding = 0usize;
-    for (i, &b) in data.iter().enumerate() {
-        let v = match b {
-            b'A'..=b'Z' => b - b'A',
-            b'a'..=b'z' => b - b'a' + 26,
-            b'0'..=b'9' => b - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' => {
-                padding += 1;
-                continue;
-            }
-            b' ' | b'\t' | b'\r' | b'\n' => continue,
-            _ => {
-                return Err(malformed(format!(
-                    "base64 body: byte 0x{b:02x} at offset {i} is not base64"
-                )));
-            }
-        };
-        if padding > 0 {
-            return Err(malformed(format!(
-                "base64 body: data after padding at offset {i}"
-            )));
-        }
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    if bits >= 6 {
-        return Err(malformed("base64 body: truncated (a lone final character)"));
-    }
+    let mut dec = stream::B64Decoder::default();
+    dec.push(data, &mut out)?;
+    dec.finish()?;
     Ok(out)
 }
 
 /// Encodes base64 in lines of 76 characters with CRLF, as RFC 2045 asks.
 pub fn base64_encode(data: &[u8]) -> Vec<u8> {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::with_capacity(data.len() * 4 / 3 + data.len() / 57 * 2 + 4);
-    for (n, chunk) in data.chunks(3).enumerate() {
-        if n > 0 && n % 19 == 0 {
-            out.extend_from_slice(b"\r\n");
-        }
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let v = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for k in 0..4 {
-            if k <= chunk.len() {
-                out.push(ALPHABET[((v >> (18 - 6 * k)) & 63) as usize]);
-            } else {
-                out.push(b'=');
-            }
-        }
-    }
-    if !data.is_empty() {
-        out.extend_from_slice(b"\r\n");
-    }
-    out
+    let out = Vec::with_capacity(data.len() * 4 / 3 + data.len() / 57 * 2 + 4);
+    let mut enc = stream::B64Encoder::new(out);
+    // Writing to memory cannot fail.
+    let _ = enc.write_all(data);
+    enc.finish().unwrap_or_default()
 }
 
 /// Decodes quoted-printable leniently (a bad escape is kept as written).
 fn qp_decode(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len());
-    let mut i = 0;
-    while i < data.len() {
-        let b = data[i];
-        if b == b'=' {
-            let rest = &data[i + 1..];
-            if rest.starts_with(b"\r\n") {
-                i += 3;
-                continue;
-            }
-            if rest.starts_with(b"\n") {
-                i += 2;
-                continue;
-            }
-            let hex = |c: u8| (c as char).to_digit(16);
-            if let (Some(h), Some(l)) = (
-                rest.first().and_then(|c| hex(*c)),
-                rest.get(1).and_then(|c| hex(*c)),
-            ) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b);
-        i += 1;
-    }
-    out
+    let mut dec = stream::QpDecoder::new(Vec::with_capacity(data.len()));
+    let _ = dec.write_all(data);
+    dec.finish().unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -7,12 +7,15 @@
 //! otherwise, part by part inside multiparts) and line endings become CRLF, so the signature
 //! survives any relay. The private key operation is the token's.
 
+use std::io::{BufRead, Cursor, Write};
+
 use hsm::{Hash, KeyKind, KeyRef, SignAlgorithm, Token};
 
 use super::asn1::{self, algorithm, explicit, octets, oid, seq, set_of, uint};
 use super::error::{Result, SmimeError};
 use super::mime::{self, Entity};
 use super::oid as ids;
+use super::stream::{self, B64Encoder, Digests, Source, Span};
 
 /// How deep multiparts may nest when content is re-encoded.
 const MAX_DEPTH: usize = 16;
@@ -44,80 +47,261 @@ pub enum Format {
     Opaque,
 }
 
-/// Signs an RFC 5322 message; `now` (seconds since the Unix epoch) is the signingTime.
+/// Signs an RFC 5322 message in memory; see [`sign_stream`].
 pub fn sign_message(
     message: &[u8],
     signer: &Signer<'_>,
     format: Format,
     now: u64,
 ) -> Result<Vec<u8>> {
-    let entity = Entity::parse(message)?;
-    let (outer, inner) = mime::split_content(&entity);
-    let inner = to_7bit(&inner, 0)?;
-    let inner = mime::canonical_crlf(&inner).into_owned();
-    let mut out = Vec::with_capacity(inner.len() * 2 + 4096);
-    out.extend_from_slice(&mime::canonical_crlf(&outer));
-    out.extend_from_slice(b"MIME-Version: 1.0\r\n");
+    let mut out = Vec::with_capacity(message.len() * 2 + 4096);
+    sign_stream(&mut Cursor::new(message), signer, format, now, &mut out)?;
+    Ok(out)
+}
+
+/// Signs an RFC 5322 message read from `src`, writing the signed message to `out`; `now`
+/// (seconds since the Unix epoch) is the signingTime. The content is read twice (once to
+/// hash, once to write), never held in memory whole.
+pub fn sign_stream(
+    src: &mut dyn Source,
+    signer: &Signer<'_>,
+    format: Format,
+    now: u64,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let (outer, plan) = content_plan(src, true)?;
+    // Pass 1: the digest (and length) of the canonical content.
+    let mut digests = Digests::new(&[signer.hash]);
+    emit_canonical(src, &plan, &mut digests)?;
+    let len = digests.count();
+    let digest = digests.finish().pop().map(|(_, d)| d).unwrap_or_default();
+
+    out.write_all(&outer)?;
+    out.write_all(b"MIME-Version: 1.0\r\n")?;
     match format {
         Format::Detached => {
-            let cms = sign_cms(&inner, signer, true, now)?;
-            let boundary = boundary_for(&inner, now);
+            let (cms, _) = signed_data(signer, &digest, None, now)?;
+            let boundary = boundary_for(&digest, now);
             let micalg = match signer.hash {
                 Hash::Sha1 => "sha-1",
                 Hash::Sha256 => "sha-256",
                 Hash::Sha384 => "sha-384",
                 Hash::Sha512 => "sha-512",
             };
-            out.extend_from_slice(
-                format!(
-                    "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\";\r\n micalg={micalg}; boundary=\"{boundary}\"\r\n\r\n"
-                )
-                .as_bytes(),
-            );
-            out.extend_from_slice(b"This is an S/MIME signed message.\r\n\r\n");
-            out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
-            out.extend_from_slice(&inner);
-            out.extend_from_slice(format!("\r\n--{boundary}\r\n").as_bytes());
-            out.extend_from_slice(
+            write!(
+                out,
+                "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\";\r\n micalg={micalg}; boundary=\"{boundary}\"\r\n\r\n"
+            )?;
+            out.write_all(b"This is an S/MIME signed message.\r\n\r\n")?;
+            write!(out, "--{boundary}\r\n")?;
+            let written = emit_canonical(src, &plan, &mut *out)?;
+            unchanged(written, len)?;
+            write!(out, "\r\n--{boundary}\r\n")?;
+            out.write_all(
                 b"Content-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\n\
                   Content-Transfer-Encoding: base64\r\n\
                   Content-Disposition: attachment; filename=\"smime.p7s\"\r\n\
                   Content-Description: S/MIME Cryptographic Signature\r\n\r\n",
-            );
-            out.extend_from_slice(&mime::base64_encode(&cms));
-            out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+            )?;
+            out.write_all(&mime::base64_encode(&cms))?;
+            write!(out, "\r\n--{boundary}--\r\n")?;
         }
         Format::Opaque => {
-            let cms = sign_cms(&inner, signer, false, now)?;
-            out.extend_from_slice(
+            let (prefix, suffix) = signed_data(signer, &digest, Some(len), now)?;
+            out.write_all(
                 b"Content-Type: application/pkcs7-mime; smime-type=signed-data;\r\n name=\"smime.p7m\"\r\n\
                   Content-Transfer-Encoding: base64\r\n\
                   Content-Disposition: attachment; filename=\"smime.p7m\"\r\n\r\n",
-            );
-            out.extend_from_slice(&mime::base64_encode(&cms));
+            )?;
+            let mut b64 = B64Encoder::new(&mut *out);
+            b64.write_all(&prefix)?;
+            let written = emit_canonical(src, &plan, &mut b64)?;
+            unchanged(written, len)?;
+            b64.write_all(&suffix)?;
+            b64.finish()?;
         }
     }
-    Ok(out)
+    Ok(())
+}
+
+/// The second read of the content must give what the first did (a spool file does not
+/// change under us; if it did, the output would be wrong, so it is refused).
+pub(crate) fn unchanged(written: u64, expected: u64) -> Result<()> {
+    if written != expected {
+        return Err(SmimeError::Io(std::io::Error::other(
+            "the message changed while it was being processed",
+        )));
+    }
+    Ok(())
+}
+
+/// One piece of the entity to protect, as it will be written.
+#[derive(Debug)]
+pub(crate) enum Piece {
+    /// Bytes made here (header fields, delimiters).
+    Bytes(Vec<u8>),
+    /// A range of the input, as is.
+    Raw(Span),
+    /// A range of the input, its transfer encoding undone and redone as 7-bit.
+    Encode { span: Span, from: Cte, to: Cte },
+}
+
+/// Transfer encodings read and written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cte {
+    Identity,
+    Base64,
+    QuotedPrintable,
+}
+
+/// Splits a message into the header fields that stay outside (canonical CRLF, MIME-Version
+/// dropped) and the plan of the entity that is protected: its Content-* fields and body,
+/// with every leaf part given a 7-bit transfer encoding when `seven_bit` asks for it.
+pub(crate) fn content_plan(src: &mut dyn Source, seven_bit: bool) -> Result<(Vec<u8>, Vec<Piece>)> {
+    let span = stream::whole(src)?;
+    let (header, body_start) = stream::read_header(src, span)?;
+    let entity = Entity::parse(&header)?;
+    let (outer, inner_header) = mime::split_content(&entity);
+    let body = Span {
+        start: body_start,
+        end: span.end,
+    };
+    let mut plan = Vec::new();
+    if seven_bit {
+        plan_7bit(src, inner_header, body, 0, &mut plan)?;
+    } else {
+        plan.push(Piece::Bytes(inner_header));
+        plan.push(Piece::Raw(body));
+    }
+    Ok((mime::canonical_crlf(&outer).into_owned(), plan))
+}
+
+/// Writes the plan through CRLF canonicalisation; returns the bytes written.
+pub(crate) fn emit_canonical(
+    src: &mut dyn Source,
+    plan: &[Piece],
+    out: &mut dyn Write,
+) -> Result<u64> {
+    let mut counted = Counted { inner: out, n: 0 };
+    let mut w = stream::Crlf::new(&mut counted);
+    for piece in plan {
+        match piece {
+            Piece::Bytes(b) => w.write_all(b)?,
+            Piece::Raw(span) => stream::copy_span(src, *span, &mut w)?,
+            Piece::Encode { span, from, to } => {
+                let mut r = stream::reader(src, *span)?;
+                match to {
+                    Cte::QuotedPrintable => {
+                        let enc = stream::QpEncoder::new(&mut w);
+                        decode_into(&mut r, *from, enc, |e| e.finish())?;
+                    }
+                    _ => {
+                        let enc = B64Encoder::new(&mut w);
+                        decode_into(&mut r, *from, enc, |e| e.finish())?;
+                    }
+                }
+            }
+        }
+    }
+    w.flush()?;
+    Ok(counted.n)
+}
+
+/// Copies `r` into `enc` with the transfer encoding `from` undone, then finishes `enc`.
+fn decode_into<W: Write, X>(
+    r: &mut dyn std::io::Read,
+    from: Cte,
+    mut enc: W,
+    finish: impl FnOnce(W) -> std::io::Result<X>,
+) -> Result<()> {
+    match from {
+        Cte::Identity => {
+            std::io::copy(r, &mut enc)?;
+        }
+        Cte::Base64 => {
+            std::io::copy(&mut stream::B64Reader::new(r), &mut enc)?;
+        }
+        Cte::QuotedPrintable => {
+            let mut dec = stream::QpDecoder::new(&mut enc);
+            std::io::copy(r, &mut dec)?;
+            dec.finish()?;
+        }
+    }
+    finish(enc)?;
+    Ok(())
+}
+
+struct Counted<'a> {
+    inner: &'a mut dyn Write,
+    n: u64,
+}
+
+impl Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write_all(buf)?;
+        self.n += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Needs a 7-bit transfer encoding: bytes above 127, NUL, bare CR, or lines over 998 bytes.
-fn needs_encoding(body: &[u8]) -> bool {
-    if body.iter().any(|b| *b >= 0x80 || *b == 0) {
-        return true;
+fn needs_encoding(src: &mut dyn Source, span: Span) -> Result<bool> {
+    let mut r = stream::reader(src, span)?;
+    let (mut line, mut cr) = (0usize, false);
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(false);
+        }
+        for &b in buf {
+            if b >= 0x80 || b == 0 {
+                return Ok(true);
+            }
+            if b == b'\n' {
+                line = 0;
+                cr = false;
+                continue;
+            }
+            if cr {
+                return Ok(true); // a CR not followed by LF
+            }
+            if b == b'\r' {
+                cr = true;
+                continue;
+            }
+            line += 1;
+            if line > 998 {
+                return Ok(true);
+            }
+        }
+        let n = buf.len();
+        r.consume(n);
     }
-    body.split(|b| *b == b'\n').any(|line| {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        line.len() > 998 || line.contains(&b'\r')
-    })
 }
 
-/// The entity with every leaf part 7-bit safe; entities that are already safe come back as is.
-fn to_7bit(raw: &[u8], depth: usize) -> Result<Vec<u8>> {
+/// Plans the entity `header` + `body` with every leaf part 7-bit safe; entities that are
+/// already safe are planned as they are.
+fn plan_7bit(
+    src: &mut dyn Source,
+    header: Vec<u8>,
+    body: Span,
+    depth: usize,
+    plan: &mut Vec<Piece>,
+) -> Result<()> {
     if depth > MAX_DEPTH {
         return Err(SmimeError::Malformed("multiparts nested too deeply".into()));
     }
-    let entity = Entity::parse(raw)?;
+    let entity = Entity::parse(&header)?;
     let ct = entity.content_type()?;
+    if !needs_encoding(src, body)? {
+        plan.push(Piece::Bytes(header));
+        plan.push(Piece::Raw(body));
+        return Ok(());
+    }
     if ct.mime.starts_with("multipart/") {
         let Some(boundary) = ct.param("boundary") else {
             return Err(SmimeError::Malformed(format!(
@@ -125,88 +309,77 @@ fn to_7bit(raw: &[u8], depth: usize) -> Result<Vec<u8>> {
                 ct.mime
             )));
         };
-        if !needs_encoding(entity.body) {
-            return Ok(raw.to_vec());
-        }
-        let parts = mime::multipart_parts(entity.body, boundary)?;
-        let mut out = entity.header.to_vec();
+        let boundary = boundary.to_string();
+        let parts = stream::multipart_spans(src, body, &boundary)?;
+        plan.push(Piece::Bytes(header));
         for p in parts {
-            out.extend_from_slice(format!("\r\n--{boundary}\r\n").as_bytes());
-            out.extend_from_slice(&to_7bit(p, depth + 1)?);
+            plan.push(Piece::Bytes(format!("\r\n--{boundary}\r\n").into_bytes()));
+            let (h, start) = stream::read_header(src, p)?;
+            plan_7bit(src, h, Span { start, end: p.end }, depth + 1, plan)?;
         }
-        out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-        return Ok(out);
+        plan.push(Piece::Bytes(format!("\r\n--{boundary}--\r\n").into_bytes()));
+        return Ok(());
     }
-    if ct.mime == "message/rfc822" && needs_encoding(entity.body) {
-        let mut out = entity.header.to_vec();
-        out.extend_from_slice(&to_7bit(entity.body, depth + 1)?);
-        return Ok(out);
+    if ct.mime == "message/rfc822" {
+        plan.push(Piece::Bytes(header));
+        let (h, start) = stream::read_header(src, body)?;
+        return plan_7bit(
+            src,
+            h,
+            Span {
+                start,
+                end: body.end,
+            },
+            depth + 1,
+            plan,
+        );
     }
-    if !needs_encoding(entity.body) {
-        return Ok(raw.to_vec());
-    }
-    let decoded = entity.decoded_body()?;
-    let (cte, body) = if ct.mime.starts_with("text/") {
-        ("quoted-printable", qp_encode(&decoded))
-    } else {
-        ("base64", mime::base64_encode(&decoded))
+    let from = match entity.transfer_encoding().as_str() {
+        "base64" => Cte::Base64,
+        "quoted-printable" => Cte::QuotedPrintable,
+        "7bit" | "8bit" | "binary" => Cte::Identity,
+        other => {
+            return Err(SmimeError::Unsupported(format!(
+                "Content-Transfer-Encoding {other}"
+            )));
+        }
     };
-    let mut out = Vec::with_capacity(body.len() + entity.header.len() + 64);
+    let (name, to) = if ct.mime.starts_with("text/") {
+        ("quoted-printable", Cte::QuotedPrintable)
+    } else {
+        ("base64", Cte::Base64)
+    };
+    let mut fields = Vec::with_capacity(header.len() + 64);
     for f in &entity.fields {
         if !f.name.eq_ignore_ascii_case("Content-Transfer-Encoding") {
-            out.extend_from_slice(f.raw);
+            fields.extend_from_slice(f.raw);
         }
     }
-    out.extend_from_slice(format!("Content-Transfer-Encoding: {cte}\r\n\r\n").as_bytes());
-    out.extend_from_slice(&body);
-    Ok(out)
+    fields.extend_from_slice(format!("Content-Transfer-Encoding: {name}\r\n\r\n").as_bytes());
+    plan.push(Piece::Bytes(fields));
+    plan.push(Piece::Encode {
+        span: body,
+        from,
+        to,
+    });
+    Ok(())
 }
 
 /// Quoted-printable (RFC 2045 §6.7) for text: line breaks kept as CRLF, lines under 76.
 pub fn qp_encode(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + data.len() / 8);
-    let text = mime::canonical_crlf(data);
-    let lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
-    let last = lines.len() - 1;
-    for (n, line) in lines.iter().enumerate() {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let mut width = 0;
-        for (i, &b) in line.iter().enumerate() {
-            let at_end = i == line.len() - 1;
-            let literal =
-                (b == b' ' || b == b'\t') && !at_end || (0x21..=0x7e).contains(&b) && b != b'=';
-            let piece: Vec<u8> = if literal {
-                vec![b]
-            } else {
-                format!("={b:02X}").into_bytes()
-            };
-            if width + piece.len() > 75 {
-                out.extend_from_slice(b"=\r\n");
-                width = 0;
-            }
-            width += piece.len();
-            out.extend_from_slice(&piece);
-        }
-        if n != last {
-            out.extend_from_slice(b"\r\n");
-        }
-    }
-    out
+    let mut enc = stream::QpEncoder::new(Vec::with_capacity(data.len() + data.len() / 8));
+    let _ = enc.write_all(data);
+    enc.finish().unwrap_or_default()
 }
 
-/// A boundary that cannot occur in `content`: derived from its digest.
-fn boundary_for(content: &[u8], now: u64) -> String {
-    let mut seed = Hash::Sha256.digest(content);
+/// The boundary of a signed message: derived from the content's digest, so it cannot occur
+/// in the content (that would take a content containing a function of its own hash).
+fn boundary_for(digest: &[u8], now: u64) -> String {
+    let mut seed = digest.to_vec();
     seed.extend_from_slice(&now.to_be_bytes());
-    loop {
-        let d = Hash::Sha256.digest(&seed);
-        let hex: String = d[..12].iter().map(|b| format!("{b:02x}")).collect();
-        let b = format!("----=_smimegw_{hex}");
-        if !content.windows(b.len()).any(|w| w == b.as_bytes()) {
-            return b;
-        }
-        seed = d;
-    }
+    let d = Hash::Sha256.digest(&seed);
+    let hex: String = d[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("----=_smimegw_{hex}")
 }
 
 /// The signature algorithm for the signer's key.
@@ -259,8 +432,28 @@ fn signature_algorithm_id(alg: SignAlgorithm) -> Vec<u8> {
     }
 }
 
-/// SignedData over `content` as a CMS ContentInfo (DER). Detached leaves the content out.
+/// SignedData over `content` as a CMS ContentInfo (DER), in memory. Detached leaves the
+/// content out.
 pub fn sign_cms(content: &[u8], signer: &Signer<'_>, detached: bool, now: u64) -> Result<Vec<u8>> {
+    let digest = signer.hash.digest(content);
+    let len = (!detached).then_some(content.len() as u64);
+    let (mut out, suffix) = signed_data(signer, &digest, len, now)?;
+    if !detached {
+        out.extend_from_slice(content);
+    }
+    out.extend_from_slice(&suffix);
+    Ok(out)
+}
+
+/// The SignedData ContentInfo (DER) for content with this digest, split around where the
+/// content goes: for detached signatures (`content_len` None) all of it is the first part;
+/// for opaque ones the content's `content_len` bytes go between the two parts.
+fn signed_data(
+    signer: &Signer<'_>,
+    digest: &[u8],
+    content_len: Option<u64>,
+    now: u64,
+) -> Result<(Vec<u8>, Vec<u8>)> {
     let cert =
         hsm::cert_summary(signer.cert).map_err(|e| SmimeError::Certificate(e.to_string()))?;
     let spki = super::signed::spki_of(signer.cert)?;
@@ -286,7 +479,7 @@ pub fn sign_cms(content: &[u8], signer: &Signer<'_>, detached: bool, now: u64) -
     let attrs = vec![
         attr(ids::CONTENT_TYPE, &oid(ids::DATA)),
         attr(ids::SIGNING_TIME, &asn1::time(now)),
-        attr(ids::MESSAGE_DIGEST, &octets(&signer.hash.digest(content))),
+        attr(ids::MESSAGE_DIGEST, &octets(digest)),
         attr(ids::SMIME_CAPABILITIES, &capabilities),
         attr(
             ids::ENCRYPTION_KEY_PREFERENCE,
@@ -307,36 +500,89 @@ pub fn sign_cms(content: &[u8], signer: &Signer<'_>, detached: bool, now: u64) -
         &signature_algorithm_id(alg),
         &octets(&signature),
     ]);
-    let encap = if detached {
-        seq(&[&oid(ids::DATA)])
-    } else {
-        seq(&[&oid(ids::DATA), &explicit(0, &octets(content))])
-    };
     let mut certs = signer.cert.to_vec();
     for c in signer.chain {
         if c.as_slice() != signer.cert {
             certs.extend_from_slice(c);
         }
     }
-    let signed_data = seq(&[
-        &uint(1),
-        &set_of(std::slice::from_ref(&digest_alg)),
-        &encap,
-        &asn1::tlv(0xa0, &certs),
-        &set_of(&[signer_info]),
-    ]);
-    Ok(seq(&[&oid(ids::SIGNED_DATA), &explicit(0, &signed_data)]))
+    let version = uint(1);
+    let digest_algs = set_of(std::slice::from_ref(&digest_alg));
+    let after = [asn1::tlv(0xa0, &certs), set_of(&[signer_info])].concat();
+    let data_oid = oid(ids::DATA);
+    // encapContentInfo: SEQUENCE { data, [0] EXPLICIT OCTET STRING (content) }, written as
+    // headers around the content so that it can stream.
+    let encap_head = match content_len {
+        None => seq(&[&data_oid]),
+        Some(n) => {
+            let os = asn1::header(0x04, n);
+            let e0_len = os.len() as u64 + n;
+            let e0 = asn1::header(0xa0, e0_len);
+            let encap_len = data_oid.len() as u64 + e0.len() as u64 + e0_len;
+            [asn1::header(0x30, encap_len), data_oid, e0, os].concat()
+        }
+    };
+    let content_in_encap = content_len.unwrap_or(0);
+    let sd_len = (version.len() + digest_algs.len() + encap_head.len() + after.len()) as u64
+        + content_in_encap;
+    let sd_head = asn1::header(0x30, sd_len);
+    let c0_len = sd_head.len() as u64 + sd_len;
+    let c0_head = asn1::header(0xa0, c0_len);
+    let sd_oid = oid(ids::SIGNED_DATA);
+    let ci_len = sd_oid.len() as u64 + c0_head.len() as u64 + c0_len;
+    let prefix = [
+        asn1::header(0x30, ci_len),
+        sd_oid,
+        c0_head,
+        sd_head,
+        version,
+        digest_algs,
+        encap_head,
+    ]
+    .concat();
+    match content_len {
+        None => Ok(([prefix, after].concat(), Vec::new())),
+        Some(_) => Ok((prefix, after)),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The entity as it is signed.
+    fn seven_bit(raw: &[u8]) -> Vec<u8> {
+        let mut src = Cursor::new(raw);
+        let span = stream::whole(&mut src).unwrap();
+        let (h, start) = stream::read_header(&mut src, span).unwrap();
+        let mut plan = Vec::new();
+        plan_7bit(
+            &mut src,
+            h,
+            Span {
+                start,
+                end: span.end,
+            },
+            0,
+            &mut plan,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        emit_canonical(&mut src, &plan, &mut out).unwrap();
+        out
+    }
+
+    fn is_7bit(data: &[u8]) -> bool {
+        let mut src = Cursor::new(data);
+        let span = stream::whole(&mut src).unwrap();
+        !needs_encoding(&mut src, span).unwrap()
+    }
+
     #[test]
     fn quoted_printable_is_7bit_and_round_trips() {
         let text = "Grüße aus Köln = fünf\r\ntrailing space \r\n".repeat(20) + &"x".repeat(200);
         let enc = qp_encode(text.as_bytes());
-        assert!(!needs_encoding(&enc));
+        assert!(is_7bit(&enc));
         assert!(enc.split(|b| *b == b'\n').all(|l| l.len() <= 77));
         let entity = [
             &b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"[..],
@@ -349,13 +595,19 @@ mod tests {
 
     #[test]
     fn eight_bit_parts_are_encoded_inside_multiparts() {
-        let msg = "Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nnaïve\r\n--b\r\nContent-Type: application/octet-stream\r\n\r\n\u{1}\u{2}ÿ\r\n--b--\r\n";
-        let out = to_7bit(msg.as_bytes(), 0).unwrap();
-        assert!(!needs_encoding(&out), "{}", String::from_utf8_lossy(&out));
+        let msg = "Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nnaïve\r\n--b\r\nContent-Type: application/octet-stream\r\n\r\n\u{1}\u{2}ÿ\r\n--b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\nw6k=\r\n--b--\r\n";
+        let out = seven_bit(msg.as_bytes());
+        assert!(is_7bit(&out), "{}", String::from_utf8_lossy(&out));
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("Content-Transfer-Encoding: quoted-printable\r\n\r\nna=C3=AFve"));
-        assert!(text.contains("Content-Transfer-Encoding: base64"));
+        assert!(text.contains("Content-Transfer-Encoding: base64\r\n\r\nAQLDvw==\r\n"));
+        // A part that is 7-bit already stays as it was.
+        assert!(text.contains("Content-Transfer-Encoding: base64\r\n\r\nw6k=\r\n"));
         let plain = b"Content-Type: text/plain\r\n\r\nhello\r\n";
-        assert_eq!(to_7bit(plain, 0).unwrap(), plain);
+        assert_eq!(seven_bit(plain), plain);
+        let long = format!("Content-Type: text/plain\r\n\r\n{}\r\n", "a".repeat(1200));
+        let out = seven_bit(long.as_bytes());
+        assert!(is_7bit(&out));
+        assert!(String::from_utf8(out).unwrap().contains("quoted-printable"));
     }
 }

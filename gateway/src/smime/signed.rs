@@ -5,11 +5,15 @@
 //! certificate is trusted (path validation, email match) is a separate question, answered by
 //! the caller with the certificates this returns.
 
+use std::io::{Read, Write};
+
 use hsm::ber::{self, Tlv, tag};
 use hsm::{Hash, SignAlgorithm};
 
+use super::berstream::BerReader;
 use super::error::{Result, SmimeError};
 use super::oid;
+use super::stream::Digests;
 
 /// What one SignerInfo says, and whether its signature holds.
 #[derive(Debug, Clone)]
@@ -42,10 +46,42 @@ fn malformed(what: impl Into<String>) -> SmimeError {
     SmimeError::Malformed(what.into())
 }
 
-/// Verifies a CMS ContentInfo holding SignedData. `detached` is the signed content when the
-/// signature is detached (multipart/signed); it is hashed as given, so the caller passes the
-/// canonical bytes.
+/// Signatures checked while the content streamed past.
+#[derive(Debug, Clone)]
+pub struct Signatures {
+    pub signers: Vec<SignerResult>,
+    /// Every certificate the message carries (DER).
+    pub certificates: Vec<Vec<u8>>,
+}
+
+/// Verifies a CMS ContentInfo holding SignedData, in memory. `detached` is the signed content
+/// when the signature is detached (multipart/signed); it is hashed as given, so the caller
+/// passes the canonical bytes.
 pub fn verify_cms(cms: &[u8], detached: Option<&[u8]>) -> Result<VerifiedData> {
+    let (content, sig) = match detached {
+        Some(d) => (
+            d.to_vec(),
+            verify_detached(cms, &mut |w| Ok(w.write_all(d)?))?,
+        ),
+        None => {
+            let mut content = Vec::new();
+            let sig = verify_opaque(&mut BerReader::new(cms), &mut content)?;
+            (content, sig)
+        }
+    };
+    Ok(VerifiedData {
+        content,
+        signers: sig.signers,
+        certificates: sig.certificates,
+    })
+}
+
+/// Verifies a detached SignedData (`cms`, in memory: signatures are small) over content that
+/// `feed` writes, once, to the hashes the signers need.
+pub fn verify_detached(
+    cms: &[u8],
+    feed: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
+) -> Result<Signatures> {
     let info = ber::read(cms)?.0;
     let items = info.items()?;
     let [kind, content, ..] = items.as_slice() else {
@@ -74,45 +110,159 @@ pub fn verify_cms(cms: &[u8], detached: Option<&[u8]>) -> Result<VerifiedData> {
     let mut certificates = Vec::new();
     for t in &sd[3..sd.len() - 1] {
         if t.is_context(0) {
-            for c in t.children() {
-                let c = c?;
-                if c.is(tag::SEQUENCE) {
-                    certificates.push(ber::to_der(c.raw)?);
-                }
-            }
+            certificates = read_certificates(t)?;
         }
     }
-    let encap = encap.items()?;
     let content_type = encap
+        .items()?
         .first()
         .ok_or_else(|| malformed("encapsulated content info is empty"))?
-        .oid()?;
-    let embedded = match encap.get(1) {
-        Some(e) if e.is_context(0) => Some(e.inner()?.octets()?.into_owned()),
-        _ => None,
-    };
-    let content = match (detached, embedded) {
-        (Some(d), _) => d.to_vec(),
-        (None, Some(e)) => e,
-        (None, None) => {
+        .oid()?
+        .to_vec();
+    let mut hashes = Vec::new();
+    for si in signer_infos.children() {
+        if let Some(digest_alg) = si?.items()?.get(2) {
+            hashes.extend(oid::hash(first_oid(digest_alg)?));
+        }
+    }
+    let mut digests = Digests::new(&hashes);
+    feed(&mut digests)?;
+    let digests = digests.finish();
+    Ok(Signatures {
+        signers: check_signers(signer_infos, &content_type, &digests, &certificates)?,
+        certificates,
+    })
+}
+
+const SMALL: u64 = 64 * 1024;
+/// Certificates and CRLs carried in a signature.
+const BAGS_LIMIT: u64 = 16 << 20;
+
+/// Verifies an opaque SignedData read from `ber`, writing the encapsulated content to `out`
+/// as it is hashed (exactly as signed).
+pub fn verify_opaque<R: Read>(ber: &mut BerReader<R>, out: &mut dyn Write) -> Result<Signatures> {
+    let info = ber.header()?;
+    if !info.is(tag::SEQUENCE) {
+        return Err(malformed("CMS ContentInfo is not a SEQUENCE"));
+    }
+    let kind_h = ber.expect_child(info.frame(), "the CMS content type")?;
+    let kind = ber.element(&kind_h, SMALL, "the CMS content type")?;
+    let kind = ber::read_all(&kind)?.oid()?.to_vec();
+    if kind != oid::SIGNED_DATA {
+        return Err(malformed(format!(
+            "CMS content type {} is not signed data",
+            oid::dotted(&kind)
+        )));
+    }
+    let content = ber.expect_child(info.frame(), "the CMS content")?;
+    if !content.is_context(0) {
+        return Err(malformed("CMS ContentInfo content is not [0]"));
+    }
+    let sd = ber.expect_child(content.frame(), "the signed data")?;
+    if !sd.is(tag::SEQUENCE) {
+        return Err(malformed("SignedData is not a SEQUENCE"));
+    }
+    let f = sd.frame();
+    let version = ber.expect_child(f, "the SignedData version")?;
+    ber.element(&version, SMALL, "the SignedData version")?;
+    let algs = ber.expect_child(f, "digestAlgorithms")?;
+    if !algs.is(tag::SET) {
+        return Err(malformed("SignedData has no digestAlgorithms"));
+    }
+    let algs = ber.element(&algs, SMALL, "digestAlgorithms")?;
+    let mut hashes = Vec::new();
+    for a in ber::read_all(&algs)?.children() {
+        hashes.extend(oid::hash(first_oid(&a?)?));
+    }
+    let encap = ber.expect_child(f, "the encapsulated content info")?;
+    if !encap.is(tag::SEQUENCE) {
+        return Err(malformed("SignedData has no encapsulated content info"));
+    }
+    let ef = encap.frame();
+    let ct = ber.expect_child(ef, "the encapsulated content type")?;
+    let ct = ber.element(&ct, SMALL, "the encapsulated content type")?;
+    let content_type = ber::read_all(&ct)?.oid()?.to_vec();
+    let mut digests = Digests::new(&hashes);
+    match ber.next_child(ef)? {
+        Some(e) if e.is_context(0) => {
+            let os = ber.expect_child(e.frame(), "the encapsulated content")?;
+            if !os.is(tag::OCTET_STRING) {
+                return Err(malformed("the encapsulated content is not an OCTET STRING"));
+            }
+            ber.octets(&os, &mut |piece| {
+                digests.write_all(piece)?;
+                out.write_all(piece)?;
+                Ok(())
+            })?;
+            ber.skip_rest(e.frame())?;
+            ber.skip_rest(ef)?;
+        }
+        Some(_) => return Err(malformed("the encapsulated content is not [0]")),
+        None => {
             return Err(malformed(
                 "the signature is detached but no signed content was given",
             ));
         }
-    };
+    }
+    let mut certificates = Vec::new();
+    let mut signer_infos = None;
+    while let Some(h) = ber.next_child(f)? {
+        let what = if h.is_context(0) {
+            "the certificates"
+        } else if h.is(tag::SET) {
+            "signerInfos"
+        } else {
+            "the CRLs"
+        };
+        let raw = ber.element(&h, BAGS_LIMIT, what)?;
+        if h.is_context(0) {
+            certificates = read_certificates(&ber::read_all(&raw)?)?;
+        } else if h.is(tag::SET) {
+            signer_infos = Some(raw);
+        }
+    }
+    let signer_infos = signer_infos.ok_or_else(|| malformed("SignedData has no signerInfos"))?;
+    // The end of the enclosing elements: a truncated message is refused, not half-read.
+    ber.skip_rest(content.frame())?;
+    ber.skip_rest(info.frame())?;
+    let digests = digests.finish();
+    Ok(Signatures {
+        signers: check_signers(
+            &ber::read_all(&signer_infos)?,
+            &content_type,
+            &digests,
+            &certificates,
+        )?,
+        certificates,
+    })
+}
 
+/// The certificates of a `[0] CertificateSet` (other certificate formats are skipped).
+fn read_certificates(set: &Tlv<'_>) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    for c in set.children() {
+        let c = c?;
+        if c.is(tag::SEQUENCE) {
+            out.push(ber::to_der(c.raw)?);
+        }
+    }
+    Ok(out)
+}
+
+fn check_signers(
+    signer_infos: &Tlv<'_>,
+    content_type: &[u8],
+    digests: &[(Hash, Vec<u8>)],
+    certificates: &[Vec<u8>],
+) -> Result<Vec<SignerResult>> {
     let mut signers = Vec::new();
     for si in signer_infos.children() {
-        signers.push(verify_signer(&si?, content_type, &content, &certificates)?);
+        signers.push(verify_signer(&si?, content_type, digests, certificates)?);
     }
     if signers.is_empty() {
         return Err(malformed("SignedData has no signers"));
     }
-    Ok(VerifiedData {
-        content,
-        signers,
-        certificates,
-    })
+    Ok(signers)
 }
 
 fn hex(b: &[u8]) -> String {
@@ -122,7 +272,7 @@ fn hex(b: &[u8]) -> String {
 fn verify_signer(
     si: &Tlv<'_>,
     content_type: &[u8],
-    content: &[u8],
+    digests: &[(Hash, Vec<u8>)],
     certificates: &[Vec<u8>],
 ) -> Result<SignerResult> {
     let parts = si.items()?;
@@ -184,7 +334,16 @@ fn verify_signer(
         Err(why) => return fail(result, why),
     };
     result.algorithm = Some(algorithm);
-    let content_digest = hash.digest(content);
+    let Some(content_digest) = digests
+        .iter()
+        .find(|(h, _)| *h == hash)
+        .map(|(_, d)| d.clone())
+    else {
+        return fail(
+            result,
+            "its digest algorithm is not among those the SignedData announces".into(),
+        );
+    };
 
     // What the signature covers: the DER of the signed attributes as a SET OF, or (without
     // signed attributes) the content digest itself.
