@@ -383,7 +383,7 @@ pub fn base64_decode(data: &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(data.len() / 4 * 3);
     let mut dec = stream::B64Decoder::default();
     dec.push(data, &mut out)?;
-    dec.finish()?;
+    dec.finish(&mut out)?;
     Ok(out)
 }
 

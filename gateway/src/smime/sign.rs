@@ -54,9 +54,7 @@ pub fn sign_message(
     format: Format,
     now: u64,
 ) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(message.len() * 2 + 4096);
-    sign_stream(&mut Cursor::new(message), signer, format, now, &mut out)?;
-    Ok(out)
+    signer.prepare()?.sign_message(message, format, now)
 }
 
 /// Signs an RFC 5322 message read from `src`, writing the signed message to `out`; `now`
@@ -69,59 +67,124 @@ pub fn sign_stream(
     now: u64,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let (outer, plan) = content_plan(src, true)?;
-    // Pass 1: the digest (and length) of the canonical content.
-    let mut digests = Digests::new(&[signer.hash]);
-    emit_canonical(src, &plan, &mut digests)?;
-    let len = digests.count();
-    let digest = digests.finish().pop().map(|(_, d)| d).unwrap_or_default();
+    signer.prepare()?.sign_stream(src, format, now, out)
+}
 
-    out.write_all(&outer)?;
-    out.write_all(b"MIME-Version: 1.0\r\n")?;
-    match format {
-        Format::Detached => {
-            let (cms, _) = signed_data(signer, &digest, None, now)?;
-            let boundary = boundary_for(&digest, now);
-            let micalg = match signer.hash {
-                Hash::Sha1 => "sha-1",
-                Hash::Sha256 => "sha-256",
-                Hash::Sha384 => "sha-384",
-                Hash::Sha512 => "sha-512",
-            };
-            write!(
-                out,
-                "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\";\r\n micalg={micalg}; boundary=\"{boundary}\"\r\n\r\n"
-            )?;
-            out.write_all(b"This is an S/MIME signed message.\r\n\r\n")?;
-            write!(out, "--{boundary}\r\n")?;
-            let written = emit_canonical(src, &plan, &mut *out)?;
-            unchanged(written, len)?;
-            write!(out, "\r\n--{boundary}\r\n")?;
-            out.write_all(
-                b"Content-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\n\
+/// A signer checked once (the key belongs to the certificate, the algorithm suits the key)
+/// and its fixed parts encoded, for signing many messages.
+#[derive(Debug)]
+pub struct Prepared<'a> {
+    signer: &'a Signer<'a>,
+    alg: SignAlgorithm,
+    digest_alg: Vec<u8>,
+    /// IssuerAndSerialNumber.
+    ias: Vec<u8>,
+    /// The `[0] certificates` element.
+    certificates: Vec<u8>,
+}
+
+impl<'a> Signer<'a> {
+    /// Checks the key against the certificate (one token round trip) and encodes what every
+    /// signature repeats.
+    pub fn prepare(&'a self) -> Result<Prepared<'a>> {
+        let cert =
+            hsm::cert_summary(self.cert).map_err(|e| SmimeError::Certificate(e.to_string()))?;
+        let spki = super::signed::spki_of(self.cert)?;
+        let kind = hsm::public::public_key_kind(&spki)?;
+        let token_spki = self.token.public_key(&self.key)?;
+        if token_spki != spki {
+            return Err(SmimeError::Certificate(
+                "the key does not belong to the signer's certificate".into(),
+            ));
+        }
+        let mut certs = self.cert.to_vec();
+        for c in self.chain {
+            if c.as_slice() != self.cert {
+                certs.extend_from_slice(c);
+            }
+        }
+        Ok(Prepared {
+            signer: self,
+            alg: sign_algorithm(self, kind)?,
+            digest_alg: algorithm(hash_oid(self.hash), None),
+            ias: seq(&[&cert.issuer_der, &cert.serial_der]),
+            certificates: asn1::tlv(0xa0, &certs),
+        })
+    }
+}
+
+impl Prepared<'_> {
+    /// Signs a message in memory; see [`Prepared::sign_stream`].
+    pub fn sign_message(&self, message: &[u8], format: Format, now: u64) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(message.len() * 2 + 4096);
+        self.sign_stream(&mut Cursor::new(message), format, now, &mut out)?;
+        Ok(out)
+    }
+
+    /// Signs the message read from `src`, writing the signed message to `out`; see
+    /// [`sign_stream`].
+    pub fn sign_stream(
+        &self,
+        src: &mut dyn Source,
+        format: Format,
+        now: u64,
+        out: &mut dyn Write,
+    ) -> Result<()> {
+        let signer = self.signer;
+        let (outer, plan) = content_plan(src, true)?;
+        // Pass 1: the digest (and length) of the canonical content.
+        let mut digests = Digests::new(&[signer.hash]);
+        emit_canonical(src, &plan, &mut digests)?;
+        let len = digests.count();
+        let digest = digests.finish().pop().map(|(_, d)| d).unwrap_or_default();
+
+        out.write_all(&outer)?;
+        out.write_all(b"MIME-Version: 1.0\r\n")?;
+        match format {
+            Format::Detached => {
+                let (cms, _) = self.signed_data(&digest, None, now)?;
+                let boundary = boundary_for(&digest, now);
+                let micalg = match signer.hash {
+                    Hash::Sha1 => "sha-1",
+                    Hash::Sha256 => "sha-256",
+                    Hash::Sha384 => "sha-384",
+                    Hash::Sha512 => "sha-512",
+                };
+                write!(
+                    out,
+                    "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\";\r\n micalg={micalg}; boundary=\"{boundary}\"\r\n\r\n"
+                )?;
+                out.write_all(b"This is an S/MIME signed message.\r\n\r\n")?;
+                write!(out, "--{boundary}\r\n")?;
+                let written = emit_canonical(src, &plan, &mut *out)?;
+                unchanged(written, len)?;
+                write!(out, "\r\n--{boundary}\r\n")?;
+                out.write_all(
+                    b"Content-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\n\
                   Content-Transfer-Encoding: base64\r\n\
                   Content-Disposition: attachment; filename=\"smime.p7s\"\r\n\
                   Content-Description: S/MIME Cryptographic Signature\r\n\r\n",
-            )?;
-            out.write_all(&mime::base64_encode(&cms))?;
-            write!(out, "\r\n--{boundary}--\r\n")?;
-        }
-        Format::Opaque => {
-            let (prefix, suffix) = signed_data(signer, &digest, Some(len), now)?;
-            out.write_all(
+                )?;
+                out.write_all(&mime::base64_encode(&cms))?;
+                write!(out, "\r\n--{boundary}--\r\n")?;
+            }
+            Format::Opaque => {
+                let (prefix, suffix) = self.signed_data(&digest, Some(len), now)?;
+                out.write_all(
                 b"Content-Type: application/pkcs7-mime; smime-type=signed-data;\r\n name=\"smime.p7m\"\r\n\
                   Content-Transfer-Encoding: base64\r\n\
                   Content-Disposition: attachment; filename=\"smime.p7m\"\r\n\r\n",
             )?;
-            let mut b64 = B64Encoder::new(&mut *out);
-            b64.write_all(&prefix)?;
-            let written = emit_canonical(src, &plan, &mut b64)?;
-            unchanged(written, len)?;
-            b64.write_all(&suffix)?;
-            b64.finish()?;
+                let mut b64 = B64Encoder::new(&mut *out);
+                b64.write_all(&prefix)?;
+                let written = emit_canonical(src, &plan, &mut b64)?;
+                unchanged(written, len)?;
+                b64.write_all(&suffix)?;
+                b64.finish()?;
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// The second read of the content must give what the first did (a spool file does not
@@ -437,7 +500,7 @@ fn signature_algorithm_id(alg: SignAlgorithm) -> Vec<u8> {
 pub fn sign_cms(content: &[u8], signer: &Signer<'_>, detached: bool, now: u64) -> Result<Vec<u8>> {
     let digest = signer.hash.digest(content);
     let len = (!detached).then_some(content.len() as u64);
-    let (mut out, suffix) = signed_data(signer, &digest, len, now)?;
+    let (mut out, suffix) = signer.prepare()?.signed_data(&digest, len, now)?;
     if !detached {
         out.extend_from_slice(content);
     }
@@ -448,101 +511,88 @@ pub fn sign_cms(content: &[u8], signer: &Signer<'_>, detached: bool, now: u64) -
 /// The SignedData ContentInfo (DER) for content with this digest, split around where the
 /// content goes: for detached signatures (`content_len` None) all of it is the first part;
 /// for opaque ones the content's `content_len` bytes go between the two parts.
-fn signed_data(
-    signer: &Signer<'_>,
-    digest: &[u8],
-    content_len: Option<u64>,
-    now: u64,
-) -> Result<(Vec<u8>, Vec<u8>)> {
-    let cert =
-        hsm::cert_summary(signer.cert).map_err(|e| SmimeError::Certificate(e.to_string()))?;
-    let spki = super::signed::spki_of(signer.cert)?;
-    let kind = hsm::public::public_key_kind(&spki)?;
-    let token_spki = signer.token.public_key(&signer.key)?;
-    if token_spki != spki {
-        return Err(SmimeError::Certificate(
-            "the key does not belong to the signer's certificate".into(),
-        ));
-    }
-    let alg = sign_algorithm(signer, kind)?;
-    let digest_alg = algorithm(hash_oid(signer.hash), None);
-    let ias = seq(&[&cert.issuer_der, &cert.serial_der]);
+impl Prepared<'_> {
+    /// The SignedData ContentInfo (DER) for content with this digest, split around where the
+    /// content goes: for detached signatures (`content_len` None) all of it is the first
+    /// part; for opaque ones the content's `content_len` bytes go between the two parts.
+    fn signed_data(
+        &self,
+        digest: &[u8],
+        content_len: Option<u64>,
+        now: u64,
+    ) -> Result<(Vec<u8>, Vec<u8>)> {
+        let signer = self.signer;
+        let (alg, digest_alg, ias) = (self.alg, &self.digest_alg, &self.ias);
+        let attr = |kind: &[u8], value: &[u8]| seq(&[&oid(kind), &set_of(&[value.to_vec()])]);
+        let capabilities = seq(&[
+            &seq(&[&oid(ids::AES256_GCM)]),
+            &seq(&[&oid(ids::AES128_GCM)]),
+            &seq(&[&oid(ids::AES256_CBC)]),
+            &seq(&[&oid(ids::AES128_CBC)]),
+            &seq(&[&oid(ids::RSAES_OAEP)]),
+        ]);
+        let attrs = vec![
+            attr(ids::CONTENT_TYPE, &oid(ids::DATA)),
+            attr(ids::SIGNING_TIME, &asn1::time(now)),
+            attr(ids::MESSAGE_DIGEST, &octets(digest)),
+            attr(ids::SMIME_CAPABILITIES, &capabilities),
+            attr(
+                ids::ENCRYPTION_KEY_PREFERENCE,
+                &asn1::implicit_constructed(0, ias),
+            ),
+            attr(ids::MS_ENCRYPTION_KEY_PREFERENCE, ias),
+        ];
+        let signed_attrs = set_of(&attrs);
+        let signature = signer
+            .token
+            .sign(&signer.key, alg, &signer.hash.digest(&signed_attrs))?;
 
-    let attr = |kind: &[u8], value: &[u8]| seq(&[&oid(kind), &set_of(&[value.to_vec()])]);
-    let capabilities = seq(&[
-        &seq(&[&oid(ids::AES256_GCM)]),
-        &seq(&[&oid(ids::AES128_GCM)]),
-        &seq(&[&oid(ids::AES256_CBC)]),
-        &seq(&[&oid(ids::AES128_CBC)]),
-        &seq(&[&oid(ids::RSAES_OAEP)]),
-    ]);
-    let attrs = vec![
-        attr(ids::CONTENT_TYPE, &oid(ids::DATA)),
-        attr(ids::SIGNING_TIME, &asn1::time(now)),
-        attr(ids::MESSAGE_DIGEST, &octets(digest)),
-        attr(ids::SMIME_CAPABILITIES, &capabilities),
-        attr(
-            ids::ENCRYPTION_KEY_PREFERENCE,
-            &asn1::implicit_constructed(0, &ias),
-        ),
-        attr(ids::MS_ENCRYPTION_KEY_PREFERENCE, &ias),
-    ];
-    let signed_attrs = set_of(&attrs);
-    let signature = signer
-        .token
-        .sign(&signer.key, alg, &signer.hash.digest(&signed_attrs))?;
-
-    let signer_info = seq(&[
-        &uint(1),
-        &ias,
-        &digest_alg,
-        &asn1::implicit_constructed(0, &signed_attrs),
-        &signature_algorithm_id(alg),
-        &octets(&signature),
-    ]);
-    let mut certs = signer.cert.to_vec();
-    for c in signer.chain {
-        if c.as_slice() != signer.cert {
-            certs.extend_from_slice(c);
+        let signer_info = seq(&[
+            &uint(1),
+            ias,
+            digest_alg,
+            &asn1::implicit_constructed(0, &signed_attrs),
+            &signature_algorithm_id(alg),
+            &octets(&signature),
+        ]);
+        let version = uint(1);
+        let digest_algs = set_of(std::slice::from_ref(digest_alg));
+        let after = [self.certificates.clone(), set_of(&[signer_info])].concat();
+        let data_oid = oid(ids::DATA);
+        // encapContentInfo: SEQUENCE { data, [0] EXPLICIT OCTET STRING (content) }, written as
+        // headers around the content so that it can stream.
+        let encap_head = match content_len {
+            None => seq(&[&data_oid]),
+            Some(n) => {
+                let os = asn1::header(0x04, n);
+                let e0_len = os.len() as u64 + n;
+                let e0 = asn1::header(0xa0, e0_len);
+                let encap_len = data_oid.len() as u64 + e0.len() as u64 + e0_len;
+                [asn1::header(0x30, encap_len), data_oid, e0, os].concat()
+            }
+        };
+        let content_in_encap = content_len.unwrap_or(0);
+        let sd_len = (version.len() + digest_algs.len() + encap_head.len() + after.len()) as u64
+            + content_in_encap;
+        let sd_head = asn1::header(0x30, sd_len);
+        let c0_len = sd_head.len() as u64 + sd_len;
+        let c0_head = asn1::header(0xa0, c0_len);
+        let sd_oid = oid(ids::SIGNED_DATA);
+        let ci_len = sd_oid.len() as u64 + c0_head.len() as u64 + c0_len;
+        let prefix = [
+            asn1::header(0x30, ci_len),
+            sd_oid,
+            c0_head,
+            sd_head,
+            version,
+            digest_algs,
+            encap_head,
+        ]
+        .concat();
+        match content_len {
+            None => Ok(([prefix, after].concat(), Vec::new())),
+            Some(_) => Ok((prefix, after)),
         }
-    }
-    let version = uint(1);
-    let digest_algs = set_of(std::slice::from_ref(&digest_alg));
-    let after = [asn1::tlv(0xa0, &certs), set_of(&[signer_info])].concat();
-    let data_oid = oid(ids::DATA);
-    // encapContentInfo: SEQUENCE { data, [0] EXPLICIT OCTET STRING (content) }, written as
-    // headers around the content so that it can stream.
-    let encap_head = match content_len {
-        None => seq(&[&data_oid]),
-        Some(n) => {
-            let os = asn1::header(0x04, n);
-            let e0_len = os.len() as u64 + n;
-            let e0 = asn1::header(0xa0, e0_len);
-            let encap_len = data_oid.len() as u64 + e0.len() as u64 + e0_len;
-            [asn1::header(0x30, encap_len), data_oid, e0, os].concat()
-        }
-    };
-    let content_in_encap = content_len.unwrap_or(0);
-    let sd_len = (version.len() + digest_algs.len() + encap_head.len() + after.len()) as u64
-        + content_in_encap;
-    let sd_head = asn1::header(0x30, sd_len);
-    let c0_len = sd_head.len() as u64 + sd_len;
-    let c0_head = asn1::header(0xa0, c0_len);
-    let sd_oid = oid(ids::SIGNED_DATA);
-    let ci_len = sd_oid.len() as u64 + c0_head.len() as u64 + c0_len;
-    let prefix = [
-        asn1::header(0x30, ci_len),
-        sd_oid,
-        c0_head,
-        sd_head,
-        version,
-        digest_algs,
-        encap_head,
-    ]
-    .concat();
-    match content_len {
-        None => Ok(([prefix, after].concat(), Vec::new())),
-        Some(_) => Ok((prefix, after)),
     }
 }
 

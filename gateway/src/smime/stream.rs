@@ -349,59 +349,90 @@ impl<W: Write> Write for B64Encoder<W> {
 /// is an error naming its offset.
 #[derive(Debug, Default)]
 pub struct B64Decoder {
-    acc: u32,
-    bits: u32,
+    quad: [u8; 4],
+    n: usize,
     padding: usize,
     offset: u64,
 }
 
+/// Sextet values; 64 white space, 65 padding, 255 invalid.
+const B64_VALUES: [u8; 256] = {
+    let mut t = [255u8; 256];
+    let mut i = 0;
+    while i < 64 {
+        t[ALPHABET[i] as usize] = i as u8;
+        i += 1;
+    }
+    t[b' ' as usize] = 64;
+    t[b'\t' as usize] = 64;
+    t[b'\r' as usize] = 64;
+    t[b'\n' as usize] = 64;
+    t[b'=' as usize] = 65;
+    t
+};
+
 impl B64Decoder {
     pub fn push(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<()> {
-        for &b in data {
-            let v = match b {
-                b'A'..=b'Z' => b - b'A',
-                b'a'..=b'z' => b - b'a' + 26,
-                b'0'..=b'9' => b - b'0' + 52,
-                b'+' => 62,
-                b'/' => 63,
-                b'=' => {
-                    self.padding += 1;
-                    self.offset += 1;
-                    continue;
+        out.reserve(data.len() / 4 * 3 + 3);
+        for (i, &b) in data.iter().enumerate() {
+            let v = B64_VALUES[b as usize];
+            if v < 64 && self.padding == 0 {
+                self.quad[self.n] = v;
+                self.n += 1;
+                if self.n == 4 {
+                    let q = self.quad;
+                    out.extend_from_slice(&[
+                        (q[0] << 2) | (q[1] >> 4),
+                        (q[1] << 4) | (q[2] >> 2),
+                        (q[2] << 6) | q[3],
+                    ]);
+                    self.n = 0;
                 }
-                b' ' | b'\t' | b'\r' | b'\n' => {
-                    self.offset += 1;
-                    continue;
+                continue;
+            }
+            let at = self.offset + i as u64;
+            match v {
+                64 => {}
+                65 => {
+                    if self.padding == 0 {
+                        self.flush_partial(out);
+                    }
+                    self.padding += 1;
+                }
+                255 => {
+                    return Err(malformed(format!(
+                        "base64 body: byte 0x{b:02x} at offset {at} is not base64"
+                    )));
                 }
                 _ => {
                     return Err(malformed(format!(
-                        "base64 body: byte 0x{b:02x} at offset {} is not base64",
-                        self.offset
+                        "base64 body: data after padding at offset {at}"
                     )));
                 }
-            };
-            if self.padding > 0 {
-                return Err(malformed(format!(
-                    "base64 body: data after padding at offset {}",
-                    self.offset
-                )));
             }
-            self.acc = (self.acc << 6) | u32::from(v);
-            self.bits += 6;
-            if self.bits >= 8 {
-                self.bits -= 8;
-                out.push((self.acc >> self.bits) as u8);
-                self.acc &= (1 << self.bits) - 1;
-            }
-            self.offset += 1;
         }
+        self.offset += data.len() as u64;
         Ok(())
     }
 
-    pub fn finish(&self) -> Result<()> {
-        if self.bits >= 6 {
+    /// Emits the bytes of an incomplete final group (two or three characters).
+    fn flush_partial(&mut self, out: &mut Vec<u8>) {
+        let q = self.quad;
+        match self.n {
+            2 => out.push((q[0] << 2) | (q[1] >> 4)),
+            3 => out.extend_from_slice(&[(q[0] << 2) | (q[1] >> 4), (q[1] << 4) | (q[2] >> 2)]),
+            _ => return,
+        }
+        self.n = 0;
+    }
+
+    /// Ends the input: the final group without padding is decoded; one lone character is an
+    /// error.
+    pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        if self.n == 1 {
             return Err(malformed("base64 body: truncated (a lone final character)"));
         }
+        self.flush_partial(out);
         Ok(())
     }
 }
@@ -437,7 +468,7 @@ impl<R: Read> Read for B64Reader<R> {
             let n = self.inner.read(&mut self.buf)?;
             if n == 0 {
                 self.done = true;
-                self.dec.finish().map_err(io_error)?;
+                self.dec.finish(&mut self.out).map_err(io_error)?;
             } else {
                 self.dec
                     .push(&self.buf[..n], &mut self.out)
