@@ -453,3 +453,146 @@ fn encrypt_then_decrypt_through_the_command() {
     );
     assert_eq!(code(&o), 2);
 }
+
+/// A message of several MiB (many read chunks): 8-bit text with long lines, bare LFs, and a
+/// binary attachment. Signed from stdin (spooled), checked by OpenSSL; encrypted with GCM and
+/// CBC, decrypted by OpenSSL and by us to the same bytes.
+#[test]
+fn a_big_message_streams_through_every_command_and_openssl_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, cert) = bob_pem(d);
+    let mut msg = b"From: Bob <bob@example.com>\nTo: alice@example.com\nSubject: big\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"zz\"\n\n--zz\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n".to_vec();
+    for i in 0..20_000 {
+        msg.extend_from_slice(format!("Zeile {i}: Grüße, naïve café — ").as_bytes());
+        if i % 7 == 0 {
+            msg.extend_from_slice(&[b'x'; 1200]); // longer than SMTP allows
+        }
+        msg.push(b'\n');
+    }
+    msg.extend_from_slice(
+        b"--zz\nContent-Type: application/octet-stream\nContent-Transfer-Encoding: binary\n\n",
+    );
+    msg.extend((0..2_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
+    msg.extend_from_slice(b"\n--zz--\n");
+    assert!(msg.len() > 3 << 20);
+    let ca = corpus("thunderbird-smime/smime/TestCA.pem");
+    let ca = ca.to_str().unwrap();
+
+    for opaque in [false, true] {
+        let signed = d.join(format!("signed-{opaque}.eml"));
+        let mut args = vec!["message", "sign", "--signer", &cert, "--key", &key];
+        if opaque {
+            args.push("--opaque");
+        }
+        let o = smimegw(&args, Some(&msg));
+        assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::write(&signed, &o.stdout).unwrap();
+        let text = &o.stdout;
+        assert!(text.iter().all(|b| *b < 0x80), "signed output is 7-bit");
+        assert!(text.split(|b| *b == b'\n').all(|l| l.len() <= 1000));
+        let inner = d.join(format!("inner-{opaque}.eml"));
+        let v = openssl(
+            &[
+                "cms",
+                "-verify",
+                "-CAfile",
+                ca,
+                "-purpose",
+                "any",
+                "-attime",
+                "1780272000",
+                "-in",
+                signed.to_str().unwrap(),
+                "-out",
+                inner.to_str().unwrap(),
+            ],
+            d,
+        );
+        assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+        let ours = d.join(format!("ours-{opaque}.eml"));
+        let o = smimegw(
+            &[
+                "message",
+                "verify",
+                "--trust",
+                ca,
+                "--at",
+                "2026-06-01",
+                "--in",
+                signed.to_str().unwrap(),
+                "--out",
+                ours.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+        let ours = std::fs::read(&ours).unwrap();
+        // OpenSSL gives the entity with text-mode line endings; the bytes we give are the
+        // signed ones, which hold the attachment whole.
+        assert!(ours.len() > 3 << 20);
+        assert_eq!(ours.len(), std::fs::read(&inner).unwrap().len());
+    }
+
+    for cipher in ["aes256-gcm", "aes128-cbc"] {
+        let enc = d.join(format!("enc-{cipher}.eml"));
+        let o = smimegw(
+            &[
+                "message",
+                "encrypt",
+                "--recipient",
+                &cert,
+                "--cipher",
+                cipher,
+                "--out",
+                enc.to_str().unwrap(),
+            ],
+            Some(&msg),
+        );
+        assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+        let theirs = d.join(format!("theirs-{cipher}.eml"));
+        let x = openssl(
+            &[
+                "cms",
+                "-decrypt",
+                "-recip",
+                &cert,
+                "-inkey",
+                &key,
+                "-binary",
+                "-in",
+                enc.to_str().unwrap(),
+                "-out",
+                theirs.to_str().unwrap(),
+            ],
+            d,
+        );
+        assert!(x.status.success(), "{}", String::from_utf8_lossy(&x.stderr));
+        let o = smimegw(
+            &[
+                "message",
+                "decrypt",
+                "--cert",
+                &cert,
+                "--key",
+                &key,
+                "--in",
+                enc.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(o.stdout, std::fs::read(&theirs).unwrap(), "{cipher}");
+        // The encrypted entity is the message's Content-* fields and body in canonical form.
+        let body_start = msg.windows(2).position(|w| w == b"\n\n").unwrap() + 2;
+        let entity = [
+            &b"Content-Type: multipart/mixed; boundary=\"zz\"\n\n"[..],
+            &msg[body_start..],
+        ]
+        .concat();
+        assert_eq!(
+            o.stdout,
+            smimegw::smime::mime::canonical_crlf(&entity).as_ref()
+        );
+    }
+}
