@@ -14,6 +14,7 @@ pub mod envelope;
 pub mod error;
 pub mod mime;
 pub mod oid;
+pub mod open;
 pub mod sign;
 pub mod signed;
 pub mod stream;
