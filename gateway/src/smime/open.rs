@@ -187,6 +187,9 @@ pub fn open_message(message: &[u8], keys: &[Recipient<'_>]) -> Result<(Opened, V
     Ok((opened, out))
 }
 
+/// A decrypted layer and its content, or why none of our keys opened it.
+type Attempt = std::result::Result<(DecryptInfo, Box<dyn Buffer>), SmimeError>;
+
 /// Tries each key, each into a fresh buffer (a failed attempt may have written unverified
 /// output); the outer `Result` is for malformed input, the inner says why none of the keys
 /// opened the layer.
@@ -195,7 +198,7 @@ fn decrypt_with_any(
     keys: &[Recipient<'_>],
     first: Box<dyn Buffer>,
     scratch: &mut dyn FnMut() -> std::io::Result<Box<dyn Buffer>>,
-) -> Result<std::result::Result<(DecryptInfo, Box<dyn Buffer>), SmimeError>> {
+) -> Result<Attempt> {
     let mut last = SmimeError::NotRecipient("no decryption keys were given".into());
     let mut buffer = Some(first);
     for key in keys {
