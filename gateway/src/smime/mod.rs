@@ -24,7 +24,7 @@ use std::io::{Cursor, Write};
 
 pub use envelope::{CmsInput, DecryptInfo, Decrypted, Recipient, decrypt_cms, decrypt_cms_stream};
 pub use error::{Result, SmimeError};
-pub use signed::{Signatures, SignerResult, VerifiedData, verify_cms};
+pub use signed::{Signatures, SignerResult, VerifiedData, verify_cms, verify_cms_with};
 pub use stream::{Source, Span};
 
 /// The signature part of multipart/signed is read into memory; signatures with their
@@ -104,7 +104,7 @@ pub fn verify_stream(src: &mut dyn Source, out: &mut dyn Write) -> Result<Verifi
             )));
         }
         let cms = sig_entity.decoded_body()?;
-        let sig = signed::verify_detached(&cms, &mut |digests| {
+        let sig = signed::verify_detached(&cms, &[], &mut |digests| {
             let mut r = stream::reader(src, *signed)?;
             let mut tee = stream::Tee(&mut *out, stream::Crlf::new(digests));
             std::io::copy(&mut r, &mut tee)?;
@@ -134,7 +134,7 @@ pub fn verify_stream(src: &mut dyn Source, out: &mut dyn Write) -> Result<Verifi
             src,
             span: body,
         };
-        let sig = signed::verify_opaque(&mut input.open()?, out)?;
+        let sig = signed::verify_opaque(&mut input.open()?, &[], out)?;
         return Ok(VerifiedStream {
             detached: false,
             signers: sig.signers,

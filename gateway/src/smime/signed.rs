@@ -58,14 +58,24 @@ pub struct Signatures {
 /// when the signature is detached (multipart/signed); it is hashed as given, so the caller
 /// passes the canonical bytes.
 pub fn verify_cms(cms: &[u8], detached: Option<&[u8]>) -> Result<VerifiedData> {
+    verify_cms_with(cms, detached, &[])
+}
+
+/// [`verify_cms`] with certificates known beforehand (DER), for signers whose certificate
+/// the message does not carry.
+pub fn verify_cms_with(
+    cms: &[u8],
+    detached: Option<&[u8]>,
+    known: &[Vec<u8>],
+) -> Result<VerifiedData> {
     let (content, sig) = match detached {
         Some(d) => (
             d.to_vec(),
-            verify_detached(cms, &mut |w| Ok(w.write_all(d)?))?,
+            verify_detached(cms, known, &mut |w| Ok(w.write_all(d)?))?,
         ),
         None => {
             let mut content = Vec::new();
-            let sig = verify_opaque(&mut BerReader::new(cms), &mut content)?;
+            let sig = verify_opaque(&mut BerReader::new(cms), known, &mut content)?;
             (content, sig)
         }
     };
@@ -80,6 +90,7 @@ pub fn verify_cms(cms: &[u8], detached: Option<&[u8]>) -> Result<VerifiedData> {
 /// `feed` writes, once, to the hashes the signers need.
 pub fn verify_detached(
     cms: &[u8],
+    known: &[Vec<u8>],
     feed: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
 ) -> Result<Signatures> {
     let info = ber::read(cms)?.0;
@@ -129,7 +140,7 @@ pub fn verify_detached(
     feed(&mut digests)?;
     let digests = digests.finish();
     Ok(Signatures {
-        signers: check_signers(signer_infos, &content_type, &digests, &certificates)?,
+        signers: check_signers(signer_infos, &content_type, &digests, &certificates, known)?,
         certificates,
     })
 }
@@ -140,7 +151,11 @@ const BAGS_LIMIT: u64 = 16 << 20;
 
 /// Verifies an opaque SignedData read from `ber`, writing the encapsulated content to `out`
 /// as it is hashed (exactly as signed).
-pub fn verify_opaque<R: Read>(ber: &mut BerReader<R>, out: &mut dyn Write) -> Result<Signatures> {
+pub fn verify_opaque<R: Read>(
+    ber: &mut BerReader<R>,
+    known: &[Vec<u8>],
+    out: &mut dyn Write,
+) -> Result<Signatures> {
     let info = ber.header()?;
     if !info.is(tag::SEQUENCE) {
         return Err(malformed("CMS ContentInfo is not a SEQUENCE"));
@@ -232,6 +247,7 @@ pub fn verify_opaque<R: Read>(ber: &mut BerReader<R>, out: &mut dyn Write) -> Re
             &content_type,
             &digests,
             &certificates,
+            known,
         )?,
         certificates,
     })
@@ -254,10 +270,12 @@ fn check_signers(
     content_type: &[u8],
     digests: &[(Hash, Vec<u8>)],
     certificates: &[Vec<u8>],
+    known: &[Vec<u8>],
 ) -> Result<Vec<SignerResult>> {
+    let all: Vec<Vec<u8>> = certificates.iter().chain(known).cloned().collect();
     let mut signers = Vec::new();
     for si in signer_infos.children() {
-        signers.push(verify_signer(&si?, content_type, digests, certificates)?);
+        signers.push(verify_signer(&si?, content_type, digests, &all)?);
     }
     if signers.is_empty() {
         return Err(malformed("SignedData has no signers"));
