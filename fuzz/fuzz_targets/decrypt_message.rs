@@ -1,5 +1,6 @@
 //! Any bytes as a message to decrypt, with a fixed key and certificate (Bob's, from the
-//! corpus): MIME, base64, BER, EnvelopedData/AuthEnvelopedData, recipient matching, unwrap.
+//! corpus): MIME, base64, BER, EnvelopedData/AuthEnvelopedData, recipient matching, unwrap;
+//! and the same bytes opened layer by layer (`open_message`: decrypt, verify, nesting).
 #![no_main]
 
 use std::sync::OnceLock;
@@ -37,4 +38,5 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = decrypt_message(data, &me);
     let _ = decrypt_cms(data, &me);
+    let _ = smimegw::smime::open::open_message(data, std::slice::from_ref(&me));
 });
