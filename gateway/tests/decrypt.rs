@@ -111,6 +111,64 @@ fn openssl_oaep_messages_decrypt_with_frans_key() {
     }
 }
 
+/// ECDH key agreement (RFC 5753, ephemeral-static, X9.63 KDF with SHA-256 and SHA-512, AES
+/// key wrap) made by OpenSSL, with Fran's EC key in each holder: the token derives the shared
+/// secret, the host runs the KDF and unwraps.
+#[test]
+fn openssl_ecdh_messages_decrypt_with_frans_ec_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let p12 = corpus("thunderbird-smime/smime-interop/Fran-ec.p12");
+    let (ec_holders, cert) = holders(&p12, "nss", "fran-ec");
+    for (file, kdf) in [
+        ("fran-ec_ossl-aes128-sha256.env", hsm::Hash::Sha256),
+        ("fran-ec_ossl-aes256-sha512.env", hsm::Hash::Sha512),
+    ] {
+        let path = corpus(&format!("thunderbird-smime/smime-interop/{file}"));
+        let msg = std::fs::read(&path).unwrap();
+        let expected = openssl_decrypt(&path, &p12, dir.path());
+        assert!(String::from_utf8_lossy(&expected).contains("This is a test message to Fran."));
+        for h in &ec_holders {
+            for offload in [AesOffload::Host, AesOffload::Token] {
+                let me = Recipient {
+                    cert: &cert,
+                    token: h.token.as_ref(),
+                    key: h.key.clone(),
+                    offload,
+                };
+                let got = decrypt_message(&msg, &me)
+                    .unwrap_or_else(|e| panic!("{file} with {}: {e}", h.name));
+                assert_eq!(got.content, expected, "{file} with {}", h.name);
+                assert!(
+                    matches!(
+                        got.key_management,
+                        smimegw::smime::KeyManagement::Agreement { kdf: k, .. } if k == kdf
+                    ),
+                    "{file}: {}",
+                    got.key_management
+                );
+            }
+        }
+    }
+    // Fran's RSA key is not the EC recipient: said, not guessed.
+    let (rsa_holders, rsa_cert) = holders(
+        &corpus("thunderbird-smime/smime-interop/Fran.p12"),
+        "nss",
+        "fran-rsa",
+    );
+    let msg = std::fs::read(corpus(
+        "thunderbird-smime/smime-interop/fran-ec_ossl-aes128-sha256.env",
+    ))
+    .unwrap();
+    let me = Recipient {
+        cert: &rsa_cert,
+        token: rsa_holders[0].token.as_ref(),
+        key: rsa_holders[0].key.clone(),
+        offload: AesOffload::Host,
+    };
+    let e = decrypt_message(&msg, &me).unwrap_err();
+    assert!(e.to_string().contains("key agreement (ECDH)"), "{e}");
+}
+
 #[test]
 fn aes_gcm_from_openssl_decrypts_and_a_bad_tag_releases_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -133,7 +133,10 @@ fn oaep_objects_decrypt_with_bobs_key_in_each_holder() {
                 .unwrap_or_else(|e| panic!("{holder} {name}: {e}"));
             assert_eq!(d.content, CONTENT, "{holder} {name}");
             assert!(
-                matches!(d.key_transport, hsm::KeyTransport::RsaOaep { .. }),
+                matches!(
+                    d.key_management,
+                    smimegw::smime::KeyManagement::Transport(hsm::KeyTransport::RsaOaep { .. })
+                ),
                 "{holder} {name}"
             );
         }

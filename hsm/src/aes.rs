@@ -405,6 +405,33 @@ pub fn run_all(
     Ok((out, t))
 }
 
+/// AES key unwrap (RFC 3394) on the host: the content key that CMS key agreement wraps under
+/// the key derived from the shared secret. A wrong key or damaged data is [`Error::Decrypt`].
+pub fn key_unwrap(kek: &[u8], wrapped: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    use aws_lc_rs::key_wrap::{AES_128, AES_256, AesKek, KeyWrap};
+    let cipher = match kek.len() {
+        16 => &AES_128,
+        32 => &AES_256,
+        n => {
+            return Err(Error::Unsupported(format!(
+                "AES key wrap with a {}-bit key",
+                n * 8
+            )));
+        }
+    };
+    if wrapped.len() < 24 || !wrapped.len().is_multiple_of(8) {
+        return Err(Error::Decrypt);
+    }
+    let kek = AesKek::new(cipher, kek).map_err(|_| Error::Crypto("AES key wrap setup"))?;
+    let mut out = zeroize::Zeroizing::new(vec![0u8; wrapped.len()]);
+    let n = kek
+        .unwrap(wrapped, &mut out)
+        .map_err(|_| Error::Decrypt)?
+        .len();
+    out.truncate(n);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

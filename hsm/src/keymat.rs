@@ -55,6 +55,14 @@ impl KeyKind {
         }
     }
 
+    pub(crate) fn ecdh_alg(self) -> Option<&'static aws_lc_rs::agreement::Algorithm> {
+        match self {
+            KeyKind::EcP256 => Some(&aws_lc_rs::agreement::ECDH_P256),
+            KeyKind::EcP384 => Some(&aws_lc_rs::agreement::ECDH_P384),
+            KeyKind::Rsa { .. } => None,
+        }
+    }
+
     pub(crate) fn ecdsa_alg(self) -> Option<&'static aws_lc_rs::signature::EcdsaSigningAlgorithm> {
         match self {
             KeyKind::EcP256 => Some(&aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1_SIGNING),

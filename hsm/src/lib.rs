@@ -27,9 +27,9 @@ mod uri;
 
 use std::fmt;
 
-pub use crate::aes::{AesMode, CipherDirection, CipherStream, run_all};
+pub use crate::aes::{AesMode, CipherDirection, CipherStream, key_unwrap, run_all};
 pub use crate::error::{Error, Result};
-pub use crate::keymat::{KeyKind, cert_summary};
+pub use crate::keymat::{CertSummary, KeyKind, cert_summary};
 pub use crate::memory::MemoryToken;
 pub use crate::p12::{ImportBundle, read_pkcs12};
 pub use crate::pin::{Pin, PinSource};
@@ -418,4 +418,10 @@ pub trait Token: Send + Sync + fmt::Debug {
 
     /// Makes a content key from host bytes, placed per `place` (for encryption offload).
     fn content_key(&self, bytes: &[u8], place: AesOffload) -> Result<ContentKey>;
+
+    /// Elliptic-curve Diffie-Hellman (CMS key agreement, RFC 5753) of the EC private key with
+    /// a peer's public point (uncompressed SEC1): the shared secret Z, for the caller's KDF
+    /// and key unwrap. Like a content key placed on the host, Z is per message; the private
+    /// key stays in the token.
+    fn ecdh(&self, key: &KeyRef, peer_point: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>>;
 }

@@ -221,4 +221,9 @@ impl Token for MemoryToken {
     fn content_key(&self, bytes: &[u8], _place: AesOffload) -> Result<ContentKey> {
         ContentKey::host(bytes)
     }
+
+    fn ecdh(&self, key: &KeyRef, peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        self.check(key)?;
+        self.key.ecdh(peer_point)
+    }
 }

@@ -21,6 +21,7 @@ use cryptoki::context::Function;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{
@@ -1327,6 +1328,33 @@ impl Token for Pkcs11Token {
         }
         let mut l = self.pool.lease()?;
         self.host_or_token_key(&mut l, bytes, place)
+    }
+
+    fn ecdh(&self, key: &KeyRef, peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        let mut l = self.pool.lease()?;
+        let h = l.find(key, ObjectClass::PRIVATE_KEY)?;
+        // CKM_ECDH1_DERIVE without a KDF: the token gives Z as a session secret, read once
+        // and destroyed; the X9.63 KDF and the key unwrap run on the host.
+        let mech = Mechanism::Ecdh1Derive(Ecdh1DeriveParams::new(EcKdf::null(), peer_point));
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::GENERIC_SECRET),
+            Attribute::Token(false),
+            Attribute::Sensitive(false),
+            Attribute::Extractable(true),
+        ];
+        let k = l.call(|s| s.derive_key(&mech, h, &template))?;
+        let value = l.call(|s| s.get_attributes(k, &[AttributeType::Value]));
+        let _ = l.call(|s| s.destroy_object(k));
+        value?
+            .into_iter()
+            .find_map(|a| match a {
+                Attribute::Value(v) => Some(Zeroizing::new(v)),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                Error::Unsupported("ECDH: the token did not give the shared secret".into())
+            })
     }
 }
 

@@ -63,7 +63,10 @@ enum Loaded {
         sign: RsaKeyPair,
         decrypt: PrivateDecryptingKey,
     },
-    Ec(EcdsaKeyPair),
+    Ec {
+        sign: EcdsaKeyPair,
+        agree: aws_lc_rs::agreement::PrivateKey,
+    },
 }
 
 /// A private key ready for aws-lc-rs.
@@ -80,12 +83,34 @@ impl LoadedKey {
                 sign: RsaKeyPair::from_pkcs8(der).map_err(|e| e.to_string())?,
                 decrypt: PrivateDecryptingKey::from_pkcs8(der).map_err(|e| e.to_string())?,
             },
-            kind => Loaded::Ec(
-                EcdsaKeyPair::from_pkcs8(kind.ecdsa_alg().ok_or("curve")?, der)
+            kind => Loaded::Ec {
+                sign: EcdsaKeyPair::from_pkcs8(kind.ecdsa_alg().ok_or("curve")?, der)
                     .map_err(|e| e.to_string())?,
-            ),
+                agree: aws_lc_rs::agreement::PrivateKey::from_private_key_der(
+                    kind.ecdh_alg().ok_or("curve")?,
+                    der,
+                )
+                .map_err(|e| e.to_string())?,
+            },
         };
         Ok(LoadedKey { kind, key })
+    }
+
+    /// ECDH with the peer's public point (uncompressed SEC1): the shared secret Z.
+    pub(crate) fn ecdh(&self, peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        let Loaded::Ec { agree, .. } = &self.key else {
+            return Err(Error::Unsupported(format!(
+                "key agreement with an {} key",
+                self.kind
+            )));
+        };
+        let peer = aws_lc_rs::agreement::UnparsedPublicKey::new(agree.algorithm(), peer_point);
+        aws_lc_rs::agreement::agree(
+            agree,
+            peer,
+            Error::Invalid("the peer's EC public key is not a point on the key's curve".into()),
+            |z| Ok(Zeroizing::new(z.to_vec())),
+        )
     }
 
     pub(crate) fn sign(&self, alg: SignAlgorithm, digest: &[u8]) -> Result<Vec<u8>> {
@@ -122,7 +147,7 @@ impl LoadedKey {
                     .map_err(|_| Error::Crypto("RSA signature"))?;
                 Ok(sig)
             }
-            (Loaded::Ec(kp), SignAlgorithm::Ecdsa(h)) => {
+            (Loaded::Ec { sign: kp, .. }, SignAlgorithm::Ecdsa(h)) => {
                 let want = match k.kind {
                     KeyKind::EcP256 => Hash::Sha256,
                     _ => Hash::Sha384,
@@ -660,6 +685,10 @@ impl Token for SoftToken {
 
     fn content_key(&self, bytes: &[u8], _place: AesOffload) -> Result<ContentKey> {
         ContentKey::host(bytes)
+    }
+
+    fn ecdh(&self, key: &KeyRef, peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        self.load(key)?.ecdh(peer_point)
     }
 }
 

@@ -467,7 +467,7 @@ fn decrypt(a: DecryptArgs, stdout: &mut dyn Write) -> Result<(), CliError> {
     drop(w);
     tracing::info!(
         cipher = %result.cipher,
-        key_transport = %result.key_transport,
+        key_management = %result.key_management,
         "decrypted"
     );
     output.commit(stdout)

@@ -40,9 +40,30 @@ pub struct Decrypted {
     /// "AES-128-CBC", "AES-256-GCM", ...
     pub cipher: String,
     /// How the content key reached us.
-    pub key_transport: KeyTransport,
+    pub key_management: KeyManagement,
     /// AuthEnvelopedData (integrity-protected) rather than EnvelopedData.
     pub authenticated: bool,
+}
+
+/// How the content key reached us: RSA key transport, or ECDH key agreement (RFC 5753) with
+/// an X9.63 KDF and AES key wrap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyManagement {
+    Transport(KeyTransport),
+    Agreement { kdf: Hash, wrap_bits: usize },
+}
+
+impl std::fmt::Display for KeyManagement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyManagement::Transport(t) => t.fmt(f),
+            KeyManagement::Agreement { kdf, wrap_bits } => write!(
+                f,
+                "ECDH key agreement, X9.63 KDF with {}, AES-{wrap_bits} key wrap",
+                kdf.name()
+            ),
+        }
+    }
 }
 
 fn malformed(what: impl Into<String>) -> SmimeError {
@@ -95,7 +116,7 @@ pub struct DecryptInfo {
     /// "AES-128-CBC", "AES-256-GCM", ...
     pub cipher: String,
     /// How the content key reached us.
-    pub key_transport: KeyTransport,
+    pub key_management: KeyManagement,
     /// AuthEnvelopedData (integrity-protected) rather than EnvelopedData.
     pub authenticated: bool,
 }
@@ -116,7 +137,7 @@ pub fn decrypt_cms(cms: &[u8], me: &Recipient<'_>) -> Result<Decrypted> {
     Ok(Decrypted {
         content,
         cipher: info.cipher,
-        key_transport: info.key_transport,
+        key_management: info.key_management,
         authenticated: info.authenticated,
     })
 }
@@ -270,7 +291,7 @@ fn decrypt_content<R: Read>(
 ) -> Result<DecryptInfo> {
     let authenticated = env.authenticated;
     let recipients = ber::read_all(&env.recipients)?;
-    let (transport, blob) = find_recipient(&recipients, me)?;
+    let found = find_recipient(&recipients, me)?;
     let alg = ber::read_all(&env.algorithm)?;
     let (cipher, params) = content_cipher(&alg)?;
     let key_len = match cipher {
@@ -346,9 +367,24 @@ fn decrypt_content<R: Read>(
             )
         }
     };
-    let key = me
-        .token
-        .unwrap_key(&me.key, &transport, &blob, key_len, offload)?;
+    let (key, key_management) = match found {
+        Found::Transport(transport, blob) => (
+            me.token
+                .unwrap_key(&me.key, &transport, &blob, key_len, offload)?,
+            KeyManagement::Transport(transport),
+        ),
+        Found::Agreement(a) => {
+            let cek = a.content_key(me)?;
+            if cek.len() != key_len {
+                return Err(SmimeError::Decrypt);
+            }
+            let how = KeyManagement::Agreement {
+                kdf: a.kdf,
+                wrap_bits: a.wrap_len * 8,
+            };
+            (me.token.content_key(&cek, offload)?, how)
+        }
+    };
     let mut stream = key.cipher(CipherDirection::Decrypt, &mode)?;
     let mut buf = Vec::with_capacity(stream::CHUNK + 64);
     ber.octets(&env.content, &mut |piece| {
@@ -368,21 +404,98 @@ fn decrypt_content<R: Read>(
     out.write_all(&buf)?;
     Ok(DecryptInfo {
         cipher: name,
-        key_transport: transport,
+        key_management,
         authenticated,
     })
 }
 
-/// Our KeyTransRecipientInfo: the key transport and the encrypted key.
-fn find_recipient(set: &Tlv<'_>, me: &Recipient<'_>) -> Result<(KeyTransport, Vec<u8>)> {
+/// Our RecipientInfo, as what is needed to recover the content key.
+enum Found {
+    /// KeyTransRecipientInfo: the key transport and the encrypted key.
+    Transport(KeyTransport, Vec<u8>),
+    /// KeyAgreeRecipientInfo (ECDH, RFC 5753).
+    Agreement(Agreement),
+}
+
+/// What a KeyAgreeRecipientInfo gives us.
+struct Agreement {
+    /// The originator's ephemeral public point (uncompressed SEC1).
+    point: Vec<u8>,
+    ukm: Option<Vec<u8>>,
+    kdf: Hash,
+    /// The key wrap algorithm and its key length in bytes.
+    wrap_oid: Vec<u8>,
+    wrap_len: usize,
+    encrypted_key: Vec<u8>,
+}
+
+impl Agreement {
+    /// Z from the token's ECDH, the key-encryption key by the ANSI X9.63 KDF over Z and the
+    /// ECC-CMS-SharedInfo (RFC 5753 §7.2), then the content key by AES key unwrap.
+    fn content_key(&self, me: &Recipient<'_>) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        use super::asn1::{explicit, octets, seq};
+        let z = me.token.ecdh(&me.key, &self.point)?;
+        let mut shared_info = vec![seq(&[&super::asn1::oid(&self.wrap_oid)])];
+        if let Some(ukm) = &self.ukm {
+            shared_info.push(explicit(0, &octets(ukm)));
+        }
+        let bits = (self.wrap_len as u32 * 8).to_be_bytes();
+        shared_info.push(explicit(2, &octets(&bits)));
+        let refs: Vec<&[u8]> = shared_info.iter().map(Vec::as_slice).collect();
+        let shared_info = seq(&refs);
+        let mut kek = zeroize::Zeroizing::new(Vec::with_capacity(self.wrap_len + 64));
+        let mut counter = 1u32;
+        while kek.len() < self.wrap_len {
+            let mut h = self.kdf.hasher();
+            h.update(&z);
+            h.update(&counter.to_be_bytes());
+            h.update(&shared_info);
+            kek.extend_from_slice(&h.finish());
+            counter += 1;
+        }
+        kek.truncate(self.wrap_len);
+        Ok(hsm::key_unwrap(&kek, &self.encrypted_key)?)
+    }
+}
+
+/// Does a RecipientIdentifier (or a KARI's KeyAgreeRecipientIdentifier: `[0]` holds a
+/// RecipientKeyIdentifier there) name our certificate?
+fn names_us(rid: &Tlv<'_>, cert: &hsm::CertSummary, agreement: bool) -> Result<bool> {
+    if rid.is_context(0) {
+        let ski = if agreement {
+            let items = rid.items()?;
+            items
+                .first()
+                .ok_or_else(|| malformed("RecipientKeyIdentifier is empty"))?
+                .octets()?
+        } else {
+            rid.octets()?
+        };
+        return Ok(cert.subject_key_id.as_deref() == Some(ski.as_ref()));
+    }
+    let ias = rid.items()?;
+    let [issuer, serial] = ias.as_slice() else {
+        return Err(malformed("IssuerAndSerialNumber"));
+    };
+    Ok(issuer.raw == cert.issuer_der.as_slice() && serial.raw == cert.serial_der.as_slice())
+}
+
+/// Finds our RecipientInfo: key transport (RSA) or key agreement (ECDH).
+fn find_recipient(set: &Tlv<'_>, me: &Recipient<'_>) -> Result<Found> {
     let cert = hsm::cert_summary(me.cert).map_err(|e| SmimeError::Certificate(e.to_string()))?;
     let mut seen = Vec::new();
     for ri in set.children() {
         let ri = ri?;
+        if ri.is_context(1) {
+            seen.push("key agreement (ECDH)");
+            if let Some(a) = key_agreement(&ri, &cert)? {
+                return Ok(Found::Agreement(a));
+            }
+            continue;
+        }
         if !ri.is(tag::SEQUENCE) {
-            // [1] kari, [2] kekri, [3] pwri, [4] ori
+            // [2] kekri, [3] pwri, [4] ori
             seen.push(match ri.number {
-                1 => "key agreement (ECDH)",
                 2 => "key-encryption key",
                 3 => "password",
                 _ => "other",
@@ -395,20 +508,13 @@ fn find_recipient(set: &Tlv<'_>, me: &Recipient<'_>) -> Result<(KeyTransport, Ve
                 "KeyTransRecipientInfo has the wrong number of fields",
             ));
         };
-        let matches = if rid.is_context(0) {
-            let ski = rid.octets()?;
-            cert.subject_key_id.as_deref() == Some(ski.as_ref())
-        } else {
-            let ias = rid.items()?;
-            let [issuer, serial] = ias.as_slice() else {
-                return Err(malformed("IssuerAndSerialNumber"));
-            };
-            issuer.raw == cert.issuer_der.as_slice() && serial.raw == cert.serial_der.as_slice()
-        };
         seen.push("key transport");
-        if matches {
+        if names_us(rid, &cert, false)? {
             let transport = key_transport(alg)?;
-            return Ok((transport, encrypted_key.octets()?.into_owned()));
+            return Ok(Found::Transport(
+                transport,
+                encrypted_key.octets()?.into_owned(),
+            ));
         }
     }
     Err(SmimeError::NotRecipient(format!(
@@ -418,6 +524,107 @@ fn find_recipient(set: &Tlv<'_>, me: &Recipient<'_>) -> Result<(KeyTransport, Ve
         cert.issuer,
         cert.serial
     )))
+}
+
+/// A KeyAgreeRecipientInfo, when one of its recipientEncryptedKeys is ours.
+fn key_agreement(ri: &Tlv<'_>, cert: &hsm::CertSummary) -> Result<Option<Agreement>> {
+    let items = ri.items()?;
+    // version, [0] originator, [1] ukm?, keyEncryptionAlgorithm, recipientEncryptedKeys
+    let mut it = items.iter().skip(1).peekable();
+    let originator = it
+        .next()
+        .filter(|t| t.is_context(0))
+        .ok_or_else(|| malformed("KeyAgreeRecipientInfo has no originator"))?
+        .inner()?;
+    let ukm = match it.peek() {
+        Some(t) if t.is_context(1) => {
+            let u = it.next().map(|t| t.inner()).transpose()?;
+            u.map(|u| u.octets().map(|o| o.into_owned())).transpose()?
+        }
+        _ => None,
+    };
+    let alg = it
+        .next()
+        .ok_or_else(|| malformed("KeyAgreeRecipientInfo has no key encryption algorithm"))?;
+    let keys = it
+        .next()
+        .ok_or_else(|| malformed("KeyAgreeRecipientInfo has no recipientEncryptedKeys"))?;
+    let mut encrypted_key = None;
+    for rek in keys.children() {
+        let rek = rek?;
+        let parts = rek.items()?;
+        let [rid, key] = parts.as_slice() else {
+            return Err(malformed(
+                "RecipientEncryptedKey has the wrong number of fields",
+            ));
+        };
+        if names_us(rid, cert, true)? {
+            encrypted_key = Some(key.octets()?.into_owned());
+            break;
+        }
+    }
+    let Some(encrypted_key) = encrypted_key else {
+        return Ok(None);
+    };
+    if !originator.is_context(1) {
+        return Err(SmimeError::Unsupported(
+            "key agreement with the originator's static key (only ephemeral-static ECDH)".into(),
+        ));
+    }
+    let ok = originator.items()?;
+    let point = ok
+        .get(1)
+        .filter(|t| t.is(tag::BIT_STRING))
+        .ok_or_else(|| malformed("the originator's public key is not a BIT STRING"))?
+        .body;
+    let point = match point.split_first() {
+        Some((0, p)) if !p.is_empty() => p.to_vec(),
+        _ => return Err(malformed("the originator's public key BIT STRING")),
+    };
+    let alg_items = alg.items()?;
+    let scheme = alg_items
+        .first()
+        .ok_or_else(|| malformed("empty key agreement algorithm"))?
+        .oid()?;
+    let kdf = match scheme {
+        x if x == oid::ECDH_STD_SHA1KDF => Hash::Sha1,
+        x if x == oid::ECDH_STD_SHA256KDF => Hash::Sha256,
+        x if x == oid::ECDH_STD_SHA384KDF => Hash::Sha384,
+        x if x == oid::ECDH_STD_SHA512KDF => Hash::Sha512,
+        x => {
+            return Err(SmimeError::Unsupported(format!(
+                "key agreement scheme {}",
+                oid::dotted(x)
+            )));
+        }
+    };
+    let wrap = alg_items
+        .get(1)
+        .ok_or_else(|| malformed("key agreement without a key wrap algorithm"))?
+        .items()?;
+    let wrap_oid = wrap
+        .first()
+        .ok_or_else(|| malformed("empty key wrap algorithm"))?
+        .oid()?;
+    let wrap_len = match wrap_oid {
+        x if x == oid::AES128_WRAP => 16,
+        x if x == oid::AES192_WRAP => 24,
+        x if x == oid::AES256_WRAP => 32,
+        x => {
+            return Err(SmimeError::Unsupported(format!(
+                "key wrap algorithm {}",
+                oid::dotted(x)
+            )));
+        }
+    };
+    Ok(Some(Agreement {
+        point,
+        ukm,
+        kdf,
+        wrap_oid: wrap_oid.to_vec(),
+        wrap_len,
+        encrypted_key,
+    }))
 }
 
 /// RSA PKCS#1 v1.5 or RSAES-OAEP with its parameters (RFC 4055).

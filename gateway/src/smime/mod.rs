@@ -22,7 +22,9 @@ pub mod trust;
 
 use std::io::{Cursor, Write};
 
-pub use envelope::{CmsInput, DecryptInfo, Decrypted, Recipient, decrypt_cms, decrypt_cms_stream};
+pub use envelope::{
+    CmsInput, DecryptInfo, Decrypted, KeyManagement, Recipient, decrypt_cms, decrypt_cms_stream,
+};
 pub use error::{Result, SmimeError};
 pub use signed::{Signatures, SignerResult, VerifiedData, verify_cms, verify_cms_with};
 pub use stream::{Source, Span};
@@ -154,7 +156,7 @@ pub fn decrypt_message(message: &[u8], me: &Recipient<'_>) -> Result<Decrypted> 
     Ok(Decrypted {
         content,
         cipher: info.cipher,
-        key_transport: info.key_transport,
+        key_management: info.key_management,
         authenticated: info.authenticated,
     })
 }
