@@ -1,3 +1,5 @@
-//! smimegw: the S/MIME gateway. The library holds the engine; `main.rs` is the command.
+//! smimegw: the S/MIME gateway. The library holds the engine and the protocol cores;
+//! `main.rs` is the command.
 
 pub mod smime;
+pub mod smtp;

@@ -1,0 +1,6 @@
+//! SMTP, sans I/O: protocol state machines that take bytes and return events and bytes to
+//! send. The tokio listener and the delivery client drive them.
+
+pub mod server;
+
+pub use server::{Event, MailParams, RcptParams, Reply, Server, ServerConfig};

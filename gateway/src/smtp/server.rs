@@ -1,0 +1,882 @@
+//! The SMTP server protocol (RFC 5321, with PIPELINING, SIZE, 8BITMIME, SMTPUTF8,
+//! ENHANCEDSTATUSCODES, DSN and STARTTLS), sans I/O: bytes go in with [`Server::receive`],
+//! decisions come out as [`Event`]s, replies to send come out of [`Server::take_output`].
+//!
+//! The caller (the tokio listener, or a test) answers the events that need a decision
+//! (`Mail`, `Rcpt`, `DataEnd`) with [`Server::accept`] or [`Server::reject`]; until it does,
+//! pipelined commands wait in the input buffer, so replies always come in command order.
+//! Message data is handed over dot-unstuffed, exactly as received otherwise.
+
+use std::collections::VecDeque;
+
+/// What the listener offers and enforces.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The name in the greeting and the EHLO reply.
+    pub hostname: String,
+    /// Largest message accepted, in bytes (announced with SIZE).
+    pub max_message_size: u64,
+    /// Most recipients per message.
+    pub max_recipients: usize,
+    /// Longest command or text line, CRLF included (RFC 5321 requires at least 512 and 1000).
+    pub max_line: usize,
+    /// Commands refused before the session is closed (a guard against abuse).
+    pub max_errors: usize,
+    /// STARTTLS is offered (a certificate is configured) and the session is not yet in TLS.
+    pub starttls: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            hostname: "localhost".into(),
+            max_message_size: 50 << 20,
+            max_recipients: 1000,
+            max_line: 4096,
+            max_errors: 20,
+            starttls: false,
+        }
+    }
+}
+
+/// A reply: code, enhanced status code and text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub status: &'static str,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn new(code: u16, status: &'static str, text: impl Into<String>) -> Self {
+        Reply {
+            code,
+            status,
+            text: text.into(),
+        }
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        let lines: Vec<&str> = self.text.split('\n').collect();
+        for (i, line) in lines.iter().enumerate() {
+            let sep = if i + 1 == lines.len() { ' ' } else { '-' };
+            let status = if self.status.is_empty() {
+                String::new()
+            } else {
+                format!("{} ", self.status)
+            };
+            out.extend_from_slice(format!("{}{sep}{status}{line}\r\n", self.code).as_bytes());
+        }
+    }
+}
+
+/// MAIL FROM parameters (RFC 1870, 6152, 6531, 3461).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailParams {
+    pub size: Option<u64>,
+    /// BODY=8BITMIME.
+    pub eight_bit: bool,
+    pub smtputf8: bool,
+    /// RET=FULL (true) or HDRS (false).
+    pub ret_full: Option<bool>,
+    pub envid: Option<String>,
+}
+
+/// RCPT TO parameters (RFC 3461).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RcptParams {
+    /// NOTIFY=NEVER or a list of SUCCESS, FAILURE, DELAY, as written (upper case).
+    pub notify: Option<String>,
+    /// ORCPT=type;xtext, as written.
+    pub orcpt: Option<String>,
+}
+
+/// What the caller must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// EHLO or HELO: the client's name (informational).
+    Hello { name: String, extended: bool },
+    /// A sender: answer with `accept` or `reject`. The empty path `<>` is "".
+    Mail { from: String, params: MailParams },
+    /// A recipient: answer with `accept` or `reject`.
+    Rcpt { to: String, params: RcptParams },
+    /// Message data begins (after the 354): open a spool file.
+    DataStart,
+    /// A piece of message data, dot-unstuffed.
+    Data(Vec<u8>),
+    /// The end of the data: make it durable, then `accept` (250) or `reject`.
+    DataEnd,
+    /// The data was refused while it came in (too large): discard what was spooled.
+    DataAborted,
+    /// The 220 to STARTTLS has been queued: send it, run the TLS handshake, then call
+    /// [`Server::tls_started`].
+    StartTls,
+    /// The session is over (QUIT, too many errors): send the output and close.
+    Close,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Before EHLO/HELO.
+    Fresh,
+    /// Greeted, no transaction.
+    Ready,
+    /// MAIL accepted.
+    Mail,
+    /// Waiting for the caller's decision.
+    Pending(Decision),
+    /// Reading message data.
+    Data,
+    /// STARTTLS answered; waiting for the TLS handshake.
+    Handshake,
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    Mail,
+    Rcpt,
+    DataEnd,
+}
+
+/// One SMTP session, server side.
+#[derive(Debug)]
+pub struct Server {
+    cfg: ServerConfig,
+    state: State,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    events: VecDeque<Event>,
+    extended: bool,
+    tls: bool,
+    recipients: usize,
+    data_size: u64,
+    data_too_big: bool,
+    data_buf: Vec<u8>,
+    errors: usize,
+    /// Inside an over-long line being skipped.
+    skipping_line: bool,
+    /// In message data, the input starts in the middle of a line.
+    mid_line: bool,
+}
+
+impl Server {
+    /// A new session; the greeting is already in the output.
+    pub fn new(cfg: ServerConfig) -> Self {
+        let mut s = Server {
+            cfg,
+            state: State::Fresh,
+            input: Vec::new(),
+            output: Vec::new(),
+            events: VecDeque::new(),
+            extended: false,
+            tls: false,
+            recipients: 0,
+            data_size: 0,
+            data_too_big: false,
+            data_buf: Vec::new(),
+            errors: 0,
+            skipping_line: false,
+            mid_line: false,
+        };
+        let greeting = Reply::new(220, "", format!("{} ESMTP smimegw", s.cfg.hostname));
+        greeting.encode(&mut s.output);
+        s
+    }
+
+    /// Bytes received from the client.
+    pub fn receive(&mut self, bytes: &[u8]) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.input.extend_from_slice(bytes);
+        self.process();
+    }
+
+    /// The next event, if any.
+    pub fn next_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Bytes to send to the client.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.output)
+    }
+
+    /// Whether the session is over (after the output is sent).
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// Accepts the pending `Mail`, `Rcpt` or `DataEnd`; `text` is the reply's text
+    /// (for `DataEnd`, say "Ok: queued as ID").
+    pub fn accept(&mut self, text: &str) {
+        let State::Pending(d) = self.state else {
+            return;
+        };
+        match d {
+            Decision::Mail => {
+                Reply::new(250, "2.1.0", text).encode(&mut self.output);
+                self.state = State::Mail;
+            }
+            Decision::Rcpt => {
+                self.recipients += 1;
+                Reply::new(250, "2.1.5", text).encode(&mut self.output);
+                self.state = State::Mail;
+            }
+            Decision::DataEnd => {
+                Reply::new(250, "2.0.0", text).encode(&mut self.output);
+                self.reset();
+            }
+        }
+        self.process();
+    }
+
+    /// Refuses the pending `Mail`, `Rcpt` or `DataEnd` with `reply` (4xx or 5xx).
+    pub fn reject(&mut self, reply: Reply) {
+        let State::Pending(d) = self.state else {
+            return;
+        };
+        reply.encode(&mut self.output);
+        self.state = match d {
+            Decision::Mail => State::Ready,
+            Decision::Rcpt => State::Mail,
+            Decision::DataEnd => {
+                self.reset();
+                State::Ready
+            }
+        };
+        self.process();
+    }
+
+    /// The TLS handshake after STARTTLS succeeded: the session starts over (RFC 3207 §4.2).
+    pub fn tls_started(&mut self) {
+        if self.state != State::Handshake {
+            return;
+        }
+        self.tls = true;
+        self.cfg.starttls = false;
+        self.state = State::Fresh;
+        self.extended = false;
+        self.reset();
+        self.process();
+    }
+
+    /// Whether the session runs over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    fn reset(&mut self) {
+        if self.state != State::Fresh {
+            self.state = State::Ready;
+        }
+        self.recipients = 0;
+        self.data_size = 0;
+        self.data_too_big = false;
+        self.data_buf.clear();
+        self.mid_line = false;
+    }
+
+    fn reply(&mut self, code: u16, status: &'static str, text: &str) {
+        Reply::new(code, status, text).encode(&mut self.output);
+        if code >= 500 {
+            self.errors += 1;
+            if self.errors >= self.cfg.max_errors {
+                Reply::new(421, "4.7.0", "Too many errors, closing").encode(&mut self.output);
+                self.close();
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        self.state = State::Closed;
+        self.input.clear();
+        self.events.push_back(Event::Close);
+    }
+
+    /// Handles buffered input until it runs out or a decision is awaited.
+    fn process(&mut self) {
+        loop {
+            match self.state {
+                State::Pending(_) | State::Handshake | State::Closed => return,
+                State::Data => {
+                    if !self.process_data() {
+                        return;
+                    }
+                }
+                _ => {
+                    let Some(line) = self.take_line() else {
+                        return;
+                    };
+                    if let Some(line) = line {
+                        self.command(&line);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next command line without its line ending; `Some(None)` for a line that was too
+    /// long (already answered); `None` when no full line is buffered.
+    fn take_line(&mut self) -> Option<Option<Vec<u8>>> {
+        match self.input.iter().position(|b| *b == b'\n') {
+            Some(p) => {
+                let line: Vec<u8> = self.input.drain(..=p).collect();
+                if self.skipping_line {
+                    self.skipping_line = false;
+                    return Some(None);
+                }
+                if line.len() > self.cfg.max_line {
+                    self.reply(500, "5.5.6", "Line too long");
+                    return Some(None);
+                }
+                let mut line = line;
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                Some(Some(line))
+            }
+            None => {
+                if self.input.len() > self.cfg.max_line {
+                    self.input.clear();
+                    if !self.skipping_line {
+                        self.skipping_line = true;
+                        self.reply(500, "5.5.6", "Line too long");
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    fn command(&mut self, line: &[u8]) {
+        let Ok(text) = std::str::from_utf8(line) else {
+            self.reply(500, "5.5.2", "Command is not valid UTF-8");
+            return;
+        };
+        let (verb, arg) = match text.find(' ') {
+            Some(i) => (&text[..i], text[i + 1..].trim()),
+            None => (text.trim(), ""),
+        };
+        match verb.to_ascii_uppercase().as_str() {
+            "EHLO" | "HELO" => self.hello(arg, verb.eq_ignore_ascii_case("EHLO")),
+            "MAIL" => self.mail(arg),
+            "RCPT" => self.rcpt(arg),
+            "DATA" => self.data(arg),
+            "RSET" => {
+                self.reset();
+                self.reply(250, "2.0.0", "Ok");
+            }
+            "NOOP" => self.reply(250, "2.0.0", "Ok"),
+            "QUIT" => {
+                self.reply(221, "2.0.0", "Bye");
+                self.close();
+            }
+            "VRFY" => self.reply(252, "2.1.5", "Cannot VRFY user, but will accept message"),
+            "STARTTLS" => self.starttls(arg),
+            "AUTH" => self.reply(502, "5.5.1", "AUTH is not offered"),
+            "BDAT" => self.reply(502, "5.5.1", "CHUNKING is not offered"),
+            "" => self.reply(500, "5.5.2", "Empty command"),
+            _ => self.reply(500, "5.5.2", "Command unrecognized"),
+        }
+    }
+
+    fn hello(&mut self, name: &str, extended: bool) {
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            self.reply(501, "5.5.4", "Syntax: EHLO hostname");
+            return;
+        }
+        self.reset();
+        self.state = State::Ready;
+        self.extended = extended;
+        self.events.push_back(Event::Hello {
+            name: name.to_string(),
+            extended,
+        });
+        if !extended {
+            self.reply(250, "", &self.cfg.hostname.clone());
+            return;
+        }
+        let mut lines = vec![
+            self.cfg.hostname.clone(),
+            "PIPELINING".into(),
+            format!("SIZE {}", self.cfg.max_message_size),
+            "8BITMIME".into(),
+            "SMTPUTF8".into(),
+            "ENHANCEDSTATUSCODES".into(),
+            "DSN".into(),
+        ];
+        if self.cfg.starttls && !self.tls {
+            lines.push("STARTTLS".into());
+        }
+        Reply::new(250, "", lines.join("\n")).encode(&mut self.output);
+    }
+
+    fn starttls(&mut self, arg: &str) {
+        if !arg.is_empty() {
+            self.reply(501, "5.5.4", "Syntax: STARTTLS");
+        } else if self.tls {
+            self.reply(503, "5.5.1", "Already in TLS");
+        } else if !self.cfg.starttls {
+            self.reply(502, "5.5.1", "STARTTLS is not offered");
+        } else if self.state == State::Fresh {
+            self.reply(503, "5.5.1", "Send EHLO first");
+        } else {
+            self.reply(220, "2.0.0", "Ready to start TLS");
+            // Anything pipelined after STARTTLS arrived in clear: it is dropped (RFC 3207 §5),
+            // and nothing more is read until the handshake is done.
+            self.input.clear();
+            self.state = State::Handshake;
+            self.events.push_back(Event::StartTls);
+        }
+    }
+
+    fn mail(&mut self, arg: &str) {
+        match self.state {
+            State::Fresh => return self.reply(503, "5.5.1", "Send EHLO/HELO first"),
+            State::Mail => return self.reply(503, "5.5.1", "Sender already specified"),
+            _ => {}
+        }
+        let Some(rest) = strip_prefix_ci(arg, "FROM:") else {
+            return self.reply(501, "5.5.4", "Syntax: MAIL FROM:<address>");
+        };
+        let Some((path, params)) = split_path(rest) else {
+            return self.reply(501, "5.1.7", "Bad sender address syntax");
+        };
+        let mut p = MailParams::default();
+        for param in params.split_whitespace() {
+            let (k, v) = param.split_once('=').unwrap_or((param, ""));
+            match k.to_ascii_uppercase().as_str() {
+                "SIZE" => match v.parse::<u64>() {
+                    Ok(n) => p.size = Some(n),
+                    Err(_) => return self.reply(501, "5.5.4", "Bad SIZE parameter"),
+                },
+                "BODY" => match v.to_ascii_uppercase().as_str() {
+                    "7BIT" => p.eight_bit = false,
+                    "8BITMIME" => p.eight_bit = true,
+                    _ => return self.reply(501, "5.5.4", "Bad BODY parameter"),
+                },
+                "SMTPUTF8" if v.is_empty() => p.smtputf8 = true,
+                "RET" => match v.to_ascii_uppercase().as_str() {
+                    "FULL" => p.ret_full = Some(true),
+                    "HDRS" => p.ret_full = Some(false),
+                    _ => return self.reply(501, "5.5.4", "Bad RET parameter"),
+                },
+                "ENVID" if !v.is_empty() && v.len() <= 100 => p.envid = Some(v.to_string()),
+                _ => return self.reply(555, "5.5.4", "Unsupported MAIL parameter"),
+            }
+        }
+        if !self.extended && params.split_whitespace().next().is_some() {
+            return self.reply(555, "5.5.4", "Parameters need EHLO");
+        }
+        if p.size.is_some_and(|n| n > self.cfg.max_message_size) {
+            return self.reply(
+                552,
+                "5.3.4",
+                "Message size exceeds fixed maximum message size",
+            );
+        }
+        if let Err(why) = check_address(path, true, p.smtputf8) {
+            return self.reply(501, "5.1.7", why);
+        }
+        self.state = State::Pending(Decision::Mail);
+        self.events.push_back(Event::Mail {
+            from: path.to_string(),
+            params: p,
+        });
+    }
+
+    fn rcpt(&mut self, arg: &str) {
+        if self.state != State::Mail {
+            return self.reply(503, "5.5.1", "Need MAIL command first");
+        }
+        let Some(rest) = strip_prefix_ci(arg, "TO:") else {
+            return self.reply(501, "5.5.4", "Syntax: RCPT TO:<address>");
+        };
+        let Some((path, params)) = split_path(rest) else {
+            return self.reply(501, "5.1.3", "Bad recipient address syntax");
+        };
+        let mut p = RcptParams::default();
+        for param in params.split_whitespace() {
+            let (k, v) = param.split_once('=').unwrap_or((param, ""));
+            match k.to_ascii_uppercase().as_str() {
+                "NOTIFY" if !v.is_empty() => p.notify = Some(v.to_ascii_uppercase()),
+                "ORCPT" if v.contains(';') => p.orcpt = Some(v.to_string()),
+                _ => return self.reply(555, "5.5.4", "Unsupported RCPT parameter"),
+            }
+        }
+        if let Err(why) = check_address(path, false, true) {
+            return self.reply(501, "5.1.3", why);
+        }
+        if self.recipients >= self.cfg.max_recipients {
+            return self.reply(452, "4.5.3", "Too many recipients");
+        }
+        self.state = State::Pending(Decision::Rcpt);
+        self.events.push_back(Event::Rcpt {
+            to: path.to_string(),
+            params: p,
+        });
+    }
+
+    fn data(&mut self, arg: &str) {
+        if !arg.is_empty() {
+            return self.reply(501, "5.5.4", "Syntax: DATA");
+        }
+        match self.state {
+            State::Mail if self.recipients > 0 => {}
+            State::Mail => return self.reply(554, "5.5.1", "No valid recipients"),
+            _ => return self.reply(503, "5.5.1", "Need MAIL and RCPT commands first"),
+        }
+        self.reply(354, "", "End data with <CR><LF>.<CR><LF>");
+        self.state = State::Data;
+        self.data_size = 0;
+        self.data_too_big = false;
+        self.events.push_back(Event::DataStart);
+    }
+
+    /// Consumes message data lines; false when more input is needed.
+    fn process_data(&mut self) -> bool {
+        let mut consumed = 0;
+        let mut ended = false;
+        while let Some(p) = self.input[consumed..].iter().position(|b| *b == b'\n') {
+            let line = &self.input[consumed..consumed + p + 1];
+            consumed += p + 1;
+            let at_start = !self.mid_line;
+            self.mid_line = false;
+            if at_start && (line == b".\r\n" || line == b".\n") {
+                ended = true;
+                break;
+            }
+            let line = if at_start && line.first() == Some(&b'.') {
+                &line[1..]
+            } else {
+                line
+            };
+            Self::take_data(
+                &mut self.data_buf,
+                &mut self.data_size,
+                &mut self.data_too_big,
+                self.cfg.max_message_size,
+                line,
+            );
+        }
+        self.input.drain(..consumed);
+        if !ended && self.input.len() >= LONG_LINE_PIECE {
+            // A long line: passed on in pieces, so memory stays flat whatever its length.
+            let piece = std::mem::take(&mut self.input);
+            let body = if !self.mid_line && piece.first() == Some(&b'.') {
+                &piece[1..]
+            } else {
+                &piece[..]
+            };
+            Self::take_data(
+                &mut self.data_buf,
+                &mut self.data_size,
+                &mut self.data_too_big,
+                self.cfg.max_message_size,
+                body,
+            );
+            self.mid_line = true;
+        }
+        if !self.data_too_big && !self.data_buf.is_empty() {
+            self.events
+                .push_back(Event::Data(std::mem::take(&mut self.data_buf)));
+        }
+        if !ended {
+            return false;
+        }
+        if self.data_too_big {
+            self.events.push_back(Event::DataAborted);
+            self.reset();
+            self.reply(
+                552,
+                "5.3.4",
+                "Message size exceeds fixed maximum message size",
+            );
+            return true;
+        }
+        self.state = State::Pending(Decision::DataEnd);
+        self.events.push_back(Event::DataEnd);
+        true
+    }
+
+    fn take_data(buf: &mut Vec<u8>, size: &mut u64, too_big: &mut bool, max: u64, bytes: &[u8]) {
+        *size += bytes.len() as u64;
+        if *size > max {
+            *too_big = true;
+            buf.clear();
+        }
+        if !*too_big {
+            buf.extend_from_slice(bytes);
+        }
+    }
+}
+
+/// A line of message data longer than this is passed on in pieces.
+const LONG_LINE_PIECE: usize = 64 * 1024;
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    if s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix) {
+        Some(s[prefix.len()..].trim_start())
+    } else {
+        None
+    }
+}
+
+/// `<path> params` → (path without brackets, params).
+fn split_path(s: &str) -> Option<(&str, &str)> {
+    let s = s.strip_prefix('<')?;
+    let end = s.find('>')?;
+    Some((&s[..end], s[end + 1..].trim()))
+}
+
+/// A mailbox as RFC 5321 allows it (source routes dropped); the empty path only for senders.
+fn check_address(path: &str, sender: bool, utf8: bool) -> Result<(), &'static str> {
+    if path.is_empty() {
+        return if sender {
+            Ok(())
+        } else {
+            Err("Empty recipient address")
+        };
+    }
+    if path.len() > 254 {
+        return Err("Address too long");
+    }
+    if !utf8 && !path.is_ascii() {
+        return Err("Non-ASCII address without SMTPUTF8");
+    }
+    if path
+        .chars()
+        .any(|c| c.is_control() || c == ' ' || c == '<' || c == '>')
+    {
+        return Err("Bad characters in address");
+    }
+    let Some((local, domain)) = path.rsplit_once('@') else {
+        return if !sender && path.eq_ignore_ascii_case("postmaster") {
+            Ok(())
+        } else {
+            Err("Address needs a domain")
+        };
+    };
+    if local.is_empty() || local.len() > 64 || domain.is_empty() || domain.starts_with('.') {
+        return Err("Bad address syntax");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Drives a session: sends `input`, answers decisions (recipients at "bad.example" are
+    /// refused, everything else accepted), returns the output and the events.
+    fn run(server: &mut Server, input: &[u8]) -> (String, Vec<Event>) {
+        server.receive(input);
+        let mut events = Vec::new();
+        while let Some(e) = server.next_event() {
+            match &e {
+                Event::Mail { .. } => server.accept("Ok"),
+                Event::Rcpt { to, .. } if to.ends_with("@bad.example") => {
+                    server.reject(Reply::new(550, "5.1.1", "No such user"))
+                }
+                Event::Rcpt { .. } => server.accept("Ok"),
+                Event::DataEnd => server.accept("Ok: queued as 1"),
+                _ => {}
+            }
+            events.push(e);
+        }
+        (String::from_utf8(server.take_output()).unwrap(), events)
+    }
+
+    fn codes(out: &str) -> Vec<&str> {
+        out.lines()
+            .filter(|l| l.as_bytes().get(3) == Some(&b' '))
+            .map(|l| &l[..3])
+            .collect()
+    }
+
+    fn data_of(events: &[Event]) -> Vec<u8> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Data(d) => Some(d.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    #[test]
+    fn a_pipelined_transaction_answers_in_order() {
+        let mut s = Server::new(ServerConfig::default());
+        let greeting = String::from_utf8(s.take_output()).unwrap();
+        assert_eq!(greeting, "220 localhost ESMTP smimegw\r\n");
+        let (out, events) = run(
+            &mut s,
+            b"EHLO client.example\r\nMAIL FROM:<a@example.com> SIZE=100 BODY=8BITMIME\r\n\
+              RCPT TO:<b@example.org> NOTIFY=FAILURE\r\nRCPT TO:<x@bad.example>\r\nDATA\r\n\
+              Subject: hi\r\n\r\n..leading dot\r\nbody\r\n.\r\nQUIT\r\n",
+        );
+        assert!(out.contains("250-PIPELINING\r\n"));
+        assert!(out.contains("250-SIZE 52428800\r\n"));
+        assert_eq!(
+            codes(&out),
+            ["250", "250", "250", "550", "354", "250", "221"]
+        );
+        assert!(out.contains("250 2.0.0 Ok: queued as 1\r\n"));
+        assert_eq!(
+            data_of(&events),
+            b"Subject: hi\r\n\r\n.leading dot\r\nbody\r\n"
+        );
+        assert!(events.contains(&Event::Mail {
+            from: "a@example.com".into(),
+            params: MailParams {
+                size: Some(100),
+                eight_bit: true,
+                ..Default::default()
+            }
+        }));
+        assert!(events.contains(&Event::Close));
+        assert!(s.is_closed());
+    }
+
+    #[test]
+    fn commands_out_of_order_and_bad_syntax_are_refused() {
+        let mut s = Server::new(ServerConfig::default());
+        s.take_output();
+        let (out, _) = run(
+            &mut s,
+            b"MAIL FROM:<a@example.com>\r\nHELO\r\nHELO c\r\nRCPT TO:<b@example.com>\r\nDATA\r\n\
+              MAIL FROM:a@example.com\r\nMAIL FROM:<a@example.com> SIZE=1\r\n\
+              MAIL FROM:<>\r\nMAIL FROM:<b@example.com>\r\nDATA\r\nRCPT TO:<>\r\n\
+              RCPT TO:<nodomain>\r\nRCPT TO:<postmaster>\r\nFOO\r\nRSET\r\nNOOP\r\n",
+        );
+        assert_eq!(
+            codes(&out),
+            [
+                "503", "501", "250", "503", "503", "501", "555", "250", "503", "554", "501", "501",
+                "250", "500", "250", "250"
+            ],
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn size_limits_hold_before_and_during_data() {
+        let cfg = ServerConfig {
+            max_message_size: 100,
+            ..ServerConfig::default()
+        };
+        let mut s = Server::new(cfg);
+        s.take_output();
+        let big = format!("{}\r\n", "x".repeat(200));
+        let input = format!(
+            "EHLO c\r\nMAIL FROM:<a@e.com> SIZE=101\r\nMAIL FROM:<a@e.com>\r\nRCPT TO:<b@e.com>\r\nDATA\r\n{big}.\r\nNOOP\r\n"
+        );
+        let (out, events) = run(&mut s, input.as_bytes());
+        assert_eq!(
+            codes(&out),
+            ["250", "552", "250", "250", "354", "552", "250"]
+        );
+        assert!(events.contains(&Event::DataAborted));
+        assert!(!events.contains(&Event::DataEnd));
+    }
+
+    #[test]
+    fn data_split_anywhere_comes_out_the_same() {
+        let body = b"A: b\r\n\r\n.\r\n..\r\nline\r\n.x\r\n";
+        let stuffed = b"A: b\r\n\r\n..\r\n...\r\nline\r\n..x\r\n.\r\n";
+        for cut in 0..stuffed.len() {
+            let mut s = Server::new(ServerConfig::default());
+            let (_, mut events) = run(
+                &mut s,
+                b"EHLO c\r\nMAIL FROM:<a@e.com>\r\nRCPT TO:<b@e.com>\r\nDATA\r\n",
+            );
+            let (_, e1) = run(&mut s, &stuffed[..cut]);
+            let (out, e2) = run(&mut s, &stuffed[cut..]);
+            events.extend(e1);
+            events.extend(e2);
+            assert_eq!(data_of(&events), body, "cut at {cut}");
+            assert!(
+                out.ends_with("250 2.0.0 Ok: queued as 1\r\n"),
+                "cut at {cut}: {out}"
+            );
+        }
+    }
+
+    #[test]
+    fn long_lines_in_data_stream_and_long_commands_are_refused() {
+        let mut s = Server::new(ServerConfig::default());
+        run(
+            &mut s,
+            b"EHLO c\r\nMAIL FROM:<a@e.com>\r\nRCPT TO:<b@e.com>\r\nDATA\r\n",
+        );
+        let long = vec![b'y'; 300_000];
+        let mut total = Vec::new();
+        for piece in long.chunks(10_000) {
+            let (_, ev) = run(&mut s, piece);
+            total.extend(data_of(&ev));
+            assert!(s.input.len() < 2 * LONG_LINE_PIECE, "input held whole");
+        }
+        let (out, ev) = run(&mut s, b"\r\n.\r\n");
+        total.extend(data_of(&ev));
+        assert_eq!(total.len(), 300_002);
+        assert!(out.contains("250 2.0.0"));
+
+        let mut s = Server::new(ServerConfig::default());
+        s.take_output();
+        let cmd = format!("EHLO {}\r\nNOOP\r\n", "h".repeat(10_000));
+        let (out, _) = run(&mut s, cmd.as_bytes());
+        assert_eq!(codes(&out), ["500", "250"]);
+    }
+
+    #[test]
+    fn starttls_drops_pipelined_plaintext_and_starts_over() {
+        let cfg = ServerConfig {
+            starttls: true,
+            ..ServerConfig::default()
+        };
+        let mut s = Server::new(cfg);
+        s.take_output();
+        let (out, events) = run(&mut s, b"EHLO c\r\nSTARTTLS\r\nMAIL FROM:<evil@e.com>\r\n");
+        assert!(out.contains("250-STARTTLS\r\n") || out.contains("250 STARTTLS\r\n"));
+        assert_eq!(codes(&out), ["250", "220"]);
+        assert!(events.contains(&Event::StartTls));
+        assert!(!events.iter().any(|e| matches!(e, Event::Mail { .. })));
+        s.tls_started();
+        assert!(s.is_tls());
+        let (out, _) = run(&mut s, b"MAIL FROM:<a@e.com>\r\nEHLO c\r\nSTARTTLS\r\n");
+        assert_eq!(codes(&out), ["503", "250", "503"]);
+        assert!(!out.contains("STARTTLS\r\n250"));
+    }
+
+    #[test]
+    fn too_many_errors_close_the_session() {
+        let cfg = ServerConfig {
+            max_errors: 3,
+            ..ServerConfig::default()
+        };
+        let mut s = Server::new(cfg);
+        s.take_output();
+        let (out, events) = run(&mut s, b"X\r\nY\r\nZ\r\nNOOP\r\n");
+        assert_eq!(codes(&out), ["500", "500", "500", "421"]);
+        assert_eq!(events, [Event::Close]);
+    }
+
+    #[test]
+    fn recipients_are_limited() {
+        let cfg = ServerConfig {
+            max_recipients: 2,
+            ..ServerConfig::default()
+        };
+        let mut s = Server::new(cfg);
+        s.take_output();
+        let (out, _) = run(
+            &mut s,
+            b"HELO c\r\nMAIL FROM:<a@e.com>\r\nRCPT TO:<1@e.com>\r\nRCPT TO:<2@e.com>\r\nRCPT TO:<3@e.com>\r\n",
+        );
+        assert_eq!(codes(&out), ["250", "250", "250", "250", "452"]);
+    }
+}
