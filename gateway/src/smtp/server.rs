@@ -618,7 +618,10 @@ impl Server {
 const LONG_LINE_PIECE: usize = 64 * 1024;
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    if s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix) {
+    // Compared as bytes: the prefix is ASCII, the command may not be (and a char boundary
+    // after the prefix is then guaranteed).
+    let head = s.as_bytes().get(..prefix.len())?;
+    if head.eq_ignore_ascii_case(prefix.as_bytes()) {
         Some(s[prefix.len()..].trim_start())
     } else {
         None
@@ -863,6 +866,19 @@ mod tests {
         let (out, events) = run(&mut s, b"X\r\nY\r\nZ\r\nNOOP\r\n");
         assert_eq!(codes(&out), ["500", "500", "500", "421"]);
         assert_eq!(events, [Event::Close]);
+    }
+
+    #[test]
+    fn non_ascii_commands_are_refused_not_panicked_on() {
+        let mut s = Server::new(ServerConfig::default());
+        s.take_output();
+        let (out, _) = run(
+            &mut s,
+            "EHLO c\r\nMAIL ƹƹƹ\r\nMAIL FRƹ:<a@e.com>\r\nRCPT Tƹ\r\n\u{ff}\r\n".as_bytes(),
+        );
+        assert_eq!(codes(&out), ["250", "501", "501", "503", "500"]);
+        let (out, _) = run(&mut s, b"\xff\xfe\r\n");
+        assert_eq!(codes(&out), ["500"]);
     }
 
     #[test]
