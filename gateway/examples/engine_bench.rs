@@ -1,7 +1,7 @@
 //! S/MIME engine benchmark.
 //!
 //! ```text
-//! cargo run --release -p smimegw --example bench [-- --seconds S --rounds N --mib M]
+//! cargo run --release -p smimegw --example engine_bench [-- --seconds S --rounds N --mib M]
 //! ```
 //!
 //! Two questions, each answered as a ratio to a reference measured in the same run:
