@@ -17,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
         max_recipients: 5,
         max_line: 512,
         starttls: true,
+        auth: true,
         ..ServerConfig::default()
     });
     let mut flip = false;
@@ -25,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
         s.receive(piece);
         while let Some(e) = s.next_event() {
             match e {
-                Event::Mail { .. } | Event::Rcpt { .. } | Event::DataEnd => {
+                Event::Mail { .. } | Event::Rcpt { .. } | Event::DataEnd | Event::Auth { .. } => {
                     flip = !flip;
                     if flip {
                         s.accept("Ok");

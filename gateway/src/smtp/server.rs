@@ -24,6 +24,8 @@ pub struct ServerConfig {
     pub max_errors: usize,
     /// STARTTLS is offered (a certificate is configured) and the session is not yet in TLS.
     pub starttls: bool,
+    /// AUTH PLAIN and LOGIN are offered, over TLS only (RFC 4954 §4).
+    pub auth: bool,
 }
 
 impl Default for ServerConfig {
@@ -35,6 +37,7 @@ impl Default for ServerConfig {
             max_line: 4096,
             max_errors: 20,
             starttls: false,
+            auth: false,
         }
     }
 }
@@ -91,6 +94,22 @@ pub struct RcptParams {
     pub orcpt: Option<String>,
 }
 
+/// A password from AUTH: zeroed when dropped, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(zeroize::Zeroizing<String>);
+
+impl Password {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
 /// What the caller must act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -108,6 +127,8 @@ pub enum Event {
     DataEnd,
     /// The data was refused while it came in (too large): discard what was spooled.
     DataAborted,
+    /// AUTH credentials: check them, then `accept` (235) or `reject` (535).
+    Auth { user: String, password: Password },
     /// The 220 to STARTTLS has been queued: send it, run the TLS handshake, then call
     /// [`Server::tls_started`].
     StartTls,
@@ -129,6 +150,8 @@ enum State {
     Data,
     /// STARTTLS answered; waiting for the TLS handshake.
     Handshake,
+    /// AUTH LOGIN/PLAIN waiting for a continuation line.
+    AuthLine(AuthStep),
     Closed,
 }
 
@@ -137,6 +160,14 @@ enum Decision {
     Mail,
     Rcpt,
     DataEnd,
+    Auth,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AuthStep {
+    Plain,
+    LoginUser,
+    LoginPassword,
 }
 
 /// One SMTP session, server side.
@@ -158,6 +189,10 @@ pub struct Server {
     skipping_line: bool,
     /// In message data, the input starts in the middle of a line.
     mid_line: bool,
+    /// The user AUTH accepted.
+    authenticated: Option<String>,
+    /// AUTH LOGIN's user name while the password is asked for.
+    login_user: Option<String>,
 }
 
 impl Server {
@@ -178,6 +213,8 @@ impl Server {
             errors: 0,
             skipping_line: false,
             mid_line: false,
+            authenticated: None,
+            login_user: None,
         };
         let greeting = Reply::new(220, "", format!("{} ESMTP smimegw", s.cfg.hostname));
         greeting.encode(&mut s.output);
@@ -228,8 +265,18 @@ impl Server {
                 Reply::new(250, "2.0.0", text).encode(&mut self.output);
                 self.reset();
             }
+            Decision::Auth => {
+                Reply::new(235, "2.7.0", text).encode(&mut self.output);
+                self.authenticated = self.login_user.take();
+                self.state = State::Ready;
+            }
         }
         self.process();
+    }
+
+    /// The user AUTH accepted in this session.
+    pub fn authenticated(&self) -> Option<&str> {
+        self.authenticated.as_deref()
     }
 
     /// Refuses the pending `Mail`, `Rcpt` or `DataEnd` with `reply` (4xx or 5xx).
@@ -243,6 +290,10 @@ impl Server {
             Decision::Rcpt => State::Mail,
             Decision::DataEnd => {
                 self.reset();
+                State::Ready
+            }
+            Decision::Auth => {
+                self.login_user = None;
                 State::Ready
             }
         };
@@ -300,6 +351,15 @@ impl Server {
         loop {
             match self.state {
                 State::Pending(_) | State::Handshake | State::Closed => return,
+                State::AuthLine(step) => {
+                    let Some(line) = self.take_line() else {
+                        return;
+                    };
+                    match line {
+                        Some(line) => self.auth_line(step, &line),
+                        None => self.state = State::Ready,
+                    }
+                }
                 State::Data => {
                     if !self.process_data() {
                         return;
@@ -376,7 +436,7 @@ impl Server {
             }
             "VRFY" => self.reply(252, "2.1.5", "Cannot VRFY user, but will accept message"),
             "STARTTLS" => self.starttls(arg),
-            "AUTH" => self.reply(502, "5.5.1", "AUTH is not offered"),
+            "AUTH" => self.auth(arg),
             "BDAT" => self.reply(502, "5.5.1", "CHUNKING is not offered"),
             "" => self.reply(500, "5.5.2", "Empty command"),
             _ => self.reply(500, "5.5.2", "Command unrecognized"),
@@ -411,6 +471,9 @@ impl Server {
         if self.cfg.starttls && !self.tls {
             lines.push("STARTTLS".into());
         }
+        if self.cfg.auth && self.tls {
+            lines.push("AUTH PLAIN LOGIN".into());
+        }
         Reply::new(250, "", lines.join("\n")).encode(&mut self.output);
     }
 
@@ -431,6 +494,104 @@ impl Server {
             self.state = State::Handshake;
             self.events.push_back(Event::StartTls);
         }
+    }
+
+    fn auth(&mut self, arg: &str) {
+        if !self.cfg.auth {
+            return self.reply(502, "5.5.1", "AUTH is not offered");
+        }
+        if !self.tls {
+            return self.reply(
+                538,
+                "5.7.11",
+                "Encryption required for requested authentication mechanism",
+            );
+        }
+        match self.state {
+            State::Fresh => return self.reply(503, "5.5.1", "Send EHLO first"),
+            State::Mail => {
+                return self.reply(
+                    503,
+                    "5.5.1",
+                    "AUTH is not allowed during a mail transaction",
+                );
+            }
+            _ => {}
+        }
+        if self.authenticated.is_some() {
+            return self.reply(503, "5.5.1", "Already authenticated");
+        }
+        let (mech, initial) = match arg.split_once(' ') {
+            Some((m, i)) => (m, Some(i.trim())),
+            None => (arg, None),
+        };
+        match (mech.to_ascii_uppercase().as_str(), initial) {
+            ("PLAIN", Some(i)) => self.auth_line(AuthStep::Plain, i.as_bytes()),
+            ("PLAIN", None) => {
+                self.reply(334, "", "");
+                self.state = State::AuthLine(AuthStep::Plain);
+            }
+            ("LOGIN", Some(i)) => self.auth_line(AuthStep::LoginUser, i.as_bytes()),
+            ("LOGIN", None) => {
+                self.reply(334, "", "VXNlcm5hbWU6"); // "Username:"
+                self.state = State::AuthLine(AuthStep::LoginUser);
+            }
+            _ => self.reply(504, "5.5.4", "Unrecognized authentication type"),
+        }
+    }
+
+    /// A base64 line of AUTH: the PLAIN response, or LOGIN's user name or password.
+    fn auth_line(&mut self, step: AuthStep, line: &[u8]) {
+        self.state = State::Ready;
+        if line == b"*" {
+            self.login_user = None;
+            return self.reply(501, "5.0.0", "Authentication cancelled");
+        }
+        let decoded = match crate::smime::mime::base64_decode(line) {
+            Ok(d) => zeroize::Zeroizing::new(d),
+            Err(_) => {
+                self.login_user = None;
+                return self.reply(501, "5.5.2", "Cannot decode the response");
+            }
+        };
+        let text = match std::str::from_utf8(&decoded) {
+            Ok(t) => zeroize::Zeroizing::new(t.to_string()),
+            Err(_) => return self.reply(501, "5.5.2", "The response is not UTF-8"),
+        };
+        match step {
+            AuthStep::Plain => {
+                // authzid NUL authcid NUL password
+                let parts: Vec<&str> = text.split('\0').collect();
+                let [authz, user, password] = parts.as_slice() else {
+                    return self.reply(501, "5.5.2", "Bad PLAIN response");
+                };
+                if !authz.is_empty() && authz != user {
+                    return self.reply(535, "5.7.8", "Authentication credentials invalid");
+                }
+                self.ask_auth(user.to_string(), password);
+            }
+            AuthStep::LoginUser => {
+                self.login_user = Some(text.to_string());
+                self.reply(334, "", "UGFzc3dvcmQ6"); // "Password:"
+                self.state = State::AuthLine(AuthStep::LoginPassword);
+            }
+            AuthStep::LoginPassword => {
+                let user = self.login_user.take().unwrap_or_default();
+                self.ask_auth(user, &text);
+            }
+        }
+    }
+
+    fn ask_auth(&mut self, user: String, password: &str) {
+        if user.is_empty() {
+            return self.reply(535, "5.7.8", "Authentication credentials invalid");
+        }
+        self.login_user = Some(user.clone());
+        self.state = State::Pending(Decision::Auth);
+        self.events.push_back(Event::Auth {
+            user,
+            password: Password(zeroize::Zeroizing::new(password.to_string())),
+        });
     }
 
     fn mail(&mut self, arg: &str) {
@@ -879,6 +1040,70 @@ mod tests {
         assert_eq!(codes(&out), ["250", "501", "501", "503", "500"]);
         let (out, _) = run(&mut s, b"\xff\xfe\r\n");
         assert_eq!(codes(&out), ["500"]);
+    }
+
+    /// A session in TLS with AUTH offered; "alice"/"secret" is the only good credential.
+    fn auth_session(input: &[u8]) -> (Server, String, Vec<Event>) {
+        let mut s = Server::new(ServerConfig {
+            starttls: true,
+            auth: true,
+            ..ServerConfig::default()
+        });
+        s.take_output();
+        let (out, _) = run(
+            &mut s,
+            b"EHLO c\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nSTARTTLS\r\n",
+        );
+        assert_eq!(codes(&out), ["250", "538", "220"]);
+        assert!(
+            !out.contains("AUTH PLAIN LOGIN"),
+            "no AUTH offered in clear"
+        );
+        s.tls_started();
+        s.receive(input);
+        let mut events = Vec::new();
+        while let Some(e) = s.next_event() {
+            if let Event::Auth { user, password } = &e {
+                if user == "alice" && password.expose() == "secret" {
+                    s.accept("Authentication successful");
+                } else {
+                    s.reject(Reply::new(
+                        535,
+                        "5.7.8",
+                        "Authentication credentials invalid",
+                    ));
+                }
+            }
+            events.push(e);
+        }
+        let out = String::from_utf8(s.take_output()).unwrap();
+        (s, out, events)
+    }
+
+    #[test]
+    fn auth_plain_and_login_after_tls() {
+        // PLAIN with an initial response ("\0alice\0secret").
+        let (s, out, events) = auth_session(b"EHLO c\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n");
+        assert!(out.contains("250 AUTH PLAIN LOGIN\r\n"), "{out}");
+        assert_eq!(codes(&out), ["250", "235"]);
+        assert_eq!(s.authenticated(), Some("alice"));
+        let shown = format!("{events:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        // PLAIN in two steps, with a wrong password.
+        let (s, out, _) = auth_session(b"EHLO c\r\nAUTH PLAIN\r\nAGFsaWNlAHdyb25n\r\n");
+        assert_eq!(codes(&out), ["250", "334", "535"]);
+        assert_eq!(s.authenticated(), None);
+        // LOGIN: user name, then password.
+        let (s, out, _) =
+            auth_session(b"EHLO c\r\nAUTH LOGIN\r\nYWxpY2U=\r\nc2VjcmV0\r\nAUTH LOGIN\r\n");
+        assert_eq!(codes(&out), ["250", "334", "334", "235", "503"]);
+        assert!(out.contains("334 VXNlcm5hbWU6\r\n") && out.contains("334 UGFzc3dvcmQ6\r\n"));
+        assert_eq!(s.authenticated(), Some("alice"));
+        // Cancelled, garbage, unknown mechanism, during a transaction.
+        let (_, out, _) = auth_session(
+            b"EHLO c\r\nAUTH LOGIN\r\n*\r\nAUTH PLAIN !!!\r\nAUTH CRAM-MD5\r\nMAIL FROM:<a@e.com>\r\n",
+        );
+        assert_eq!(codes(&out), ["250", "334", "501", "501", "504"]);
     }
 
     #[test]
