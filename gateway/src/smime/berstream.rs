@@ -240,6 +240,31 @@ impl<R: Read> BerReader<R> {
         Ok(())
     }
 
+    /// The start of a CMS ContentInfo (RFC 5652 §3): its header (the frame to finish reading
+    /// later) and its content type (DER contents of the OID).
+    pub fn content_info(&mut self) -> Result<(Header, Vec<u8>)> {
+        let info = self.header()?;
+        if !info.is(0x10) {
+            return Err(malformed("ContentInfo is not a SEQUENCE", 0));
+        }
+        let kind = self.expect_child(info.frame(), "the CMS content type")?;
+        let kind = self.element(&kind, 1024, "the CMS content type")?;
+        let kind = hsm::ber::read_all(&kind)?.oid()?.to_vec();
+        Ok((info, kind))
+    }
+
+    /// The `[0] EXPLICIT` content of the ContentInfo `info`, after [`Self::content_info`].
+    pub fn content(&mut self, info: &Header) -> Result<Header> {
+        let content = self.expect_child(info.frame(), "the CMS content")?;
+        if !content.is_context(0) {
+            return Err(malformed(
+                "CMS ContentInfo content is not [0]",
+                content.contents_at,
+            ));
+        }
+        Ok(content)
+    }
+
     /// Passes the contents of an OCTET STRING (or an implicitly tagged one) to `sink`, piece
     /// by piece: primitive, or constructed from OCTET STRING chunks at any depth.
     pub fn octets(&mut self, h: &Header, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {

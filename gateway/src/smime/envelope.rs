@@ -163,13 +163,7 @@ const SMALL: u64 = 64 * 1024;
 const RECIPIENTS_LIMIT: u64 = 16 << 20;
 
 fn read_envelope<R: Read>(ber: &mut BerReader<R>) -> Result<Envelope> {
-    let info = ber.header()?;
-    if !info.is(tag::SEQUENCE) {
-        return Err(malformed("CMS ContentInfo is not a SEQUENCE"));
-    }
-    let kind_h = ber.expect_child(info.frame(), "the CMS content type")?;
-    let kind = ber.element(&kind_h, SMALL, "the CMS content type")?;
-    let kind = ber::read_all(&kind)?.oid()?.to_vec();
+    let (info, kind) = ber.content_info()?;
     let authenticated = if kind == oid::ENVELOPED_DATA {
         false
     } else if kind == oid::AUTH_ENVELOPED_DATA {
@@ -184,10 +178,7 @@ fn read_envelope<R: Read>(ber: &mut BerReader<R>) -> Result<Envelope> {
             oid::dotted(&kind)
         )));
     };
-    let wrapper = ber.expect_child(info.frame(), "the CMS content")?;
-    if !wrapper.is_context(0) {
-        return Err(malformed("CMS ContentInfo content is not [0]"));
-    }
+    let wrapper = ber.content(&info)?;
     let wrappers = [wrapper.frame(), info.frame()];
     let env = ber.expect_child(wrapper.frame(), "the enveloped data")?;
     if !env.is(tag::SEQUENCE) {

@@ -52,7 +52,7 @@ enum Kind {
 
 fn kind_of(src: &mut dyn Source) -> Result<Kind> {
     let span = stream::whole(src)?;
-    let (header, _) = stream::read_header(src, span)?;
+    let (header, body_start) = stream::read_header(src, span)?;
     let entity = mime::Entity::parse(&header)?;
     let ct = entity.content_type()?;
     if ct.mime == "multipart/signed" {
@@ -76,29 +76,28 @@ fn kind_of(src: &mut dyn Source) -> Result<Kind> {
                 Some("enveloped-data") | Some("authenveloped-data") => Kind::Encrypted,
                 Some("certs-only") | Some("compressed-data") => Kind::Plain,
                 // Without smime-type (Outlook), the CMS content type decides.
-                _ => sniff_cms(src, &entity, span)?,
+                _ => sniff_cms(
+                    src,
+                    &entity,
+                    stream::Span {
+                        start: body_start,
+                        end: span.end,
+                    },
+                )?,
             },
         );
     }
     Ok(Kind::Plain)
 }
 
-/// Reads the ContentInfo's content type of an application/pkcs7-mime body.
-fn sniff_cms(src: &mut dyn Source, entity: &mime::Entity<'_>, span: stream::Span) -> Result<Kind> {
-    let (_, body) = stream::read_header(src, span)?;
+/// Reads the ContentInfo's content type of an application/pkcs7-mime `body`.
+fn sniff_cms(src: &mut dyn Source, entity: &mime::Entity<'_>, body: stream::Span) -> Result<Kind> {
     let mut input = super::CmsInput {
         base64: super::cms_is_base64(entity)?,
         src,
-        span: stream::Span {
-            start: body,
-            end: span.end,
-        },
+        span: body,
     };
-    let mut ber = input.open()?;
-    let info = ber.header()?;
-    let kind = ber.expect_child(info.frame(), "the CMS content type")?;
-    let kind = ber.element(&kind, 1024, "the CMS content type")?;
-    let kind = hsm::ber::read_all(&kind)?.oid()?.to_vec();
+    let (_, kind) = input.open()?.content_info()?;
     Ok(if kind == super::oid::SIGNED_DATA {
         Kind::Signed
     } else if kind == super::oid::ENVELOPED_DATA || kind == super::oid::AUTH_ENVELOPED_DATA {

@@ -156,23 +156,14 @@ pub fn verify_opaque<R: Read>(
     known: &[Vec<u8>],
     out: &mut dyn Write,
 ) -> Result<Signatures> {
-    let info = ber.header()?;
-    if !info.is(tag::SEQUENCE) {
-        return Err(malformed("CMS ContentInfo is not a SEQUENCE"));
-    }
-    let kind_h = ber.expect_child(info.frame(), "the CMS content type")?;
-    let kind = ber.element(&kind_h, SMALL, "the CMS content type")?;
-    let kind = ber::read_all(&kind)?.oid()?.to_vec();
+    let (info, kind) = ber.content_info()?;
     if kind != oid::SIGNED_DATA {
         return Err(malformed(format!(
             "CMS content type {} is not signed data",
             oid::dotted(&kind)
         )));
     }
-    let content = ber.expect_child(info.frame(), "the CMS content")?;
-    if !content.is_context(0) {
-        return Err(malformed("CMS ContentInfo content is not [0]"));
-    }
+    let content = ber.content(&info)?;
     let sd = ber.expect_child(content.frame(), "the signed data")?;
     if !sd.is(tag::SEQUENCE) {
         return Err(malformed("SignedData is not a SEQUENCE"));

@@ -570,25 +570,6 @@ impl<W: Write> QpEncoder<W> {
     }
 }
 
-impl<W: Write> Write for QpEncoder<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        for &b in buf {
-            self.byte(b);
-        }
-        if self.out.len() >= CHUNK {
-            self.inner.write_all(&self.out)?;
-            self.out.clear();
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.write_all(&self.out)?;
-        self.out.clear();
-        self.inner.flush()
-    }
-}
-
 /// Quoted-printable decoding, lenient as mail readers are (a bad escape is kept as written).
 pub struct QpDecoder<W: Write> {
     inner: W,
@@ -645,24 +626,30 @@ impl<W: Write> QpDecoder<W> {
     }
 }
 
-impl<W: Write> Write for QpDecoder<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        for &b in buf {
-            self.byte(b);
-        }
-        if self.out.len() >= CHUNK {
-            self.inner.write_all(&self.out)?;
-            self.out.clear();
-        }
-        Ok(buf.len())
-    }
+/// The byte-at-a-time coders write through an output buffer passed on in CHUNK pieces.
+macro_rules! byte_coder_write {
+    ($($t:ident),*) => {$(
+        impl<W: Write> Write for $t<W> {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                for &b in buf {
+                    self.byte(b);
+                }
+                if self.out.len() >= CHUNK {
+                    self.inner.write_all(&self.out)?;
+                    self.out.clear();
+                }
+                Ok(buf.len())
+            }
 
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.write_all(&self.out)?;
-        self.out.clear();
-        self.inner.flush()
-    }
+            fn flush(&mut self) -> io::Result<()> {
+                self.inner.write_all(&self.out)?;
+                self.out.clear();
+                self.inner.flush()
+            }
+        }
+    )*};
 }
+byte_coder_write!(QpEncoder, QpDecoder);
 
 /// Feeds everything written to several hashes at once.
 #[derive(Debug, Default)]
