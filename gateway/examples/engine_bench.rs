@@ -34,7 +34,7 @@ use smimegw::smime::encrypt::Cipher;
 use smimegw::smime::sign::{Format, Signer};
 use smimegw::smime::{self, Recipient};
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const MODULE: &str = hsm::softhsm::MODULE;
 const LABEL: &str = "alice";
 const USER_PIN: &str = "bench-pin";
 const MIB: f64 = 1024.0 * 1024.0;
@@ -371,23 +371,7 @@ fn aes_speed(gcm: bool) -> f64 {
 }
 
 fn init_softhsm(dir: &Path) {
-    let conf = dir.join("softhsm2.conf");
-    std::fs::create_dir_all(dir.join("tokens")).unwrap();
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            dir.join("tokens").display()
-        ),
-    )
-    .unwrap();
-    let out = Command::new("softhsm2-util")
-        .env("SOFTHSM2_CONF", &conf)
-        .args(["--init-token", "--free", "--label", "bench"])
-        .args(["--so-pin", "0000", "--pin", USER_PIN])
-        .output()
-        .expect("softhsm2-util runs");
-    assert!(out.status.success(), "softhsm2-util --init-token failed");
+    let conf = hsm::softhsm::init_dev_token(dir, "bench", USER_PIN).unwrap();
     // SAFETY: set before any thread starts and before the module is loaded.
     #[allow(unsafe_code)]
     unsafe {

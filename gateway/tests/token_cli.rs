@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_smimegw");
 
-const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const SOFTHSM_MODULE: &str = hsm::softhsm::MODULE;
 
 /// The software token's passphrase in these tests.
 const PASSPHRASE: &str = "soft-passphrase-5e1f9";

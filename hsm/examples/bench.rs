@@ -20,7 +20,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -36,7 +35,7 @@ use hsm::{
     SignAlgorithm, SoftToken, Token,
 };
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const MODULE: &str = hsm::softhsm::MODULE;
 const LABEL: &str = "bench";
 const USER_PIN: &str = "bench-pin";
 const SIZES: [usize; 2] = [2048, 3072];
@@ -230,23 +229,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn init_softhsm(dir: &Path) {
-    let conf = dir.join("softhsm2.conf");
-    std::fs::create_dir_all(dir.join("tokens")).unwrap();
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            dir.join("tokens").display()
-        ),
-    )
-    .unwrap();
-    let out = Command::new("softhsm2-util")
-        .env("SOFTHSM2_CONF", &conf)
-        .args(["--init-token", "--free", "--label", LABEL])
-        .args(["--so-pin", "0000", "--pin", USER_PIN])
-        .output()
-        .expect("softhsm2-util runs");
-    assert!(out.status.success(), "softhsm2-util --init-token failed");
+    let conf = hsm::softhsm::init_dev_token(dir, LABEL, USER_PIN).unwrap();
     // SAFETY: set before any thread starts and before the module is loaded.
     #[allow(unsafe_code)]
     unsafe {

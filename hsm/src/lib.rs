@@ -23,6 +23,7 @@ mod pin;
 mod pkcs11;
 pub mod public;
 mod soft;
+pub mod softhsm;
 mod uri;
 
 use std::fmt;

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use hsm::{KeyRef, MemoryToken, Pin, PinSource, Pkcs11Options, Pkcs11Token, SoftToken, Token};
 
-pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+pub const SOFTHSM_MODULE: &str = hsm::softhsm::MODULE;
 pub const HSM_LABEL: &str = "engine-test";
 pub const HSM_PIN: &str = "engine-pin";
 
@@ -70,23 +70,7 @@ pub fn softhsm_conf() -> &'static Path {
             .tempdir()
             .unwrap()
             .keep();
-        std::fs::create_dir_all(dir.join("tokens")).unwrap();
-        let conf = dir.join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                dir.join("tokens").display()
-            ),
-        )
-        .unwrap();
-        let st = Command::new("softhsm2-util")
-            .env("SOFTHSM2_CONF", &conf)
-            .args(["--init-token", "--free", "--label", HSM_LABEL])
-            .args(["--so-pin", "0000", "--pin", HSM_PIN])
-            .output()
-            .unwrap();
-        assert!(st.status.success(), "softhsm2-util failed");
+        let conf = hsm::softhsm::init_dev_token(&dir, HSM_LABEL, HSM_PIN).unwrap();
         #[allow(unsafe_code)]
         // SAFETY: set once, before this process opens any PKCS#11 module.
         unsafe {

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use hsm::{Pin, PinSource, Pkcs11Options, Pkcs11Token, SoftToken, Token};
 
-pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+pub const MODULE: &str = hsm::softhsm::MODULE;
 pub const USER_PIN: &str = "4711-test-pin";
 pub const LABEL: &str = "smimegw-test";
 
@@ -25,22 +25,7 @@ pub fn softhsm() -> &'static SoftHsm {
             "SoftHSM2 is not installed ({MODULE} missing): run tests/run as root, or apt-get install softhsm2"
         );
         let dir = tempfile::Builder::new().prefix("smimegw-softhsm").tempdir().unwrap().keep();
-        let conf = dir.join("softhsm2.conf");
-        std::fs::create_dir_all(dir.join("tokens")).unwrap();
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                dir.join("tokens").display()
-            ),
-        )
-        .unwrap();
-        let st = Command::new("softhsm2-util")
-            .env("SOFTHSM2_CONF", &conf)
-            .args(["--init-token", "--free", "--label", LABEL, "--so-pin", "0000", "--pin", USER_PIN])
-            .output()
-            .unwrap();
-        assert!(st.status.success(), "softhsm2-util: {}", String::from_utf8_lossy(&st.stderr));
+        let conf = hsm::softhsm::init_dev_token(&dir, LABEL, USER_PIN).unwrap();
         #[allow(unsafe_code)]
         // SAFETY: set once, before any token is opened in this process; SoftHSM reads it at
         // C_Initialize.
