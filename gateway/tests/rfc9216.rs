@@ -1,17 +1,14 @@
 //! The RSA objects of the IETF CMS examples built on the RFC 9216 sample keys
 //! (shared/corpora/ietf-examples-cms-rfc9216): PKCS#1 v1.5 and PSS signatures, two signers
 //! without certificates, RSA-OAEP key transport alone and beside an X25519 recipient. The
-//! decryptions run with the PEM key and with the key imported into SoftHSM2.
+//! decryptions run with the PEM key, the software token and SoftHSM2.
 //! Every object's content is "This is some sample content.".
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use common::{HSM_LABEL, HSM_PIN, SOFTHSM_MODULE, corpus, softhsm_conf};
-use hsm::{
-    AesOffload, Hash, ImportBundle, KeyRef, MemoryToken, PinSource, Pkcs11Options, Pkcs11Token,
-    SignAlgorithm, Token,
-};
+use common::{Holder, corpus, holders_of, pem_der};
+use hsm::{AesOffload, Hash, ImportBundle, SignAlgorithm};
 use smimegw::smime::{Recipient, SmimeError, decrypt_cms, verify_cms, verify_cms_with};
 
 const CONTENT: &[u8] = b"This is some sample content.";
@@ -20,13 +17,9 @@ fn file(path: &str) -> Vec<u8> {
     std::fs::read(corpus(&format!("ietf-examples-cms-rfc9216/{path}"))).unwrap()
 }
 
-/// The first PEM block of a file (the RFC 9216 files have text around their blocks).
+/// The first PEM block of a corpus file (the RFC 9216 files have text around their blocks).
 fn der_of_pem(path: &str) -> Vec<u8> {
-    let text = String::from_utf8(file(path)).unwrap();
-    let begin = text.find("-----BEGIN ").unwrap();
-    let end = text[begin..].find("-----END ").unwrap() + begin;
-    let body: String = text[begin..end].lines().skip(1).collect();
-    smimegw::smime::mime::base64_decode(body.as_bytes()).unwrap()
+    pem_der(&corpus(&format!("ietf-examples-cms-rfc9216/{path}")))
 }
 
 #[test]
@@ -92,40 +85,27 @@ fn two_signers_without_certificates_need_them_given() {
     );
 }
 
-/// Bob's decryption key as a PEM key and in SoftHSM2.
-fn bob_holders() -> Vec<(&'static str, Box<dyn Token>)> {
+/// Bob's decryption key in each kind of holder (PEM, software token, SoftHSM2).
+fn bob_holders() -> Vec<Holder> {
     let pem = file("certs-and-keys/lamps-bob.decrypt.p8.pem");
-    let memory = MemoryToken::from_pem(&pem, "lamps-bob", "lamps-bob.decrypt.p8.pem").unwrap();
     let cert = der_of_pem("certs-and-keys/lamps-bob.encrypt.crt");
     let bundle = ImportBundle::from_parts(
         &der_of_pem("certs-and-keys/lamps-bob.decrypt.p8.pem"),
         vec![cert],
     )
     .unwrap();
-    softhsm_conf();
-    let hsm = Pkcs11Token::open(Pkcs11Options {
-        module: SOFTHSM_MODULE.into(),
-        token: Some(HSM_LABEL.into()),
-        serial: None,
-        pin: Some(PinSource::Value(zeroize::Zeroizing::new(HSM_PIN.into()))),
-        max_sessions: 4,
-        // OAEP with SHA-256 is beyond SoftHSM2 2.6's own mechanism: raw RSA, padding on the host.
-        allow_raw_rsa: true,
-    })
-    .unwrap();
-    let _ = hsm.delete("lamps-bob");
-    hsm.import("lamps-bob", &bundle).unwrap();
-    vec![("pem", Box::new(memory)), ("softhsm", Box::new(hsm))]
+    holders_of(&pem, &bundle, "lamps-bob")
 }
 
 #[test]
 fn oaep_objects_decrypt_with_bobs_key_in_each_holder() {
     let cert = der_of_pem("certs-and-keys/lamps-bob.encrypt.crt");
-    for (holder, token) in bob_holders() {
+    for h in bob_holders() {
+        let holder = h.name;
         let me = Recipient {
             cert: &cert,
-            token: token.as_ref(),
-            key: KeyRef::label("lamps-bob"),
+            token: h.token.as_ref(),
+            key: h.key.clone(),
             offload: AesOffload::Host,
         };
         for name in ["encryptedForBobRSAOaep.p7m", "encryptedForBobAndDana.p7m"] {

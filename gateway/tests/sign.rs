@@ -21,11 +21,7 @@ fn openssl_verifies_what_we_sign() {
     let p12 = corpus("thunderbird-smime/smime/Alice.p12");
     let (holders, cert) = holders(&p12, "nss", "alice-sign");
     let ca = corpus("thunderbird-smime/smime/TestCA.pem");
-    let ca_der = {
-        let pem = std::fs::read_to_string(&ca).unwrap();
-        let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-        smimegw::smime::mime::base64_decode(b64.as_bytes()).unwrap()
-    };
+    let ca_der = common::pem_der(&ca);
     let cases = [
         (Format::Detached, Hash::Sha256, false),
         (Format::Opaque, Hash::Sha256, false),

@@ -140,9 +140,7 @@ const PINNED: u64 = 1_780_272_000;
 const LATER: u64 = 1_956_528_000;
 
 fn test_ca() -> Vec<u8> {
-    let pem = std::fs::read_to_string(corpus("thunderbird-smime/smime/TestCA.pem")).unwrap();
-    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    smimegw::smime::mime::base64_decode(b64.as_bytes()).unwrap()
+    common::pem_der(&corpus("thunderbird-smime/smime/TestCA.pem"))
 }
 
 #[test]

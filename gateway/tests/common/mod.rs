@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use hsm::{KeyRef, MemoryToken, Pin, PinSource, Pkcs11Options, Pkcs11Token, SoftToken, Token};
+use hsm::{
+    ImportBundle, KeyRef, MemoryToken, Pin, PinSource, Pkcs11Options, Pkcs11Token, SoftToken, Token,
+};
 
 pub const SOFTHSM_MODULE: &str = hsm::softhsm::MODULE;
 pub const HSM_LABEL: &str = "engine-test";
@@ -57,6 +59,15 @@ pub fn p12_to_pem(p12: &Path, password: &str, dir: &Path, name: &str) {
     );
 }
 
+/// The DER of the first PEM block of a file (text around the block is allowed).
+pub fn pem_der(path: &Path) -> Vec<u8> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let begin = text.find("-----BEGIN ").unwrap();
+    let end = text[begin..].find("-----END ").unwrap() + begin;
+    let body: String = text[begin..end].lines().skip(1).collect();
+    smimegw::smime::mime::base64_decode(body.as_bytes()).unwrap()
+}
+
 /// One SoftHSM2 token per test process (SoftHSM reads SOFTHSM2_CONF once, at C_Initialize).
 pub fn softhsm_conf() -> &'static Path {
     static CONF: OnceLock<PathBuf> = OnceLock::new();
@@ -94,16 +105,21 @@ pub fn holders(p12: &Path, password: &str, label: &str) -> (Vec<Holder>, Vec<u8>
     let bytes = std::fs::read(p12).unwrap();
     let bundle = hsm::read_pkcs12(&bytes, &Pin::new(password.into())).unwrap();
     let cert = bundle.chain[0].clone();
-
     // A PEM file, as `--key key.pem` reads it.
     let dir = tempfile::tempdir().unwrap();
     p12_to_pem(p12, password, dir.path(), "key");
-    let pem = dir.path().join("key.key");
-    let memory = MemoryToken::from_pem(&std::fs::read(&pem).unwrap(), label, "key.pem").unwrap();
+    let pem = std::fs::read(dir.path().join("key.key")).unwrap();
+    (holders_of(&pem, &bundle, label), cert)
+}
+
+/// One key in each kind of holder: `pem` (the unencrypted PEM key, as `--key key.pem` reads
+/// it), the software token and SoftHSM2 (from `bundle`), all under `label`.
+pub fn holders_of(pem: &[u8], bundle: &ImportBundle, label: &str) -> Vec<Holder> {
+    let memory = MemoryToken::from_pem(pem, label, "key.pem").unwrap();
 
     let soft_dir = tempfile::tempdir().unwrap();
     let soft = SoftToken::create(&soft_dir.path().join("t"), &Pin::new("soft".into())).unwrap();
-    soft.import(label, &bundle).unwrap();
+    soft.import(label, bundle).unwrap();
 
     softhsm_conf();
     let hsm = Pkcs11Token::open(Pkcs11Options {
@@ -118,31 +134,28 @@ pub fn holders(p12: &Path, password: &str, label: &str) -> (Vec<Holder>, Vec<u8>
     })
     .unwrap();
     let _ = hsm.delete(label);
-    hsm.import(label, &bundle)
+    hsm.import(label, bundle)
         .unwrap_or_else(|e| panic!("importing {label} into SoftHSM2: {e}"));
 
     let key = KeyRef::label(label);
-    (
-        vec![
-            Holder {
-                name: "pem",
-                token: Box::new(memory),
-                key: key.clone(),
-                _dir: Some(dir),
-            },
-            Holder {
-                name: "software",
-                token: Box::new(soft),
-                key: key.clone(),
-                _dir: Some(soft_dir),
-            },
-            Holder {
-                name: "softhsm",
-                token: Box::new(hsm),
-                key,
-                _dir: None,
-            },
-        ],
-        cert,
-    )
+    vec![
+        Holder {
+            name: "pem",
+            token: Box::new(memory),
+            key: key.clone(),
+            _dir: None,
+        },
+        Holder {
+            name: "software",
+            token: Box::new(soft),
+            key: key.clone(),
+            _dir: Some(soft_dir),
+        },
+        Holder {
+            name: "softhsm",
+            token: Box::new(hsm),
+            key,
+            _dir: None,
+        },
+    ]
 }
