@@ -134,8 +134,7 @@ impl Prepared<'_> {
         let (outer, plan) = content_plan(src, true)?;
         // Pass 1: the digest (and length) of the canonical content.
         let mut digests = Digests::new(&[signer.hash]);
-        emit_canonical(src, &plan, &mut digests)?;
-        let len = digests.count();
+        let len = emit_canonical(src, &plan, &mut digests)?;
         let digest = digests.finish().pop().map(|(_, d)| d).unwrap_or_default();
 
         out.write_all(&outer)?;

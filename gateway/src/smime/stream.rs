@@ -78,14 +78,22 @@ pub fn read_span(src: &mut dyn Source, span: Span, limit: u64, what: &str) -> Re
 /// body starts. Parse it with [`mime::Entity::parse`].
 pub fn read_header(src: &mut dyn Source, span: Span) -> Result<(Vec<u8>, u64)> {
     let limit = (mime::MAX_HEADER as u64 + 4).min(span.len());
-    let mut buf = Vec::with_capacity(limit as usize);
-    reader(src, span)?.take(limit).read_to_end(&mut buf)?;
-    let (header, _) = mime::split_header(&buf);
-    let hlen = header.len();
-    let found = header.ends_with(b"\n\n")
-        || header.ends_with(b"\n\r\n")
-        || header == b"\r\n"
-        || header == b"\n";
+    let mut r = reader(src, span)?.take(limit);
+    let mut buf = Vec::new();
+    // Read in growing pieces until the empty line: headers are small, bodies may be huge.
+    let mut want = 8 * 1024u64;
+    let (hlen, found) = loop {
+        let got = r.by_ref().take(want).read_to_end(&mut buf)? as u64;
+        let (header, _) = mime::split_header(&buf);
+        let found = header.ends_with(b"\n\n")
+            || header.ends_with(b"\n\r\n")
+            || header == b"\r\n"
+            || header == b"\n";
+        if found || got < want {
+            break (header.len(), found);
+        }
+        want *= 2;
+    };
     if !found && limit < span.len() {
         return Err(malformed("the header block is larger than 1 MiB"));
     }
@@ -655,7 +663,6 @@ byte_coder_write!(QpEncoder, QpDecoder);
 #[derive(Debug, Default)]
 pub struct Digests {
     hashers: Vec<hsm::Hasher>,
-    count: u64,
 }
 
 impl Digests {
@@ -666,12 +673,7 @@ impl Digests {
                 hashers.push(h.hasher());
             }
         }
-        Digests { hashers, count: 0 }
-    }
-
-    /// Bytes seen.
-    pub fn count(&self) -> u64 {
-        self.count
+        Digests { hashers }
     }
 
     /// Each hash and its value.
@@ -688,7 +690,6 @@ impl Write for Digests {
         for h in &mut self.hashers {
             h.update(buf);
         }
-        self.count += buf.len() as u64;
         Ok(buf.len())
     }
 
