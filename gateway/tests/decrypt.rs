@@ -54,6 +54,32 @@ fn enveloped_corpus() -> Vec<String> {
     files
 }
 
+/// Decrypts `msg` with the key in every holder, AES on the host and in the token; each
+/// result named by holder and offload.
+fn decrypt_everywhere(
+    file: &str,
+    msg: &[u8],
+    cert: &[u8],
+    holders: &[common::Holder],
+) -> Vec<(String, smimegw::smime::Decrypted)> {
+    let mut out = Vec::new();
+    for h in holders {
+        for offload in [AesOffload::Host, AesOffload::Token] {
+            let me = Recipient {
+                cert,
+                token: h.token.as_ref(),
+                key: h.key.clone(),
+                offload,
+            };
+            let who = format!("{} ({offload:?})", h.name);
+            let got =
+                decrypt_message(msg, &me).unwrap_or_else(|e| panic!("{file} with {who}: {e}"));
+            out.push((who, got));
+        }
+    }
+    out
+}
+
 #[test]
 fn thunderbird_enveloped_messages_decrypt_with_bobs_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -63,20 +89,10 @@ fn thunderbird_enveloped_messages_decrypt_with_bobs_key() {
         let path = corpus(&format!("thunderbird-smime/{file}"));
         let msg = std::fs::read(&path).unwrap();
         let expected = openssl_decrypt(&path, &p12, dir.path());
-        for h in &holders {
-            for offload in [AesOffload::Host, AesOffload::Token] {
-                let me = Recipient {
-                    cert: &cert,
-                    token: h.token.as_ref(),
-                    key: h.key.clone(),
-                    offload,
-                };
-                let got = decrypt_message(&msg, &me)
-                    .unwrap_or_else(|e| panic!("{file} with {} ({offload:?}): {e}", h.name));
-                assert_eq!(got.content, expected, "{file} with {}", h.name);
-                assert_eq!(got.cipher, "AES-128-CBC");
-                assert!(!got.authenticated);
-            }
+        for (who, got) in decrypt_everywhere(&file, &msg, &cert, &holders) {
+            assert_eq!(got.content, expected, "{file} with {who}");
+            assert_eq!(got.cipher, "AES-128-CBC");
+            assert!(!got.authenticated);
         }
     }
 }
@@ -127,26 +143,16 @@ fn openssl_ecdh_messages_decrypt_with_frans_ec_key() {
         let msg = std::fs::read(&path).unwrap();
         let expected = openssl_decrypt(&path, &p12, dir.path());
         assert!(String::from_utf8_lossy(&expected).contains("This is a test message to Fran."));
-        for h in &ec_holders {
-            for offload in [AesOffload::Host, AesOffload::Token] {
-                let me = Recipient {
-                    cert: &cert,
-                    token: h.token.as_ref(),
-                    key: h.key.clone(),
-                    offload,
-                };
-                let got = decrypt_message(&msg, &me)
-                    .unwrap_or_else(|e| panic!("{file} with {}: {e}", h.name));
-                assert_eq!(got.content, expected, "{file} with {}", h.name);
-                assert!(
-                    matches!(
-                        got.key_management,
-                        smimegw::smime::KeyManagement::Agreement { kdf: k, .. } if k == kdf
-                    ),
-                    "{file}: {}",
-                    got.key_management
-                );
-            }
+        for (who, got) in decrypt_everywhere(file, &msg, &cert, &ec_holders) {
+            assert_eq!(got.content, expected, "{file} with {who}");
+            assert!(
+                matches!(
+                    got.key_management,
+                    smimegw::smime::KeyManagement::Agreement { kdf: k, .. } if k == kdf
+                ),
+                "{file}: {}",
+                got.key_management
+            );
         }
     }
     // Fran's RSA key is not the EC recipient: said, not guessed.
