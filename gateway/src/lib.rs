@@ -1,5 +1,6 @@
 //! smimegw: the S/MIME gateway. The library holds the engine and the protocol cores;
 //! `main.rs` is the command.
 
+pub mod ca;
 pub mod smime;
 pub mod smtp;

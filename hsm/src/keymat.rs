@@ -245,6 +245,30 @@ pub struct CertSummary {
     pub serial_der: Vec<u8>,
 }
 
+/// Checks that `chain` (DER, end entity first) parses and that its first certificate is for
+/// the public key `spki` (DER SubjectPublicKeyInfo).
+pub(crate) fn check_chain_for(spki_der: &[u8], chain: &[Vec<u8>]) -> Result<()> {
+    let leaf = chain
+        .first()
+        .ok_or_else(|| Error::Invalid("no certificate given".into()))?;
+    for c in chain {
+        cert_summary(c)?;
+    }
+    let cert = x509_cert::Certificate::from_der(leaf)
+        .map_err(|e| Error::KeyMaterial(format!("certificate does not parse: {e}")))?;
+    let cert_spki = cert
+        .tbs_certificate()
+        .subject_public_key_info()
+        .to_der()
+        .map_err(|e| Error::KeyMaterial(e.to_string()))?;
+    if cert_spki != spki_der {
+        return Err(Error::KeyMaterial(
+            "the certificate is not for this key (its public key differs)".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Summarises a DER certificate.
 pub fn cert_summary(der_bytes: &[u8]) -> Result<CertSummary> {
     let cert = x509_cert::Certificate::from_der(der_bytes)

@@ -398,6 +398,11 @@ pub trait Token: Send + Sync + fmt::Debug {
     /// The certificates stored under a label (the first is the end entity), as DER.
     fn certificates(&self, label: &str) -> Result<Vec<Vec<u8>>>;
 
+    /// Replaces the certificates stored with the key `label` (a key generated in the token,
+    /// then certified; a renewed certificate): `chain` is DER, the end entity's first, and it
+    /// must certify the key.
+    fn set_certificates(&self, label: &str, chain: &[Vec<u8>]) -> Result<()>;
+
     /// Signs a digest computed by the caller. RSA signatures are as long as the modulus;
     /// ECDSA signatures are DER.
     fn sign(&self, key: &KeyRef, alg: SignAlgorithm, digest: &[u8]) -> Result<Vec<u8>>;

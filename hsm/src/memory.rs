@@ -190,6 +190,10 @@ impl Token for MemoryToken {
         Err(self.read_only())
     }
 
+    fn set_certificates(&self, _label: &str, _chain: &[Vec<u8>]) -> Result<()> {
+        Err(self.read_only())
+    }
+
     fn public_key(&self, key: &KeyRef) -> Result<Vec<u8>> {
         self.check(key)?;
         Ok(self.spki.clone())

@@ -313,6 +313,41 @@ impl Drop for Lease {
 
 /// C_CreateObject, retried a few times on CKR_GENERAL_ERROR: SoftHSM2 answers that now and then
 /// when token objects are created while other sessions of the process use the token.
+/// Creates the certificate objects of `chain` under `label`: the end entity with the key's
+/// `id`, the others with ids of their own. `made` collects the handles, for undoing.
+fn create_certificates(
+    l: &mut Lease,
+    label: &[u8],
+    id: &[u8],
+    chain: &[Vec<u8>],
+    made: &mut Vec<ObjectHandle>,
+) -> Result<()> {
+    for (i, c) in chain.iter().enumerate() {
+        let sum = cert_summary(c)?;
+        let cid = if i == 0 {
+            id.to_vec()
+        } else {
+            key_id(&[], Some(c))
+        };
+        made.push(create_object(
+            l,
+            &[
+                Attribute::Class(ObjectClass::CERTIFICATE),
+                Attribute::CertificateType(CertificateType::X_509),
+                Attribute::Token(true),
+                Attribute::Private(false),
+                Attribute::Label(label.to_vec()),
+                Attribute::Id(cid),
+                Attribute::Subject(sum.subject_der),
+                Attribute::Issuer(sum.issuer_der),
+                Attribute::SerialNumber(sum.serial_der),
+                Attribute::Value(c.clone()),
+            ],
+        )?);
+    }
+    Ok(())
+}
+
 fn create_object(l: &mut Lease, template: &[Attribute]) -> Result<ObjectHandle> {
     let mut tries = 0u32;
     loop {
@@ -1032,30 +1067,7 @@ impl Token for Pkcs11Token {
         let privh = create_object(&mut l, &priv_tpl)?;
         let rest = (|| -> Result<()> {
             create_object(&mut l, &pub_tpl)?;
-            for (i, c) in bundle.chain.iter().enumerate() {
-                let sum = cert_summary(c)?;
-                let cid = if i == 0 {
-                    id.clone()
-                } else {
-                    key_id(&[], Some(c))
-                };
-                create_object(
-                    &mut l,
-                    &[
-                        Attribute::Class(ObjectClass::CERTIFICATE),
-                        Attribute::CertificateType(CertificateType::X_509),
-                        Attribute::Token(true),
-                        Attribute::Private(false),
-                        Attribute::Label(lab.clone()),
-                        Attribute::Id(cid),
-                        Attribute::Subject(sum.subject_der),
-                        Attribute::Issuer(sum.issuer_der),
-                        Attribute::SerialNumber(sum.serial_der),
-                        Attribute::Value(c.clone()),
-                    ],
-                )?;
-            }
-            Ok(())
+            create_certificates(&mut l, &lab, &id, &bundle.chain, &mut Vec::new())
         })();
         if let Err(e) = rest {
             // Leave nothing half-imported.
@@ -1088,6 +1100,35 @@ impl Token for Pkcs11Token {
             c.retain(|(k, _), _| k.label.as_deref() != Some(label));
         }
         Ok(hs.len())
+    }
+
+    fn set_certificates(&self, label: &str, chain: &[Vec<u8>]) -> Result<()> {
+        let _writing = WRITES.lock().map_err(poison)?;
+        let mut l = self.pool.lease()?;
+        let key = KeyRef::label(label);
+        let h = l.find(&key, ObjectClass::PRIVATE_KEY)?;
+        let spki = self.public_key_of(&mut l, h)?;
+        crate::keymat::check_chain_for(&spki, chain)?;
+        let id = self.key_id_of(&mut l, &key)?;
+        let lab = label.as_bytes().to_vec();
+        let old = l.call(|s| {
+            s.find_objects(&[
+                Attribute::Class(ObjectClass::CERTIFICATE),
+                Attribute::Label(lab.clone()),
+            ])
+        })?;
+        // The new certificates go in before the old ones go out: a failure leaves the old.
+        let mut made = Vec::new();
+        if let Err(e) = create_certificates(&mut l, &lab, &id, chain, &mut made) {
+            for h in made {
+                let _ = l.call(|s| s.destroy_object(h));
+            }
+            return Err(e);
+        }
+        for h in old {
+            l.call(|s| s.destroy_object(h))?;
+        }
+        Ok(())
     }
 
     fn public_key(&self, key: &KeyRef) -> Result<Vec<u8>> {

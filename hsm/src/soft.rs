@@ -666,6 +666,31 @@ impl Token for SoftToken {
         self.certificates_in(&e.dirname)
     }
 
+    fn set_certificates(&self, label: &str, chain: &[Vec<u8>]) -> Result<()> {
+        let e = self.find(&KeyRef::label(label))?;
+        let d = self.objects_dir().join(&e.dirname);
+        let spki = fs::read(d.join("public.der")).map_err(|err| Error::storage(&d, err))?;
+        crate::keymat::check_chain_for(&spki, chain)?;
+        // Each file is written aside and renamed over the old one; a crash leaves either
+        // certificate whole.
+        for (i, c) in chain.iter().enumerate() {
+            let tmp = d.join(format!(".cert-{i}.tmp"));
+            let _ = fs::remove_file(&tmp);
+            write_file(&tmp, c)?;
+            let to = d.join(format!("cert-{i}.der"));
+            fs::rename(&tmp, &to).map_err(|err| Error::storage(&to, err))?;
+        }
+        for i in chain.len().. {
+            let p = d.join(format!("cert-{i}.der"));
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => break,
+                Err(err) => return Err(Error::storage(&p, err)),
+            }
+        }
+        sync_dir(&d)
+    }
+
     fn sign(&self, key: &KeyRef, alg: SignAlgorithm, digest: &[u8]) -> Result<Vec<u8>> {
         self.load(key)?.sign(alg, digest)
     }

@@ -159,3 +159,24 @@ pub fn holders_of(pem: &[u8], bundle: &ImportBundle, label: &str) -> Vec<Holder>
         },
     ]
 }
+
+/// A fresh software token and the shared SoftHSM2 token, for tests that make keys. Labels in
+/// SoftHSM2 outlive the test: callers use labels of their own.
+pub fn writable_tokens() -> Vec<(&'static str, Box<dyn Token>, Option<tempfile::TempDir>)> {
+    let soft_dir = tempfile::tempdir().unwrap();
+    let soft = SoftToken::create(&soft_dir.path().join("t"), &Pin::new("soft".into())).unwrap();
+    softhsm_conf();
+    let hsm = Pkcs11Token::open(Pkcs11Options {
+        module: SOFTHSM_MODULE.into(),
+        token: Some(HSM_LABEL.into()),
+        serial: None,
+        pin: Some(PinSource::Value(zeroize::Zeroizing::new(HSM_PIN.into()))),
+        max_sessions: 4,
+        allow_raw_rsa: true,
+    })
+    .unwrap();
+    vec![
+        ("software token", Box::new(soft), Some(soft_dir)),
+        ("SoftHSM2", Box::new(hsm), None),
+    ]
+}
