@@ -189,14 +189,10 @@ fn build(spec: &Spec, subject: &[u8], issuer: &Issuer<'_>) -> Result<Vec<u8>> {
     Ok(seq(&[&tbs, &issuer.algorithm, &tlv(0x03, &bits)]))
 }
 
-/// Signs with a key in the token: RSA PKCS#1 v1.5 or ECDSA, SHA-256.
-fn token_signer<'a>(
-    token: &'a dyn Token,
-    label: &'a str,
-    spki: &[u8],
-) -> Result<(Vec<u8>, impl Fn(&[u8]) -> Result<Vec<u8>> + 'a)> {
-    let kind = hsm::public::public_key_kind(spki)?;
-    let (alg, algorithm_id) = match kind {
+/// How a key in the token signs certificates: RSA PKCS#1 v1.5 or ECDSA, SHA-256; and the
+/// signatureAlgorithm that says so.
+fn signature_algorithm(spki: &[u8]) -> Result<(SignAlgorithm, Vec<u8>)> {
+    Ok(match hsm::public::public_key_kind(spki)? {
         hsm::KeyKind::Rsa { .. } => (
             SignAlgorithm::RsaPkcs1(Hash::Sha256),
             algorithm(ids::SHA256_WITH_RSA, Some(&asn1::null())),
@@ -205,11 +201,12 @@ fn token_signer<'a>(
             SignAlgorithm::Ecdsa(Hash::Sha256),
             algorithm(ids::ECDSA_SHA256, None),
         ),
-    };
-    let sign = move |tbs: &[u8]| -> Result<Vec<u8>> {
-        Ok(token.sign(&KeyRef::label(label), alg, &Hash::Sha256.digest(tbs))?)
-    };
-    Ok((algorithm_id, sign))
+    })
+}
+
+/// Signs a TBSCertificate with the key `label` in the token.
+fn token_sign(token: &dyn Token, label: &str, alg: SignAlgorithm, tbs: &[u8]) -> Result<Vec<u8>> {
+    Ok(token.sign(&KeyRef::label(label), alg, &Hash::Sha256.digest(tbs))?)
 }
 
 /// The built-in certificate authority: its key lives in the token under [`CA_LABEL`].
@@ -237,7 +234,8 @@ impl Ca {
                     token.generate_rsa(CA_LABEL, 3072)?;
                 }
                 let spki = token.public_key(&KeyRef::label(CA_LABEL))?;
-                let (algorithm, sign) = token_signer(token, CA_LABEL, &spki)?;
+                let (alg, algorithm) = signature_algorithm(&spki)?;
+                let sign = |tbs: &[u8]| token_sign(token, CA_LABEL, alg, tbs);
                 let subject = name(&format!("{organization} S/MIME CA"), Some(organization));
                 let spec = Spec {
                     common_name: format!("{organization} S/MIME CA"),
@@ -282,7 +280,8 @@ impl Ca {
         }
         let spki = token.public_key(&KeyRef::label(address))?;
         let ca_spki = token.public_key(&KeyRef::label(CA_LABEL))?;
-        let (algorithm, sign) = token_signer(token, CA_LABEL, &ca_spki)?;
+        let (alg, algorithm) = signature_algorithm(&ca_spki)?;
+        let sign = |tbs: &[u8]| token_sign(token, CA_LABEL, alg, tbs);
         let spec = Spec {
             common_name: address.to_string(),
             organization: None,
