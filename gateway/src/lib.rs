@@ -2,5 +2,6 @@
 //! `main.rs` is the command.
 
 pub mod ca;
+pub mod config;
 pub mod smime;
 pub mod smtp;

@@ -1,0 +1,881 @@
+//! The configuration: one TOML file, read and checked at start. Every error names the key
+//! (`policy.never_sign_to[2]: ...`) and the reason. Every key has a default; an empty file is
+//! a valid configuration, and `smimegw serve --dev` runs on [`Config::dev`].
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A configuration error, naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub message: String,
+}
+
+/// The whole configuration, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub server: Server,
+    pub token: TokenConfig,
+    pub ca: CaConfig,
+    pub outbound: Route,
+    pub inbound: Route,
+    pub queue: QueueConfig,
+    pub policy: Policy,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub hostname: String,
+    pub listen: Vec<SocketAddr>,
+    pub internal_networks: Vec<Network>,
+    pub internal_domains: Vec<String>,
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub max_sessions: usize,
+    /// A client silent this long is disconnected (RFC 5321 §4.5.3.2 suggests 5 minutes).
+    pub idle_timeout: Duration,
+    /// Commands that are not MAIL, RCPT or DATA allowed per message (a guard against abuse).
+    pub max_errors: usize,
+    /// TLS certificate and key (PEM); when absent a self-signed pair is made in the data
+    /// directory on first start.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+/// An IP network in CIDR form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Network {
+    pub fn parse(s: &str) -> Result<Network, String> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP address or network"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|n| *n <= max)
+                .ok_or_else(|| format!("{s:?}: the prefix length must be 0 to {max}"))?,
+            None => max,
+        };
+        Ok(Network { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Where the keys are.
+#[derive(Debug, Clone)]
+pub enum TokenConfig {
+    /// The software token in `DATA/token`.
+    Software { pin: String },
+    /// A PKCS#11 token by URI.
+    Pkcs11 {
+        uri: String,
+        pin: String,
+        allow_raw_rsa: bool,
+    },
+}
+
+impl TokenConfig {
+    pub fn pin_source(&self) -> &str {
+        match self {
+            TokenConfig::Software { pin } | TokenConfig::Pkcs11 { pin, .. } => pin,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CaConfig {
+    pub enabled: bool,
+    pub organization: String,
+    /// Issue a certificate for an internal sender who has none, on first use.
+    pub issue_on_first_use: bool,
+}
+
+/// TLS towards a next hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    Off,
+    Opportunistic,
+    Required,
+}
+
+/// Where mail in one direction goes.
+#[derive(Debug, Clone)]
+pub enum Route {
+    /// SMTP to a next hop.
+    Smtp {
+        host: String,
+        port: u16,
+        tls: TlsMode,
+        /// The next hop's certificate is checked against these roots (PEM) when TLS is
+        /// required; opportunistic TLS accepts any certificate, as MTAs do.
+        ca_file: Option<PathBuf>,
+    },
+    /// A Maildir (`new/`, `cur/`, `tmp/`): for trying the product without a mail server.
+    Maildir(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Delivery attempts running at once.
+    pub concurrency: usize,
+    /// The first retry after this, doubling up to `max_retry`.
+    pub first_retry: Duration,
+    pub max_retry: Duration,
+    /// Undelivered after this long: bounced.
+    pub lifetime: Duration,
+}
+
+/// sign `always|never`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sign {
+    Always,
+    Never,
+}
+
+/// encrypt `never|if-possible|required`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Encrypt {
+    Never,
+    IfPossible,
+    Required,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignatureFormat {
+    Detached,
+    Opaque,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HashName {
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CipherName {
+    Aes128Cbc,
+    Aes256Cbc,
+    Aes128Gcm,
+    Aes256Gcm,
+}
+
+/// What applies to one sender (after domain and address overrides).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    pub sign: Sign,
+    pub encrypt: Encrypt,
+    pub format: SignatureFormat,
+    pub hash: HashName,
+    pub cipher: CipherName,
+}
+
+/// A header that suppresses signing when its value matches.
+#[derive(Debug, Clone)]
+pub struct HeaderRule {
+    pub name: String,
+    pub pattern: regex::Regex,
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub default: Rules,
+    pub domains: BTreeMap<String, Rules>,
+    pub senders: BTreeMap<String, Rules>,
+    pub never_sign_to: Vec<regex::Regex>,
+    pub never_sign_headers: Vec<HeaderRule>,
+    pub archive_bcc: Option<String>,
+    pub encrypt_subject_tag: Option<String>,
+}
+
+impl Policy {
+    /// The rules for a sender: the address's, else its domain's, else the defaults.
+    pub fn rules_for(&self, sender: &str) -> Rules {
+        let sender = sender.to_ascii_lowercase();
+        if let Some(r) = self.senders.get(&sender) {
+            return *r;
+        }
+        let domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        self.domains.get(domain).copied().unwrap_or(self.default)
+    }
+
+    /// Whether mail to `recipient` is never signed (the destination exceptions).
+    pub fn never_sign_to(&self, recipient: &str) -> bool {
+        self.never_sign_to.iter().any(|r| r.is_match(recipient))
+    }
+}
+
+/// The Japanese mobile carriers' domains, whose phones show a signature as an attachment
+/// or refuse it: never signed unless the configuration says otherwise.
+pub const DEFAULT_NEVER_SIGN_TO: &[&str] = &[
+    r"(?i)@(.+\.)?docomo\.ne\.jp$",
+    r"(?i)@(.+\.)?ezweb\.ne\.jp$",
+    r"(?i)@(.+\.)?au\.com$",
+    r"(?i)@(.+\.)?softbank\.ne\.jp$",
+    r"(?i)@(.+\.)?i\.softbank\.jp$",
+    r"(?i)@(.+\.)?ymobile\.ne\.jp$",
+];
+
+/// Mail that is already S/MIME is never signed again.
+pub const DEFAULT_NEVER_SIGN_HEADER: (&str, &str) = (
+    "Content-Type",
+    r"(?i)^\s*(multipart/signed|application/(x-)?pkcs7-mime)\b",
+);
+
+impl Config {
+    /// The embedded defaults of `smimegw serve --dev`: data in `data_dir`, SMTP on
+    /// 127.0.0.1:2525, internal domain example.com, loopback internal, the software token,
+    /// the built-in CA, delivery into Maildirs under `DATA/outbox` and `DATA/inbox`.
+    pub fn dev(data_dir: &Path) -> Config {
+        // An empty file is all defaults; dev changes only what the defaults cannot know.
+        let mut cfg = Config::parse("", data_dir, "built-in defaults")
+            .unwrap_or_else(|e| unreachable!("the defaults are valid: {e}"));
+        cfg.server.listen = vec![SocketAddr::from(([127, 0, 0, 1], 2525))];
+        cfg.server.internal_domains = vec!["example.com".into()];
+        cfg
+    }
+
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path, data_dir_override: Option<&Path>) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            message: format!("cannot be read: {e}"),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut cfg = Config::parse(&text, base, &path.display().to_string())?;
+        if let Some(d) = data_dir_override {
+            cfg.data_dir = d.to_path_buf();
+            cfg.fix_maildirs();
+        }
+        Ok(cfg)
+    }
+
+    /// Parses configuration text; relative paths are taken from `base`.
+    pub fn parse(text: &str, base: &Path, file: &str) -> Result<Config, ConfigError> {
+        let err = |message: String| ConfigError {
+            file: file.to_string(),
+            message,
+        };
+        let raw: raw::File = toml::from_str(text).map_err(|e| err(toml_error(&e)))?;
+        raw.check(base).map_err(err)
+    }
+
+    /// Maildir routes follow the data directory unless configured.
+    fn fix_maildirs(&mut self) {
+        if let Route::Maildir(p) = &mut self.outbound
+            && p.ends_with("outbox")
+        {
+            *p = self.data_dir.join("outbox");
+        }
+        if let Route::Maildir(p) = &mut self.inbound
+            && p.ends_with("inbox")
+        {
+            *p = self.data_dir.join("inbox");
+        }
+    }
+
+    /// Whether a domain is internal.
+    pub fn is_internal_domain(&self, domain: &str) -> bool {
+        self.server
+            .internal_domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(domain))
+    }
+
+    /// Whether an address is in an internal domain.
+    pub fn is_internal_address(&self, address: &str) -> bool {
+        address
+            .rsplit_once('@')
+            .is_some_and(|(_, d)| self.is_internal_domain(d))
+    }
+
+    /// Whether a client address is in the internal networks.
+    pub fn is_internal_client(&self, ip: IpAddr) -> bool {
+        self.server.internal_networks.iter().any(|n| n.contains(ip))
+    }
+}
+
+/// toml's message, which names the key and shows the line, on one line or a few.
+fn toml_error(e: &toml::de::Error) -> String {
+    e.to_string().trim_end().to_string()
+}
+
+/// "30s", "5m", "4h", "5d", or a number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (like 30s, 5m, 4h or 5d)"))?;
+    let mult = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?} is not a duration (like 30s, 5m, 4h or 5d)")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(mult)))
+}
+
+/// "50M", "512k", "1G", or a number of bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (like 512k, 50M or 1G)"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" => 1,
+        "k" | "kb" => 1 << 10,
+        "m" | "mb" => 1 << 20,
+        "g" | "gb" => 1 << 30,
+        _ => return Err(format!("{s:?} is not a size (like 512k, 50M or 1G)")),
+    };
+    Ok(n.saturating_mul(mult))
+}
+
+/// The file as written: every field optional, unknown keys refused.
+mod raw {
+    use super::*;
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct File {
+        pub data_dir: Option<PathBuf>,
+        #[serde(default)]
+        pub server: ServerRaw,
+        #[serde(default)]
+        pub token: TokenRaw,
+        #[serde(default)]
+        pub ca: CaRaw,
+        #[serde(default)]
+        pub delivery: DeliveryRaw,
+        #[serde(default)]
+        pub queue: QueueRaw,
+        #[serde(default)]
+        pub policy: PolicyRaw,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ServerRaw {
+        pub hostname: Option<String>,
+        pub listen: Option<Vec<String>>,
+        pub internal_networks: Option<Vec<String>>,
+        pub internal_domains: Option<Vec<String>>,
+        pub max_message_size: Option<String>,
+        pub max_recipients: Option<usize>,
+        pub max_sessions: Option<usize>,
+        pub idle_timeout: Option<String>,
+        pub max_errors: Option<usize>,
+        pub tls_cert: Option<PathBuf>,
+        pub tls_key: Option<PathBuf>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct TokenRaw {
+        /// A PKCS#11 URI; absent: the software token.
+        pub uri: Option<String>,
+        /// Where the PIN comes from: `env:NAME`, `file:PATH`, `prompt`.
+        pub pin: Option<String>,
+        pub allow_raw_rsa: Option<bool>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct CaRaw {
+        pub enabled: Option<bool>,
+        pub organization: Option<String>,
+        pub issue_on_first_use: Option<bool>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct DeliveryRaw {
+        #[serde(default)]
+        pub outbound: RouteRaw,
+        #[serde(default)]
+        pub inbound: RouteRaw,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RouteRaw {
+        /// host:port of the next hop.
+        pub next_hop: Option<String>,
+        /// off, opportunistic, required.
+        pub tls: Option<String>,
+        pub ca_file: Option<PathBuf>,
+        /// A Maildir instead of a next hop.
+        pub maildir: Option<PathBuf>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct QueueRaw {
+        pub concurrency: Option<usize>,
+        pub first_retry: Option<String>,
+        pub max_retry: Option<String>,
+        pub lifetime: Option<String>,
+    }
+
+    #[derive(Debug, Default, Clone, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RulesRaw {
+        pub sign: Option<Sign>,
+        pub encrypt: Option<Encrypt>,
+        pub format: Option<SignatureFormat>,
+        pub hash: Option<HashName>,
+        pub cipher: Option<CipherName>,
+    }
+
+    impl RulesRaw {
+        fn over(&self, base: Rules) -> Rules {
+            Rules {
+                sign: self.sign.unwrap_or(base.sign),
+                encrypt: self.encrypt.unwrap_or(base.encrypt),
+                format: self.format.unwrap_or(base.format),
+                hash: self.hash.unwrap_or(base.hash),
+                cipher: self.cipher.unwrap_or(base.cipher),
+            }
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct HeaderRaw {
+        pub name: String,
+        pub pattern: String,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct PolicyRaw {
+        pub sign: Option<Sign>,
+        pub encrypt: Option<Encrypt>,
+        pub format: Option<SignatureFormat>,
+        pub hash: Option<HashName>,
+        pub cipher: Option<CipherName>,
+        #[serde(default)]
+        pub domain: BTreeMap<String, RulesRaw>,
+        #[serde(default)]
+        pub sender: BTreeMap<String, RulesRaw>,
+        pub never_sign_to: Option<Vec<String>>,
+        pub never_sign_headers: Option<Vec<HeaderRaw>>,
+        pub archive_bcc: Option<String>,
+        pub encrypt_subject_tag: Option<String>,
+    }
+
+    fn path(base: &Path, p: PathBuf) -> PathBuf {
+        if p.is_absolute() { p } else { base.join(p) }
+    }
+
+    fn regex(key: &str, pattern: &str) -> Result<regex::Regex, String> {
+        regex::Regex::new(pattern)
+            .map_err(|e| format!("{key}: {pattern:?} is not a regular expression: {e}"))
+    }
+
+    fn address(key: &str, a: &str) -> Result<String, String> {
+        let a = a.trim();
+        match a.rsplit_once('@') {
+            Some((l, d)) if !l.is_empty() && d.contains('.') || d == "localhost" => {
+                Ok(a.to_ascii_lowercase())
+            }
+            _ => Err(format!("{key}: {a:?} is not an email address")),
+        }
+    }
+
+    fn route(key: &str, r: RouteRaw, base: &Path, default_dir: PathBuf) -> Result<Route, String> {
+        let tls = match r.tls.as_deref().unwrap_or("opportunistic") {
+            "off" => TlsMode::Off,
+            "opportunistic" => TlsMode::Opportunistic,
+            "required" => TlsMode::Required,
+            other => {
+                return Err(format!(
+                    "{key}.tls: {other:?} (use off, opportunistic or required)"
+                ));
+            }
+        };
+        match (r.next_hop, r.maildir) {
+            (Some(_), Some(_)) => Err(format!(
+                "{key}: next_hop and maildir are both set; choose one"
+            )),
+            (Some(hop), None) => {
+                let (host, port) = match hop.rsplit_once(':') {
+                    Some((h, p)) if !h.ends_with(':') || h.starts_with('[') => (
+                        h.trim_start_matches('[').trim_end_matches(']').to_string(),
+                        p.parse::<u16>()
+                            .map_err(|_| format!("{key}.next_hop: {hop:?}: bad port"))?,
+                    ),
+                    _ => (hop.clone(), 25),
+                };
+                if host.is_empty() {
+                    return Err(format!("{key}.next_hop: {hop:?} has no host"));
+                }
+                Ok(Route::Smtp {
+                    host,
+                    port,
+                    tls,
+                    ca_file: r.ca_file.map(|p| path(base, p)),
+                })
+            }
+            (None, Some(dir)) => Ok(Route::Maildir(path(base, dir))),
+            (None, None) => Ok(Route::Maildir(default_dir)),
+        }
+    }
+
+    impl File {
+        pub fn check(self, base: &Path) -> Result<Config, String> {
+            let data_dir = path(base, self.data_dir.unwrap_or_else(|| "var".into()));
+            let s = self.server;
+            let listen = s
+                .listen
+                .unwrap_or_else(|| vec!["0.0.0.0:25".into()])
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    a.parse::<SocketAddr>()
+                        .map_err(|_| format!("server.listen[{i}]: {a:?} is not an address:port"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let internal_networks = s
+                .internal_networks
+                .unwrap_or_else(|| vec!["127.0.0.0/8".into(), "::1/128".into()])
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    Network::parse(n).map_err(|e| format!("server.internal_networks[{i}]: {e}"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let internal_domains: Vec<String> = s
+                .internal_domains
+                .unwrap_or_default()
+                .into_iter()
+                .map(|d| d.trim().trim_start_matches('@').to_ascii_lowercase())
+                .collect();
+            if let Some((i, d)) = internal_domains
+                .iter()
+                .enumerate()
+                .find(|(_, d)| d.is_empty() || d.contains(['@', ' ', '/']))
+            {
+                return Err(format!(
+                    "server.internal_domains[{i}]: {d:?} is not a domain"
+                ));
+            }
+            let max_message_size = match s.max_message_size {
+                Some(v) => parse_size(&v).map_err(|e| format!("server.max_message_size: {e}"))?,
+                None => 50 << 20,
+            };
+            let idle_timeout = match s.idle_timeout {
+                Some(v) => parse_duration(&v).map_err(|e| format!("server.idle_timeout: {e}"))?,
+                None => Duration::from_secs(300),
+            };
+            let positive = |key: &str, v: Option<usize>, d: usize| match v {
+                Some(0) => Err(format!("{key}: must be at least 1")),
+                Some(n) => Ok(n),
+                None => Ok(d),
+            };
+            if s.tls_cert.is_some() != s.tls_key.is_some() {
+                return Err(
+                    "server.tls_cert and server.tls_key go together: set both or neither".into(),
+                );
+            }
+            let server = Server {
+                hostname: s.hostname.unwrap_or_else(|| "smimegw.localdomain".into()),
+                listen,
+                internal_networks,
+                internal_domains,
+                max_message_size,
+                max_recipients: positive("server.max_recipients", s.max_recipients, 1000)?,
+                max_sessions: positive("server.max_sessions", s.max_sessions, 1000)?,
+                idle_timeout,
+                max_errors: positive("server.max_errors", s.max_errors, 20)?,
+                tls_cert: s.tls_cert.map(|p| path(base, p)),
+                tls_key: s.tls_key.map(|p| path(base, p)),
+            };
+
+            let pin = self.token.pin.unwrap_or_else(|| "env:SMIMEGW_PIN".into());
+            hsm::PinSource::parse(&pin).map_err(|e| format!("token.pin: {e}"))?;
+            let token = match self.token.uri {
+                Some(uri) => {
+                    hsm::Pkcs11Uri::parse(&uri).map_err(|e| format!("token.uri: {e}"))?;
+                    TokenConfig::Pkcs11 {
+                        uri,
+                        pin,
+                        allow_raw_rsa: self.token.allow_raw_rsa.unwrap_or(false),
+                    }
+                }
+                None => TokenConfig::Software { pin },
+            };
+            let ca = CaConfig {
+                enabled: self.ca.enabled.unwrap_or(true),
+                organization: self.ca.organization.unwrap_or_else(|| "smimegw".into()),
+                issue_on_first_use: self.ca.issue_on_first_use.unwrap_or(true),
+            };
+            let outbound = route(
+                "delivery.outbound",
+                self.delivery.outbound,
+                base,
+                data_dir.join("outbox"),
+            )?;
+            let inbound = route(
+                "delivery.inbound",
+                self.delivery.inbound,
+                base,
+                data_dir.join("inbox"),
+            )?;
+            let q = self.queue;
+            let dur = |key: &str, v: Option<String>, d: u64| match v {
+                Some(v) => parse_duration(&v).map_err(|e| format!("{key}: {e}")),
+                None => Ok(Duration::from_secs(d)),
+            };
+            let queue = QueueConfig {
+                concurrency: positive("queue.concurrency", q.concurrency, 16)?,
+                first_retry: dur("queue.first_retry", q.first_retry, 60)?,
+                max_retry: dur("queue.max_retry", q.max_retry, 3600)?,
+                lifetime: dur("queue.lifetime", q.lifetime, 5 * 86_400)?,
+            };
+
+            let p = self.policy;
+            let rules = RulesRaw {
+                sign: p.sign,
+                encrypt: p.encrypt,
+                format: p.format,
+                hash: p.hash,
+                cipher: p.cipher,
+            };
+            let default = rules.over(Rules {
+                sign: Sign::Always,
+                encrypt: Encrypt::IfPossible,
+                format: SignatureFormat::Detached,
+                hash: HashName::Sha256,
+                cipher: CipherName::Aes256Cbc,
+            });
+            let mut domains = BTreeMap::new();
+            for (d, r) in p.domain {
+                domains.insert(d.to_ascii_lowercase(), r.over(default));
+            }
+            let mut senders = BTreeMap::new();
+            for (a, r) in p.sender {
+                let a = address(&format!("policy.sender.{a:?}"), &a)?;
+                let base = a
+                    .rsplit_once('@')
+                    .and_then(|(_, d)| domains.get(d).copied())
+                    .unwrap_or(default);
+                senders.insert(a, r.over(base));
+            }
+            let never_sign_to = match p.never_sign_to {
+                Some(list) => list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| regex(&format!("policy.never_sign_to[{i}]"), r))
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => DEFAULT_NEVER_SIGN_TO
+                    .iter()
+                    .map(|r| regex("policy.never_sign_to", r))
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
+            let never_sign_headers = match p.never_sign_headers {
+                Some(list) => list
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, h)| {
+                        let key = format!("policy.never_sign_headers[{i}]");
+                        if h.name.is_empty() || h.name.contains([':', ' ']) {
+                            return Err(format!("{key}.name: {:?} is not a header name", h.name));
+                        }
+                        Ok(HeaderRule {
+                            pattern: regex(&format!("{key}.pattern"), &h.pattern)?,
+                            name: h.name,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => vec![HeaderRule {
+                    name: DEFAULT_NEVER_SIGN_HEADER.0.into(),
+                    pattern: regex("policy.never_sign_headers", DEFAULT_NEVER_SIGN_HEADER.1)?,
+                }],
+            };
+            let archive_bcc = p
+                .archive_bcc
+                .map(|a| address("policy.archive_bcc", &a))
+                .transpose()?;
+            let encrypt_subject_tag = match p.encrypt_subject_tag {
+                Some(t) if t.trim().is_empty() => {
+                    return Err(
+                        "policy.encrypt_subject_tag: must not be empty (leave it out to have none)"
+                            .into(),
+                    );
+                }
+                t => t,
+            };
+            Ok(Config {
+                data_dir,
+                server,
+                token,
+                ca,
+                outbound,
+                inbound,
+                queue,
+                policy: Policy {
+                    default,
+                    domains,
+                    senders,
+                    never_sign_to,
+                    never_sign_headers,
+                    archive_bcc,
+                    encrypt_subject_tag,
+                },
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("/etc/smimegw"), "smimegw.toml").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.data_dir, Path::new("/etc/smimegw/var"));
+        assert_eq!(c.policy.default.sign, Sign::Always);
+        assert!(c.policy.never_sign_to("taro@docomo.ne.jp"));
+        assert!(c.policy.never_sign_to("hanako@ezweb.ne.jp"));
+        assert!(!c.policy.never_sign_to("bob@example.net"));
+        assert!(!c.policy.never_sign_to("bob@notdocomo.ne.jp.example.net"));
+        assert!(matches!(c.outbound, Route::Maildir(ref p) if p.ends_with("var/outbox")));
+        assert!(c.is_internal_client("127.0.0.1".parse().unwrap()));
+        assert!(c.is_internal_client("::ffff:127.0.0.2".parse().unwrap()));
+        assert!(!c.is_internal_client("192.0.2.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn overrides_by_domain_then_sender() {
+        let c = parse(
+            r#"
+            [policy]
+            encrypt = "never"
+            [policy.domain."example.com"]
+            encrypt = "required"
+            [policy.sender."ceo@example.com"]
+            sign = "never"
+            "#,
+        )
+        .unwrap();
+        let r = c.policy.rules_for("CEO@example.com");
+        assert_eq!((r.sign, r.encrypt), (Sign::Never, Encrypt::Required));
+        let r = c.policy.rules_for("bob@example.com");
+        assert_eq!((r.sign, r.encrypt), (Sign::Always, Encrypt::Required));
+        let r = c.policy.rules_for("bob@example.org");
+        assert_eq!((r.sign, r.encrypt), (Sign::Always, Encrypt::Never));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        for (text, key) in [
+            ("[server]\nlisten = [\"nowhere\"]", "server.listen[0]"),
+            (
+                "[server]\ninternal_networks = [\"10.0.0.0/33\"]",
+                "server.internal_networks[0]",
+            ),
+            (
+                "[server]\nmax_message_size = \"10 parsecs\"",
+                "server.max_message_size",
+            ),
+            (
+                "[policy]\nnever_sign_to = [\"ok\", \"(\"]",
+                "policy.never_sign_to[1]",
+            ),
+            ("[policy]\nsign = \"sometimes\"", "sign"),
+            ("[policy]\narchive_bcc = \"nobody\"", "policy.archive_bcc"),
+            (
+                "[delivery.outbound]\nnext_hop = \"mx:port\"",
+                "delivery.outbound.next_hop",
+            ),
+            (
+                "[delivery.outbound]\ntls = \"maybe\"",
+                "delivery.outbound.tls",
+            ),
+            ("[queue]\nlifetime = \"forever\"", "queue.lifetime"),
+            ("[server]\nlisten_on = []", "listen_on"),
+            ("[server]\ntls_cert = \"a.pem\"", "server.tls_cert"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(key), "{text}: {e}");
+            assert!(e.starts_with("smimegw.toml: "), "{e}");
+        }
+    }
+
+    #[test]
+    fn networks() {
+        let n = Network::parse("10.1.0.0/16").unwrap();
+        assert!(n.contains("10.1.200.3".parse().unwrap()));
+        assert!(!n.contains("10.2.0.1".parse().unwrap()));
+        let all = Network::parse("0.0.0.0/0").unwrap();
+        assert!(all.contains("192.0.2.1".parse().unwrap()));
+        let v6 = Network::parse("2001:db8::/32").unwrap();
+        assert!(v6.contains("2001:db8:1::5".parse().unwrap()));
+        assert!(!v6.contains("10.1.2.3".parse().unwrap()));
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("5d").unwrap(), Duration::from_secs(432_000));
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_size("50M").unwrap(), 50 << 20);
+        assert!(parse_size("-1").is_err());
+    }
+}
