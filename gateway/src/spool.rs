@@ -1,0 +1,470 @@
+//! The durable spool: every accepted message is on disk, file and directory fsynced, before
+//! the `250` that accepts it, and stays there until each recipient has a final result.
+//!
+//! Layout under `DATA/spool/`:
+//! - `tmp/ID`: a message being received (deleted at start: never acknowledged);
+//! - `queue/ID.eml`: the message as received, behind our `Received:` field; never changed;
+//! - `queue/ID.env`: its envelope (JSON): sender, recipients with their DSN parameters and
+//!   results, attempts, next try. Replaced whole (written aside, fsynced, renamed).
+//!
+//! The `.env` is the commit point: the `.eml` is renamed into `queue/` first, then the
+//! envelope is written, then the directory is fsynced; only then is `250` sent. At start, an
+//! `.eml` without `.env` was never acknowledged and is removed; an `.env` without `.eml`
+//! cannot follow a completed commit and is reported and set aside.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// A spool error: what, where.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("spool {path}: envelope does not parse: {reason}")]
+    Envelope { path: PathBuf, reason: String },
+    #[error("no queued message {0}")]
+    NotFound(String),
+}
+
+pub type Result<T> = std::result::Result<T, SpoolError>;
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// What became of one recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "state")]
+pub enum Status {
+    /// Not yet delivered; `last` is the latest temporary failure, if any.
+    Pending { last: Option<String> },
+    /// Accepted by the next hop (its reply) or written to the Maildir.
+    Delivered { reply: String },
+    /// Refused for good (the reason): a DSN goes to the sender.
+    Failed { reason: String },
+}
+
+/// One recipient of a queued message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    pub address: String,
+    /// DSN NOTIFY (RFC 3461), as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<String>,
+    /// DSN ORCPT, as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orcpt: Option<String>,
+    pub status: Status,
+}
+
+/// Which way a message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// From an internal sender to external recipients: signed, maybe encrypted.
+    Outbound,
+    /// To internal recipients: decrypted, verified.
+    Inbound,
+    /// A delivery status notification we made: sent as is.
+    Report,
+}
+
+/// A queued message's envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub id: String,
+    /// When it was accepted (seconds since the epoch).
+    pub received: u64,
+    /// The reverse path; "" for the null sender (bounces).
+    pub from: String,
+    pub direction: Direction,
+    pub recipients: Vec<Recipient>,
+    /// The client's address and EHLO name, for the logs and DSNs.
+    pub client: String,
+    pub helo: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authenticated: Option<String>,
+    /// DSN RET=FULL (true) or HDRS (false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ret_full: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envid: Option<String>,
+    #[serde(default)]
+    pub smtputf8: bool,
+    /// Message size in bytes, as spooled.
+    pub size: u64,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+    /// Not before this time (seconds since the epoch).
+    pub next_try: u64,
+}
+
+impl Envelope {
+    pub fn pending(&self) -> impl Iterator<Item = &Recipient> {
+        self.recipients
+            .iter()
+            .filter(|r| matches!(r.status, Status::Pending { .. }))
+    }
+
+    /// Every recipient has a final result.
+    pub fn is_done(&self) -> bool {
+        self.pending().next().is_none()
+    }
+}
+
+/// The spool directory.
+#[derive(Debug)]
+pub struct Spool {
+    tmp: PathBuf,
+    queue: PathBuf,
+    last_id: AtomicU64,
+}
+
+/// A message being received into `tmp/`.
+#[derive(Debug)]
+pub struct Incoming {
+    pub id: String,
+    path: PathBuf,
+    file: BufWriter<File>,
+    size: u64,
+}
+
+impl Incoming {
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.size += data.len() as u64;
+        self.file.write_all(data).map_err(io_at(&self.path))
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        // Committed files have moved away; this removes only what was never acknowledged.
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(io_at(dir))
+}
+
+/// Writes `data` to `path` through a temporary file, fsynced, renamed into place.
+fn replace_file(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("new");
+    let mut f = File::create(&tmp).map_err(io_at(&tmp))?;
+    f.write_all(data).map_err(io_at(&tmp))?;
+    f.sync_all().map_err(io_at(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_at(path))
+}
+
+impl Spool {
+    /// Opens (creating) the spool under `dir`; what `tmp/` holds is discarded.
+    pub fn open(dir: &Path) -> Result<Spool> {
+        let tmp = dir.join("tmp");
+        let queue = dir.join("queue");
+        for d in [dir, &tmp, &queue] {
+            fs::create_dir_all(d).map_err(io_at(d))?;
+        }
+        for e in fs::read_dir(&tmp).map_err(io_at(&tmp))? {
+            let e = e.map_err(io_at(&tmp))?;
+            let _ = fs::remove_file(e.path());
+        }
+        Ok(Spool {
+            tmp,
+            queue,
+            last_id: AtomicU64::new(0),
+        })
+    }
+
+    pub fn queue_dir(&self) -> &Path {
+        &self.queue
+    }
+
+    /// A new queue id: microseconds since the epoch in hex, made unique within the process
+    /// (and checked against the disk, for clocks that go back).
+    fn new_id(&self) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        let mut last = self.last_id.load(Ordering::Relaxed);
+        loop {
+            let next = now.max(last + 1);
+            match self
+                .last_id
+                .compare_exchange(last, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return format!("{next:014X}"),
+                Err(l) => last = l,
+            }
+        }
+    }
+
+    /// Starts receiving a message.
+    pub fn incoming(&self) -> Result<Incoming> {
+        loop {
+            let id = self.new_id();
+            if self.queue.join(format!("{id}.env")).exists() {
+                continue;
+            }
+            let path = self.tmp.join(&id);
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(f) => {
+                    return Ok(Incoming {
+                        id,
+                        file: BufWriter::with_capacity(64 * 1024, f),
+                        path,
+                        size: 0,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io_at(&path)(e)),
+            }
+        }
+    }
+
+    /// Makes a received message durable with its envelope. When this returns Ok, the
+    /// message survives any crash; answer `250` then, not before.
+    pub fn commit(&self, mut incoming: Incoming, env: &mut Envelope) -> Result<()> {
+        env.id = incoming.id.clone();
+        env.size = incoming.size;
+        let path = incoming.path.clone();
+        incoming.file.flush().map_err(io_at(&path))?;
+        incoming.file.get_ref().sync_all().map_err(io_at(&path))?;
+        let eml = self.message_path(&env.id);
+        fs::rename(&path, &eml).map_err(io_at(&eml))?;
+        self.write_envelope(env)?;
+        fsync_dir(&self.queue)
+    }
+
+    fn envelope_path(&self, id: &str) -> PathBuf {
+        self.queue.join(format!("{id}.env"))
+    }
+
+    /// The message file of a queued id.
+    pub fn message_path(&self, id: &str) -> PathBuf {
+        self.queue.join(format!("{id}.eml"))
+    }
+
+    fn write_envelope(&self, env: &Envelope) -> Result<()> {
+        let path = self.envelope_path(&env.id);
+        let json = serde_json::to_vec_pretty(env).map_err(|e| SpoolError::Envelope {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        replace_file(&path, &json)
+    }
+
+    /// Records a changed envelope (results, attempts, next try).
+    pub fn update(&self, env: &Envelope) -> Result<()> {
+        self.write_envelope(env)
+    }
+
+    /// Reads a queued envelope.
+    pub fn envelope(&self, id: &str) -> Result<Envelope> {
+        let path = self.envelope_path(id);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(SpoolError::NotFound(id.to_string()));
+            }
+            Err(e) => return Err(io_at(&path)(e)),
+        };
+        serde_json::from_slice(&bytes).map_err(|e| SpoolError::Envelope {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Removes a message whose recipients all have final results.
+    pub fn remove(&self, id: &str) -> Result<()> {
+        // The envelope first: a crash in between leaves an orphan message file, which the
+        // next start removes.
+        let env = self.envelope_path(id);
+        match fs::remove_file(&env) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(SpoolError::NotFound(id.to_string()));
+            }
+            Err(e) => return Err(io_at(&env)(e)),
+        }
+        let eml = self.message_path(id);
+        fs::remove_file(&eml).map_err(io_at(&eml))
+    }
+
+    /// Every queued message, after a start: orphan message files removed, unreadable
+    /// envelopes renamed to `ID.env.bad` and reported (never deleted).
+    pub fn recover(&self) -> Result<(Vec<Envelope>, Vec<SpoolError>)> {
+        let mut envs = Vec::new();
+        let mut problems = Vec::new();
+        let mut emls = Vec::new();
+        for e in fs::read_dir(&self.queue).map_err(io_at(&self.queue))? {
+            let e = e.map_err(io_at(&self.queue))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.strip_suffix(".env") {
+                match self.envelope(id) {
+                    Ok(env) if self.message_path(id).exists() => envs.push(env),
+                    Ok(_) => {
+                        let p = self.envelope_path(id);
+                        let _ = fs::rename(&p, p.with_extension("env.bad"));
+                        problems.push(SpoolError::Envelope {
+                            path: p,
+                            reason: "its message file is missing".into(),
+                        });
+                    }
+                    Err(err) => {
+                        let p = self.envelope_path(id);
+                        let _ = fs::rename(&p, p.with_extension("env.bad"));
+                        problems.push(err);
+                    }
+                }
+            } else if let Some(id) = name.strip_suffix(".eml") {
+                emls.push(id.to_string());
+            } else if name.ends_with(".new") {
+                // An envelope update that did not finish: the old one stands.
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        for id in emls {
+            let set_aside = self.queue.join(format!("{id}.env.bad")).exists();
+            if !set_aside && !self.envelope_path(&id).exists() {
+                let _ = fs::remove_file(self.message_path(&id));
+            }
+        }
+        envs.sort_by(|a, b| a.id.cmp(&b.id));
+        // The clock may have gone back: ids issued from now on stay above the recovered.
+        if let Some(max) = envs
+            .iter()
+            .filter_map(|e| u64::from_str_radix(&e.id, 16).ok())
+            .max()
+        {
+            self.last_id.fetch_max(max, Ordering::Relaxed);
+        }
+        Ok((envs, problems))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn envelope(rcpts: &[&str]) -> Envelope {
+        Envelope {
+            id: String::new(),
+            received: now(),
+            from: "alice@example.com".into(),
+            direction: Direction::Outbound,
+            recipients: rcpts
+                .iter()
+                .map(|a| Recipient {
+                    address: a.to_string(),
+                    notify: None,
+                    orcpt: None,
+                    status: Status::Pending { last: None },
+                })
+                .collect(),
+            client: "127.0.0.1".into(),
+            helo: "client".into(),
+            authenticated: None,
+            ret_full: None,
+            envid: None,
+            smtputf8: false,
+            size: 0,
+            attempts: 0,
+            next_try: 0,
+        }
+    }
+
+    #[test]
+    fn commit_recover_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let mut a = spool.incoming().unwrap();
+        a.write(b"Subject: a\r\n\r\nbody\r\n").unwrap();
+        let mut env = envelope(&["bob@example.net"]);
+        spool.commit(a, &mut env).unwrap();
+        assert_eq!(env.size, 20);
+        // Received but not committed: gone at the next start.
+        let mut b = spool.incoming().unwrap();
+        b.write(b"half").unwrap();
+        std::mem::forget(b);
+        // An orphan message file (crash between rename and envelope).
+        fs::write(spool.message_path("0000000000000A"), b"x").unwrap();
+        drop(spool);
+
+        let spool = Spool::open(dir.path()).unwrap();
+        let (envs, problems) = spool.recover().unwrap();
+        assert!(problems.is_empty());
+        assert_eq!(envs, vec![env.clone()]);
+        assert!(!spool.message_path("0000000000000A").exists());
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            fs::read(spool.message_path(&env.id)).unwrap(),
+            b"Subject: a\r\n\r\nbody\r\n"
+        );
+        // A new id sorts after the recovered one.
+        let c = spool.incoming().unwrap();
+        assert!(c.id > env.id);
+        drop(c);
+
+        env.recipients[0].status = Status::Delivered {
+            reply: "250 ok".into(),
+        };
+        spool.update(&env).unwrap();
+        assert_eq!(spool.envelope(&env.id).unwrap(), env);
+        spool.remove(&env.id).unwrap();
+        assert!(matches!(
+            spool.envelope(&env.id),
+            Err(SpoolError::NotFound(_))
+        ));
+        assert!(spool.recover().unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn a_damaged_envelope_is_set_aside_not_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let mut a = spool.incoming().unwrap();
+        a.write(b"x").unwrap();
+        let mut env = envelope(&["bob@example.net"]);
+        spool.commit(a, &mut env).unwrap();
+        fs::write(spool.envelope_path(&env.id), b"{ not json").unwrap();
+        let (envs, problems) = spool.recover().unwrap();
+        assert!(envs.is_empty());
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].to_string().contains("does not parse"),
+            "{}",
+            problems[0]
+        );
+        assert!(
+            spool
+                .queue_dir()
+                .join(format!("{}.env.bad", env.id))
+                .exists()
+        );
+        assert!(spool.message_path(&env.id).exists());
+    }
+}
