@@ -1,6 +1,7 @@
 //! SMTP, sans I/O: protocol state machines that take bytes and return events and bytes to
 //! send. The tokio listener and the delivery client drive them.
 
+pub mod client;
 pub mod server;
 
 pub use server::{Event, MailParams, RcptParams, Reply, Server, ServerConfig};
