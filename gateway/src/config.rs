@@ -106,19 +106,21 @@ impl Network {
 #[derive(Debug, Clone)]
 pub enum TokenConfig {
     /// The software token in `DATA/token`.
-    Software { pin: String },
+    Software { pin: Option<String> },
     /// A PKCS#11 token by URI.
     Pkcs11 {
         uri: String,
-        pin: String,
+        pin: Option<String>,
         allow_raw_rsa: bool,
     },
 }
 
 impl TokenConfig {
-    pub fn pin_source(&self) -> &str {
+    /// Where the PIN comes from (`env:NAME`, `file:PATH`, `prompt`); by default
+    /// `env:SMIMEGW_PIN` when that is set, else a prompt.
+    pub fn pin_source(&self) -> Option<&str> {
         match self {
-            TokenConfig::Software { pin } | TokenConfig::Pkcs11 { pin, .. } => pin,
+            TokenConfig::Software { pin } | TokenConfig::Pkcs11 { pin, .. } => pin.as_deref(),
         }
     }
 }
@@ -277,6 +279,10 @@ impl Config {
         // An empty file is all defaults; dev changes only what the defaults cannot know.
         let mut cfg = Config::parse("", data_dir, "built-in defaults")
             .unwrap_or_else(|e| unreachable!("the defaults are valid: {e}"));
+        cfg.data_dir = data_dir.to_path_buf();
+        cfg.outbound = Route::Maildir(data_dir.join("outbox"));
+        cfg.inbound = Route::Maildir(data_dir.join("inbox"));
+        cfg.server.hostname = "localhost".into();
         cfg.server.listen = vec![SocketAddr::from(([127, 0, 0, 1], 2525))];
         cfg.server.internal_domains = vec!["example.com".into()];
         cfg
@@ -642,8 +648,10 @@ mod raw {
                 tls_key: s.tls_key.map(|p| path(base, p)),
             };
 
-            let pin = self.token.pin.unwrap_or_else(|| "env:SMIMEGW_PIN".into());
-            hsm::PinSource::parse(&pin).map_err(|e| format!("token.pin: {e}"))?;
+            let pin = self.token.pin;
+            if let Some(p) = &pin {
+                hsm::PinSource::parse(p).map_err(|e| format!("token.pin: {e}"))?;
+            }
             let token = match self.token.uri {
                 Some(uri) => {
                     hsm::Pkcs11Uri::parse(&uri).map_err(|e| format!("token.uri: {e}"))?;

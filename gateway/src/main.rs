@@ -4,7 +4,7 @@
 //! lives in `cli/`. Errors end here: they are printed as `smimegw: <error>` on stderr and the
 //! process exits with 1, or 2 when the input or the command line is at fault (clap exits with 2
 //! on usage errors). Logs go to stderr through
-//! `tracing`, filtered by `RUST_LOG` (default `warn`, without cryptoki's complaints about
+//! `tracing`, filtered by `RUST_LOG` (default `warn`, `info` for `serve`, without cryptoki's complaints about
 //! mechanisms it cannot name).
 
 mod cli;
@@ -32,16 +32,24 @@ enum Command {
     Token(cli::token::TokenArgs),
     /// Sign, verify, encrypt or decrypt one message with the S/MIME engine (troubleshooting).
     Message(cli::message::MessageArgs),
+    /// Run the gateway: SMTP in, S/MIME per policy, delivery out.
+    Serve(cli::serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // The daemon reports what it does; the one-shot commands only what goes wrong.
+    init_logging(if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    });
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let result: Result<(), CliError> = match cli.command {
         Command::Token(args) => cli::token::run(args, &mut out),
         Command::Message(args) => cli::message::run(args, &mut out),
+        Command::Serve(args) => cli::serve::run(args, &mut out),
     };
     let flushed = out.flush();
     match result.and(flushed.map_err(CliError::Output)) {
@@ -53,11 +61,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(default: &str) {
     // cryptoki logs an ERROR for every mechanism it has no name for while listing a token's
     // mechanisms; that is noise to an administrator, so the default leaves it out.
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("warn,cryptoki::mechanism=off"));
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default},cryptoki::mechanism=off")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -73,18 +73,6 @@ pub struct Recipient {
     pub status: Status,
 }
 
-/// Which way a message goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    /// From an internal sender to external recipients: signed, maybe encrypted.
-    Outbound,
-    /// To internal recipients: decrypted, verified.
-    Inbound,
-    /// A delivery status notification we made: sent as is.
-    Report,
-}
-
 /// A queued message's envelope.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -93,7 +81,9 @@ pub struct Envelope {
     pub received: u64,
     /// The reverse path; "" for the null sender (bounces).
     pub from: String,
-    pub direction: Direction,
+    /// A delivery status notification we made: sent as is, and never bounced.
+    #[serde(default)]
+    pub report: bool,
     pub recipients: Vec<Recipient>,
     /// The client's address and EHLO name, for the logs and DSNs.
     pub client: String,
@@ -375,7 +365,7 @@ mod tests {
             id: String::new(),
             received: now(),
             from: "alice@example.com".into(),
-            direction: Direction::Outbound,
+            report: false,
             recipients: rcpts
                 .iter()
                 .map(|a| Recipient {

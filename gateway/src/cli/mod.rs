@@ -1,5 +1,6 @@
 //! The subcommands of `smimegw`, one module each, and the plain-text table writer they share.
 
 pub mod message;
+pub mod serve;
 pub mod table;
 pub mod token;

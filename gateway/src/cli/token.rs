@@ -123,17 +123,32 @@ pub fn run(args: TokenArgs, out: &mut dyn Write) -> Result<(), CliError> {
 
 /// The PKCS#11 token of `--token-uri`, or the software token in `DATA/token`.
 fn open(args: &TokenArgs) -> Result<Box<dyn Token>, CliError> {
-    let pin_source = args
-        .pin_source
-        .as_deref()
+    open_token(
+        args.token_uri.as_deref(),
+        args.pin_source.as_deref(),
+        &args.data,
+        args.allow_raw_rsa,
+    )
+}
+
+/// Opens the PKCS#11 token at `token_uri`, or else the software token in `DATA/token`
+/// (created on first use); the PIN comes from `pin_source` (default: env:SMIMEGW_PIN when
+/// set, else a prompt).
+pub fn open_token(
+    token_uri: Option<&str>,
+    pin_source: Option<&str>,
+    data: &Path,
+    allow_raw_rsa: bool,
+) -> Result<Box<dyn Token>, CliError> {
+    let pin_source = pin_source
         .map(PinSource::parse)
         .transpose()?
         .unwrap_or_else(default_pin_source);
-    match &args.token_uri {
+    match token_uri {
         Some(text) => {
             let uri = Pkcs11Uri::parse(text)?;
             let mut opts = Pkcs11Options::from_uri(&uri)?;
-            opts.allow_raw_rsa = args.allow_raw_rsa;
+            opts.allow_raw_rsa = allow_raw_rsa;
             if opts.pin.is_none() {
                 opts.pin = Some(pin_source);
             }
@@ -141,7 +156,7 @@ fn open(args: &TokenArgs) -> Result<Box<dyn Token>, CliError> {
             Ok(Box::new(Pkcs11Token::open(opts)?))
         }
         None => {
-            let dir = args.data.join("token");
+            let dir = data.join("token");
             let pin = soft_token_passphrase(&dir, &pin_source)?;
             tracing::debug!(dir = %dir.display(), "opening the software token");
             let (token, created) = SoftToken::open_or_create(&dir, &pin)?;

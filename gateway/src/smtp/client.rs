@@ -79,7 +79,9 @@ impl ReplyReader {
                 return Err(BadReply(format!("{line:?}: no such reply code")));
             }
             if self.code.is_some_and(|c| c != code) {
-                return Err(BadReply(format!("{line:?}: the code changes within a reply")));
+                return Err(BadReply(format!(
+                    "{line:?}: the code changes within a reply"
+                )));
             }
             self.code = Some(code);
             let more = b.get(3) == Some(&b'-');
@@ -280,7 +282,12 @@ mod tests {
 
     #[test]
     fn malformed_replies_are_errors() {
-        for bad in [&b"hello\r\n"[..], b"250-a\r\n251 b\r\n", b"999 no\r\n", b"250xyz\r\n"] {
+        for bad in [
+            &b"hello\r\n"[..],
+            b"250-a\r\n251 b\r\n",
+            b"999 no\r\n",
+            b"250xyz\r\n",
+        ] {
             let mut r = ReplyReader::default();
             r.receive(bad);
             let mut res = r.next_reply();

@@ -1,0 +1,139 @@
+//! `smimegw serve`: the relay. With `--dev`, on the embedded defaults (see
+//! [`smimegw::config::Config::dev`]); otherwise on a configuration file.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use hsm::Token;
+use smimegw::config::{Config, Route, TokenConfig};
+use smimegw::relay::Relay;
+
+use crate::error::CliError;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Run on the embedded defaults: data in ./var (or --data), SMTP on 127.0.0.1:2525,
+    /// internal domain example.com, the software token, the built-in CA, delivery into
+    /// Maildirs under DATA/outbox and DATA/inbox.
+    #[arg(long, conflicts_with = "config")]
+    dev: bool,
+
+    /// The configuration file (TOML).
+    #[arg(long, short, value_name = "FILE", required_unless_present = "dev")]
+    config: Option<PathBuf>,
+
+    /// Data directory (spool, token, certificates), overriding the configuration's.
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+
+    /// Listen here instead of the configured addresses (address:port).
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<SocketAddr>,
+}
+
+pub fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let mut config = if args.dev {
+        Config::dev(
+            args.data
+                .as_deref()
+                .unwrap_or(std::path::Path::new("./var")),
+        )
+    } else {
+        let path = args.config.as_deref().unwrap_or(std::path::Path::new(""));
+        Config::load(path, args.data.as_deref()).map_err(|e| CliError::Usage(e.to_string()))?
+    };
+    if !args.listen.is_empty() {
+        config.server.listen = args.listen.clone();
+    }
+    let (uri, pin, raw) = match &config.token {
+        TokenConfig::Software { pin } => (None, pin.as_deref(), false),
+        TokenConfig::Pkcs11 {
+            uri,
+            pin,
+            allow_raw_rsa,
+        } => (Some(uri.as_str()), pin.as_deref(), *allow_raw_rsa),
+    };
+    let token: Arc<dyn Token> =
+        Arc::from(super::token::open_token(uri, pin, &config.data_dir, raw)?);
+    let relay = Arc::new(Relay::open(config, token).map_err(|e| CliError::Usage(e.to_string()))?);
+    print_summary(&relay, args.dev, out)?;
+    out.flush()?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Output)?;
+    rt.block_on(async move {
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async {
+                    match term.as_mut() {
+                        Some(t) => { t.recv().await; }
+                        None => std::future::pending::<()>().await,
+                    }
+                } => {}
+            }
+            tracing::info!("shutting down");
+        };
+        relay.run(shutdown).await
+    })
+    .map_err(|e| CliError::Usage(e.to_string()))
+}
+
+fn print_summary(relay: &Relay, dev: bool, out: &mut dyn Write) -> Result<(), CliError> {
+    let c = &relay.config;
+    let route = |r: &Route| match r {
+        Route::Maildir(p) => format!("Maildir {}", p.display()),
+        Route::Smtp {
+            host, port, tls, ..
+        } => format!("SMTP {host}:{port} (TLS {tls:?})"),
+    };
+    let listen: Vec<String> = c.server.listen.iter().map(|a| a.to_string()).collect();
+    let networks: Vec<String> = c
+        .server
+        .internal_networks
+        .iter()
+        .map(|n| format!("{}/{}", n.addr, n.prefix))
+        .collect();
+    writeln!(
+        out,
+        "smimegw {} serving{}",
+        env!("CARGO_PKG_VERSION"),
+        if dev {
+            " on the embedded defaults (--dev)"
+        } else {
+            ""
+        }
+    )?;
+    writeln!(out, "  SMTP         {} (STARTTLS)", listen.join(", "))?;
+    writeln!(
+        out,
+        "  internal     domains {}; clients {}",
+        c.server.internal_domains.join(", "),
+        networks.join(", ")
+    )?;
+    writeln!(out, "  data         {}", c.data_dir.display())?;
+    writeln!(out, "  spool        {}", relay.spool.queue_dir().display())?;
+    if let Some(_ca) = relay.keys.ca_cert() {
+        writeln!(
+            out,
+            "  CA           {} (trust it to verify signed mail)",
+            c.data_dir.join("ca.pem").display()
+        )?;
+    }
+    writeln!(out, "  outbound to  {}", route(&c.outbound))?;
+    writeln!(out, "  inbound to   {}", route(&c.inbound))?;
+    if let (true, Some(addr)) = (dev, c.server.listen.first()) {
+        writeln!(
+            out,
+            "Try: swaks --server {addr} --from alice@example.com --to bob@example.net"
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! Who we can sign and decrypt as, and whom we can encrypt to.
+//!
+//! - [`Keys`]: the internal users' keys in the token, indexed by the addresses their
+//!   certificates name. With the built-in CA, a sender without a certificate (or with an
+//!   expired one) gets one on first use.
+//! - [`CertStore`]: external correspondents' certificates, harvested from the signed mail
+//!   they send (`DATA/certs/ADDRESS.der`, the one valid longest kept), used to encrypt to
+//!   them.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use der::Decode;
+use hsm::{ObjectType, Token};
+
+use crate::ca::{CA_LABEL, Ca};
+use crate::smime::trust;
+
+/// A key in the token with its certificate.
+#[derive(Debug, Clone)]
+pub struct KeyEntry {
+    pub label: String,
+    /// DER, end entity first.
+    pub chain: Vec<Vec<u8>>,
+    /// Validity of the end entity, seconds since the epoch.
+    pub not_before: u64,
+    pub not_after: u64,
+}
+
+/// Why a sender cannot sign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertProblem {
+    NotFound,
+    Expired,
+    /// The token could not be asked (temporary).
+    Token(String),
+}
+
+/// Validity of a DER certificate, seconds since the epoch.
+pub fn validity(cert: &[u8]) -> Option<(u64, u64)> {
+    let c = x509_cert::Certificate::from_der(cert).ok()?;
+    let v = c.tbs_certificate().validity();
+    Some((
+        v.not_before.to_unix_duration().as_secs(),
+        v.not_after.to_unix_duration().as_secs(),
+    ))
+}
+
+/// The addresses a DER certificate names, lower case.
+pub fn cert_addresses(cert: &[u8]) -> Vec<String> {
+    x509_cert::Certificate::from_der(cert)
+        .map(|c| {
+            trust::addresses(&c)
+                .into_iter()
+                .map(|a| a.to_ascii_lowercase())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The internal users' keys.
+#[derive(Debug)]
+pub struct Keys {
+    token: Arc<dyn Token>,
+    ca: Option<Ca>,
+    issue_on_first_use: bool,
+    index: RwLock<HashMap<String, KeyEntry>>,
+    /// Serialises issuing, so two sessions do not make two keys for one sender.
+    issuing: Mutex<()>,
+}
+
+impl Keys {
+    /// Indexes the token's keys by their certificates' addresses.
+    pub fn load(
+        token: Arc<dyn Token>,
+        ca: Option<Ca>,
+        issue_on_first_use: bool,
+    ) -> hsm::Result<Keys> {
+        let keys = Keys {
+            token,
+            ca,
+            issue_on_first_use,
+            index: RwLock::new(HashMap::new()),
+            issuing: Mutex::new(()),
+        };
+        keys.reload()?;
+        Ok(keys)
+    }
+
+    /// Reads the token's keys again (after an import).
+    pub fn reload(&self) -> hsm::Result<()> {
+        let mut index = HashMap::new();
+        for o in self.token.list()? {
+            if o.class != ObjectType::Private || o.label == CA_LABEL {
+                continue;
+            }
+            let chain = self.token.certificates(&o.label).unwrap_or_default();
+            let Some(leaf) = chain.first() else { continue };
+            let Some((not_before, not_after)) = validity(leaf) else {
+                continue;
+            };
+            for a in cert_addresses(leaf) {
+                let e = KeyEntry {
+                    label: o.label.clone(),
+                    chain: chain.clone(),
+                    not_before,
+                    not_after,
+                };
+                // Of two keys for one address, the one valid longest signs.
+                let keep = index
+                    .get(&a)
+                    .is_none_or(|old: &KeyEntry| old.not_after < not_after);
+                if keep {
+                    index.insert(a, e);
+                }
+            }
+        }
+        if let Ok(mut i) = self.index.write() {
+            *i = index;
+        }
+        Ok(())
+    }
+
+    pub fn token(&self) -> &Arc<dyn Token> {
+        &self.token
+    }
+
+    /// The trust anchor of our own CA, if there is one.
+    pub fn ca_cert(&self) -> Option<&[u8]> {
+        self.ca.as_ref().map(|c| c.cert.as_slice())
+    }
+
+    /// The key a user's mail is decrypted with, if any (expired ones too: old mail).
+    pub fn lookup(&self, address: &str) -> Option<KeyEntry> {
+        let a = address.to_ascii_lowercase();
+        self.index.read().ok()?.get(&a).cloned()
+    }
+
+    /// The key and certificate an internal sender signs with, valid `now`. With the
+    /// built-in CA and issue-on-first-use, a missing or expired certificate is issued here
+    /// (this blocks on the token: call it from a blocking thread).
+    pub fn signer(&self, address: &str, now: u64) -> Result<KeyEntry, CertProblem> {
+        let current = self.lookup(address);
+        if let Some(e) = &current
+            && e.not_before <= now
+            && now < e.not_after
+        {
+            return Ok(e.clone());
+        }
+        let Some(ca) = self.ca.as_ref().filter(|_| self.issue_on_first_use) else {
+            return Err(if current.is_some() {
+                CertProblem::Expired
+            } else {
+                CertProblem::NotFound
+            });
+        };
+        let _one = self
+            .issuing
+            .lock()
+            .map_err(|_| CertProblem::Token("lock".into()))?;
+        // Another session may have issued it meanwhile.
+        if let Some(e) = self.lookup(address)
+            && e.not_before <= now
+            && now < e.not_after
+        {
+            return Ok(e);
+        }
+        let address = address.to_ascii_lowercase();
+        let chain = ca
+            .issue_smime(self.token.as_ref(), &address)
+            .map_err(|e| CertProblem::Token(e.to_string()))?;
+        let (not_before, not_after) = validity(&chain[0]).unwrap_or((0, 0));
+        let e = KeyEntry {
+            label: address.clone(),
+            chain,
+            not_before,
+            not_after,
+        };
+        if let Ok(mut i) = self.index.write() {
+            i.insert(address, e.clone());
+        }
+        Ok(e)
+    }
+}
+
+/// External correspondents' certificates.
+#[derive(Debug)]
+pub struct CertStore {
+    dir: PathBuf,
+    index: RwLock<HashMap<String, Vec<u8>>>,
+}
+
+impl CertStore {
+    /// Reads `dir` (creating it).
+    pub fn open(dir: &Path) -> std::io::Result<CertStore> {
+        std::fs::create_dir_all(dir)?;
+        let mut index = HashMap::new();
+        for e in std::fs::read_dir(dir)? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(addr) = name.strip_suffix(".der")
+                && let Ok(der) = std::fs::read(e.path())
+            {
+                index.insert(addr.to_ascii_lowercase(), der);
+            }
+        }
+        Ok(CertStore {
+            dir: dir.to_path_buf(),
+            index: RwLock::new(index),
+        })
+    }
+
+    /// A certificate to encrypt to `address`, valid `now`.
+    pub fn lookup(&self, address: &str, now: u64) -> Option<Vec<u8>> {
+        let a = address.to_ascii_lowercase();
+        let c = self.index.read().ok()?.get(&a).cloned()?;
+        let (nb, na) = validity(&c)?;
+        (nb <= now && now < na).then_some(c)
+    }
+
+    /// Keeps `cert` for each address it names that `sender` is (a certificate is harvested
+    /// only for the address that sent it), when it is valid longer than the one held.
+    /// Returns whether it was kept.
+    pub fn harvest(&self, sender: &str, cert: &[u8]) -> bool {
+        let sender = sender.to_ascii_lowercase();
+        if !cert_addresses(cert).contains(&sender)
+            || sender.contains(['/', '\\'])
+            || sender.starts_with('.')
+        {
+            return false;
+        }
+        let Some((_, not_after)) = validity(cert) else {
+            return false;
+        };
+        let Ok(mut index) = self.index.write() else {
+            return false;
+        };
+        if let Some(old) = index.get(&sender)
+            && (old.as_slice() == cert
+                || validity(old).is_some_and(|(_, old_after)| old_after >= not_after))
+        {
+            return false;
+        }
+        let path = self.dir.join(format!("{sender}.der"));
+        let tmp = self.dir.join(format!(".{sender}.tmp"));
+        if std::fs::write(&tmp, cert)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .is_err()
+        {
+            return false;
+        }
+        index.insert(sender, cert.to_vec());
+        true
+    }
+}

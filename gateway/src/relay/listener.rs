@@ -1,0 +1,413 @@
+//! The SMTP listener: drives the sans-I/O [`crate::smtp::Server`] over TCP (and TLS after
+//! STARTTLS), decides MAIL and RCPT (relay rules, the sender's certificate), streams DATA
+//! into the spool and answers `250` only once it is durable.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::config::Sign;
+use crate::smtp::{Event, MailParams, RcptParams, Reply, Server, ServerConfig};
+use crate::spool::{self, Envelope, Incoming, Recipient, Status};
+
+use super::Relay;
+use super::dsn::rfc5322_date;
+use super::keys::CertProblem;
+
+/// Accepts connections until the task is aborted.
+pub async fn accept_loop(relay: Arc<Relay>, listener: TcpListener) {
+    let sessions = Arc::new(tokio::sync::Semaphore::new(
+        relay.config.server.max_sessions,
+    ));
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors and the like: wait, do not spin.
+                tracing::warn!("accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let relay = relay.clone();
+        match sessions.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tokio::spawn(async move {
+                    session(relay, tcp, peer).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                tokio::spawn(async move {
+                    let mut tcp = tcp;
+                    let _ = tcp
+                        .write_all(b"421 4.3.2 Too many connections, try again later\r\n")
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+/// A connection, plain or TLS.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Gone,
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Conn::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Conn::Gone => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Conn::Gone => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Conn::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// The transaction being received.
+struct Tx {
+    from: String,
+    params: MailParams,
+    recipients: Vec<Recipient>,
+    incoming: Option<Incoming>,
+    /// The spool failed while data came in: answer 451 at the end.
+    spool_error: Option<String>,
+}
+
+struct Session {
+    relay: Arc<Relay>,
+    peer: SocketAddr,
+    internal_client: bool,
+    helo: String,
+    tx: Option<Tx>,
+}
+
+async fn session(relay: Arc<Relay>, tcp: TcpStream, peer: SocketAddr) {
+    let cfg = &relay.config.server;
+    let mut server = Server::new(ServerConfig {
+        hostname: cfg.hostname.clone(),
+        max_message_size: cfg.max_message_size,
+        max_recipients: cfg.max_recipients,
+        max_line: 4096,
+        max_errors: cfg.max_errors,
+        starttls: relay.tls_server.is_some(),
+        auth: false,
+    });
+    let mut s = Session {
+        internal_client: relay.config.is_internal_client(peer.ip()),
+        relay: relay.clone(),
+        peer,
+        helo: String::new(),
+        tx: None,
+    };
+    let mut conn = Conn::Plain(tcp);
+    let mut buf = vec![0u8; 64 * 1024];
+    let idle = cfg.idle_timeout;
+    loop {
+        let mut close = false;
+        while let Some(ev) = server.next_event() {
+            match ev {
+                Event::StartTls => {
+                    let out = server.take_output();
+                    if conn.write_all(&out).await.is_err() {
+                        return;
+                    }
+                    let Some(acceptor) = relay.tls_server.clone() else {
+                        return;
+                    };
+                    let Conn::Plain(tcp) = std::mem::replace(&mut conn, Conn::Gone) else {
+                        return;
+                    };
+                    match acceptor.accept(tcp).await {
+                        Ok(tls) => {
+                            conn = Conn::Tls(Box::new(tls));
+                            server.tls_started();
+                        }
+                        Err(e) => {
+                            tracing::info!(%peer, "TLS handshake failed: {e}");
+                            return;
+                        }
+                    }
+                }
+                Event::Close => close = true,
+                other => s.handle(&mut server, other).await,
+            }
+        }
+        let out = server.take_output();
+        if !out.is_empty() && conn.write_all(&out).await.is_err() {
+            return;
+        }
+        if close || server.is_closed() {
+            let _ = conn.shutdown().await;
+            return;
+        }
+        let n = match tokio::time::timeout(idle, conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Ok(Ok(n)) => n,
+            Err(_) => {
+                let _ = conn
+                    .write_all(b"421 4.4.2 Idle too long, closing the connection\r\n")
+                    .await;
+                return;
+            }
+        };
+        server.receive(&buf[..n]);
+    }
+}
+
+impl Session {
+    async fn handle(&mut self, server: &mut Server, ev: Event) {
+        match ev {
+            Event::Hello { name, .. } => {
+                self.helo = name;
+                self.tx = None;
+            }
+            Event::Mail { from, params } => {
+                self.tx = Some(Tx {
+                    from,
+                    params,
+                    recipients: Vec::new(),
+                    incoming: None,
+                    spool_error: None,
+                });
+                server.accept("Ok");
+            }
+            Event::Rcpt { to, params } => match self.check_rcpt(&to, &params).await {
+                Ok(()) => {
+                    if let Some(tx) = self.tx.as_mut() {
+                        tx.recipients.push(Recipient {
+                            address: to,
+                            notify: params.notify,
+                            orcpt: params.orcpt,
+                            status: Status::Pending { last: None },
+                        });
+                    }
+                    server.accept("Ok");
+                }
+                Err(reply) => server.reject(reply),
+            },
+            Event::DataStart => {
+                if let Some(mut tx) = self.tx.take() {
+                    match self.relay.spool.incoming() {
+                        Ok(mut inc) => {
+                            let received = self.received_field(&inc.id, server.is_tls(), &tx);
+                            if let Err(e) = inc.write(received.as_bytes()) {
+                                tx.spool_error = Some(e.to_string());
+                            }
+                            tx.incoming = Some(inc);
+                        }
+                        Err(e) => tx.spool_error = Some(e.to_string()),
+                    }
+                    self.tx = Some(tx);
+                }
+            }
+            Event::Data(bytes) => {
+                if let Some(tx) = self.tx.as_mut()
+                    && tx.spool_error.is_none()
+                    && let Some(inc) = tx.incoming.as_mut()
+                    && let Err(e) = inc.write(&bytes)
+                {
+                    tx.spool_error = Some(e.to_string());
+                }
+            }
+            Event::DataAborted => {
+                self.tx = None;
+            }
+            Event::DataEnd => {
+                let reply = self.commit().await;
+                match reply {
+                    Ok(id) => server.accept(&format!("Ok: queued as {id}")),
+                    Err(r) => server.reject(r),
+                }
+                self.tx = None;
+            }
+            Event::Auth { .. } => {
+                server.reject(Reply::new(
+                    535,
+                    "5.7.8",
+                    "Authentication credentials invalid",
+                ));
+            }
+            Event::StartTls | Event::Close => {}
+        }
+    }
+
+    fn received_field(&self, id: &str, tls: bool, tx: &Tx) -> String {
+        let proto = if tls { "ESMTPS" } else { "ESMTP" };
+        let for_clause = if tx.recipients.len() == 1 {
+            format!("\r\n\tfor <{}>", tx.recipients[0].address)
+        } else {
+            String::new()
+        };
+        format!(
+            "Received: from {helo} ({ip})\r\n\tby {host} (smimegw) with {proto} id {id}{for_clause};\r\n\t{date}\r\n",
+            helo = if self.helo.is_empty() {
+                "unknown"
+            } else {
+                &self.helo
+            },
+            ip = self.peer.ip(),
+            host = self.relay.config.server.hostname,
+            date = rfc5322_date(spool::now()),
+        )
+    }
+
+    /// RCPT: relay rules, then (outbound) the sender's signing certificate.
+    async fn check_rcpt(&mut self, to: &str, _params: &RcptParams) -> Result<(), Reply> {
+        let config = &self.relay.config;
+        let Some(tx) = self.tx.as_ref() else {
+            return Err(Reply::new(503, "5.5.1", "MAIL first"));
+        };
+        if to.is_empty() || !to.contains('@') {
+            return Err(Reply::new(
+                550,
+                "5.1.3",
+                "Recipient address is not a mailbox (user@domain)",
+            ));
+        }
+        if config.is_internal_address(to) {
+            return Ok(());
+        }
+        if !self.internal_client {
+            return Err(Reply::new(554, "5.7.1", "Relay access denied"));
+        }
+        // Outbound from an internal sender: will it be signed, and can it be?
+        let from = tx.from.clone();
+        if !config.is_internal_address(&from) {
+            return Ok(());
+        }
+        let rules = config.policy.rules_for(&from);
+        let archive = config
+            .policy
+            .archive_bcc
+            .as_deref()
+            .is_some_and(|a| a.eq_ignore_ascii_case(to));
+        if rules.sign != Sign::Always || config.policy.never_sign_to(to) || archive {
+            return Ok(());
+        }
+        let relay = self.relay.clone();
+        let checked =
+            tokio::task::spawn_blocking(move || relay.keys.signer(&from, spool::now())).await;
+        match checked {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(CertProblem::NotFound)) => {
+                Err(Reply::new(451, "4.7.1", "S/MIME certificate is not found"))
+            }
+            Ok(Err(CertProblem::Expired)) => {
+                Err(Reply::new(451, "4.7.1", "S/MIME certificate is expired"))
+            }
+            Ok(Err(CertProblem::Token(e))) => {
+                tracing::warn!("signing key check: {e}");
+                Err(Reply::new(
+                    451,
+                    "4.7.1",
+                    "S/MIME key token unavailable, try again later",
+                ))
+            }
+            Err(_) => Err(Reply::new(451, "4.3.0", "Internal error, try again later")),
+        }
+    }
+
+    /// DATA ended: fsync the message and its envelope, then `250`.
+    async fn commit(&mut self) -> Result<String, Reply> {
+        let Some(mut tx) = self.tx.take() else {
+            return Err(Reply::new(503, "5.5.1", "No transaction"));
+        };
+        if let Some(e) = tx.spool_error.take() {
+            tracing::error!("spool: {e}");
+            return Err(Reply::new(
+                451,
+                "4.3.0",
+                "Cannot store the message now, try again later",
+            ));
+        }
+        let Some(incoming) = tx.incoming.take() else {
+            return Err(Reply::new(451, "4.3.0", "No spool file"));
+        };
+        let mut env = Envelope {
+            id: String::new(),
+            received: spool::now(),
+            from: tx.from,
+            report: false,
+            recipients: tx.recipients,
+            client: self.peer.ip().to_string(),
+            helo: self.helo.clone(),
+            authenticated: None,
+            ret_full: tx.params.ret_full,
+            envid: tx.params.envid,
+            smtputf8: tx.params.smtputf8,
+            size: 0,
+            attempts: 0,
+            next_try: 0,
+        };
+        let relay = self.relay.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            relay.spool.commit(incoming, &mut env).map(|()| env)
+        })
+        .await;
+        match done {
+            Ok(Ok(env)) => {
+                tracing::info!(
+                    id = %env.id,
+                    from = %env.from,
+                    rcpts = env.recipients.len(),
+                    size = env.size,
+                    client = %env.client,
+                    "queued"
+                );
+                self.relay.queue.schedule(&env.id, 0);
+                Ok(env.id)
+            }
+            Ok(Err(e)) => {
+                tracing::error!("spool: {e}");
+                Err(Reply::new(
+                    451,
+                    "4.3.0",
+                    "Cannot store the message now, try again later",
+                ))
+            }
+            Err(_) => Err(Reply::new(451, "4.3.0", "Internal error, try again later")),
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! The relay: `smimegw serve`. SMTP in ([`listener`]), the durable spool
+//! ([`crate::spool`]), the queue that runs the [`pipeline`] (policy and S/MIME) and
+//! [`deliver`]s, and the bounces ([`dsn`]).
+
+pub mod deliver;
+pub mod dsn;
+pub mod keys;
+pub mod listener;
+pub mod pipeline;
+pub mod queue;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use hsm::Token;
+
+use crate::ca::Ca;
+use crate::config::{Config, Route};
+use crate::spool::Spool;
+
+use keys::{CertStore, Keys};
+
+/// Everything the listener and the queue share.
+pub struct Relay {
+    pub config: Config,
+    pub spool: Spool,
+    pub keys: Keys,
+    pub certs: CertStore,
+    /// Trust anchors for inbound signatures: our CA and `DATA/trust/`.
+    pub anchors: Vec<Vec<u8>>,
+    pub queue: queue::Queue,
+    pub tls_server: Option<tokio_rustls::TlsAcceptor>,
+    /// TLS towards next hops: any certificate (opportunistic), or checked against a CA file.
+    pub tls_client_any: Arc<rustls::ClientConfig>,
+    pub tls_client_outbound: Arc<rustls::ClientConfig>,
+    pub tls_client_inbound: Arc<rustls::ClientConfig>,
+}
+
+/// A start-up failure, for the administrator.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Token(#[from] hsm::Error),
+    #[error("built-in CA: {0}")]
+    Ca(#[from] crate::ca::CaError),
+    #[error("{0}")]
+    Spool(#[from] crate::spool::SpoolError),
+    #[error("{what} {path}: {reason}")]
+    File {
+        what: &'static str,
+        path: String,
+        reason: String,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+fn file_error(what: &'static str, path: &Path, reason: impl std::fmt::Display) -> StartError {
+    StartError::File {
+        what,
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Reads PEM certificates (or one DER certificate) from a file.
+fn read_certs(path: &Path) -> Result<Vec<Vec<u8>>, StartError> {
+    let bytes = std::fs::read(path).map_err(|e| file_error("certificate file", path, e))?;
+    if !bytes.starts_with(b"-----") {
+        return Ok(vec![bytes]);
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let mut out = Vec::new();
+    let mut rest = text.as_ref();
+    while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
+        let block = &rest[start..];
+        let end = block
+            .find("-----END CERTIFICATE-----")
+            .ok_or_else(|| file_error("certificate file", path, "a PEM block does not end"))?
+            + "-----END CERTIFICATE-----".len();
+        let (_, der) = der::pem::decode_vec(&block.as_bytes()[..end])
+            .map_err(|e| file_error("certificate file", path, e))?;
+        out.push(der);
+        rest = &block[end..];
+    }
+    Ok(out)
+}
+
+fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, StartError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| file_error("TLS", Path::new("client"), e))?;
+    let cfg = match ca_file {
+        Some(p) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in read_certs(p)? {
+                roots
+                    .add(rustls::pki_types::CertificateDer::from(c))
+                    .map_err(|e| file_error("CA file", p, e))?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(deliver::AnyCertificate(provider)))
+            .with_no_client_auth(),
+    };
+    Ok(Arc::new(cfg))
+}
+
+/// The listener's TLS: the configured certificate and key, or a self-signed pair made in
+/// `DATA/tls/` on first start.
+fn server_tls(config: &Config) -> Result<tokio_rustls::TlsAcceptor, StartError> {
+    let (cert_path, key_path) = match (&config.server.tls_cert, &config.server.tls_key) {
+        (Some(c), Some(k)) => (c.clone(), k.clone()),
+        _ => {
+            let dir = config.data_dir.join("tls");
+            let c = dir.join("cert.pem");
+            let k = dir.join("key.pem");
+            if !c.exists() || !k.exists() {
+                std::fs::create_dir_all(&dir).map_err(|e| file_error("directory", &dir, e))?;
+                let (cert, key) = crate::ca::tls_self_signed(&config.server.hostname)?;
+                write_private(&k, crate::ca::pem("PRIVATE KEY", &[&key])?.as_bytes())?;
+                crate::ca::write_pem(&c, &[&cert])?;
+                tracing::info!(cert = %c.display(), "made a self-signed TLS certificate");
+            }
+            (c, k)
+        }
+    };
+    let chain: Vec<rustls::pki_types::CertificateDer<'static>> = read_certs(&cert_path)?
+        .into_iter()
+        .map(rustls::pki_types::CertificateDer::from)
+        .collect();
+    let key_pem = std::fs::read(&key_path).map_err(|e| file_error("TLS key", &key_path, e))?;
+    let (label, der) =
+        der::pem::decode_vec(&key_pem).map_err(|e| file_error("TLS key", &key_path, e))?;
+    let key = match label {
+        "PRIVATE KEY" => rustls::pki_types::PrivateKeyDer::Pkcs8(der.into()),
+        "RSA PRIVATE KEY" => rustls::pki_types::PrivateKeyDer::Pkcs1(der.into()),
+        "EC PRIVATE KEY" => rustls::pki_types::PrivateKeyDer::Sec1(der.into()),
+        other => {
+            return Err(file_error(
+                "TLS key",
+                &key_path,
+                format!("a {other} block (want PRIVATE KEY)"),
+            ));
+        }
+    };
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| file_error("TLS", &cert_path, e))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| file_error("TLS certificate and key", &cert_path, e))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<(), StartError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| file_error("file", path, e))?;
+    f.write_all(data).map_err(|e| file_error("file", path, e))
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("data_dir", &self.config.data_dir)
+            .field("listen", &self.config.server.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Relay {
+    /// Opens everything under the data directory: the CA (made on first start), keys,
+    /// harvested certificates, trust anchors, TLS, and the spool (recovered).
+    pub fn open(config: Config, token: Arc<dyn Token>) -> Result<Relay, StartError> {
+        let data = config.data_dir.clone();
+        std::fs::create_dir_all(&data).map_err(|e| file_error("data directory", &data, e))?;
+        let ca = if config.ca.enabled {
+            Some(Ca::open_or_create(
+                token.as_ref(),
+                &config.ca.organization,
+                &data.join("ca.pem"),
+            )?)
+        } else {
+            None
+        };
+        let mut anchors: Vec<Vec<u8>> = ca.iter().map(|c| c.cert.clone()).collect();
+        let trust_dir = data.join("trust");
+        std::fs::create_dir_all(&trust_dir).map_err(|e| file_error("directory", &trust_dir, e))?;
+        for e in std::fs::read_dir(&trust_dir)
+            .map_err(|e| file_error("directory", &trust_dir, e))?
+            .flatten()
+        {
+            match read_certs(&e.path()) {
+                Ok(c) => anchors.extend(c),
+                Err(err) => tracing::warn!("trust anchor skipped: {err}"),
+            }
+        }
+        let keys = Keys::load(token, ca, config.ca.issue_on_first_use)?;
+        let certs_dir = data.join("certs");
+        let certs =
+            CertStore::open(&certs_dir).map_err(|e| file_error("directory", &certs_dir, e))?;
+        let spool = Spool::open(&data.join("spool"))?;
+        let tls_server = Some(server_tls(&config)?);
+        let ca_of = |r: &Route| match r {
+            Route::Smtp {
+                ca_file: Some(p), ..
+            } => Some(p.clone()),
+            _ => None,
+        };
+        let tls_client_any = client_config(None)?;
+        let tls_client_outbound = match ca_of(&config.outbound) {
+            Some(p) => client_config(Some(&p))?,
+            None => tls_client_any.clone(),
+        };
+        let tls_client_inbound = match ca_of(&config.inbound) {
+            Some(p) => client_config(Some(&p))?,
+            None => tls_client_any.clone(),
+        };
+        let queue = queue::Queue::new(config.queue.concurrency);
+        Ok(Relay {
+            config,
+            spool,
+            keys,
+            certs,
+            anchors,
+            queue,
+            tls_server,
+            tls_client_any,
+            tls_client_outbound,
+            tls_client_inbound,
+        })
+    }
+
+    /// Recovers the spool and runs the listeners and the queue until `shutdown` resolves.
+    pub async fn run(
+        self: Arc<Self>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), StartError> {
+        let (envs, problems) = self.spool.recover()?;
+        for p in problems {
+            tracing::error!("spool: {p}");
+        }
+        if !envs.is_empty() {
+            tracing::info!(messages = envs.len(), "recovered queued messages");
+        }
+        for e in envs {
+            self.queue.schedule(&e.id, e.next_try);
+        }
+        let mut listeners = Vec::new();
+        for addr in &self.config.server.listen {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: *addr,
+                    source,
+                })?;
+            listeners.push(l);
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for l in listeners {
+            tasks.spawn(listener::accept_loop(self.clone(), l));
+        }
+        tasks.spawn(queue::run(self.clone()));
+        shutdown.await;
+        tasks.abort_all();
+        Ok(())
+    }
+}

@@ -1,0 +1,397 @@
+//! The queue manager: runs delivery attempts for due messages, at most `concurrency` at
+//! once; records each recipient's result in the envelope; retries with exponential backoff;
+//! bounces what fails for good or outlives the queue lifetime; removes what is done.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+
+use crate::config::Route;
+use crate::smtp::client::Transaction;
+use crate::spool::{self, Envelope, Recipient, Status};
+
+use super::Relay;
+use super::deliver::{self, Hop, Outcome};
+use super::pipeline::{self, Context};
+
+#[derive(Debug, Default)]
+struct Sched {
+    /// (not before, id).
+    due: BTreeSet<(u64, String)>,
+    running: HashSet<String>,
+}
+
+/// The queue's schedule (what is on disk is the truth; this is what runs when).
+#[derive(Debug)]
+pub struct Queue {
+    sched: Mutex<Sched>,
+    wake: Notify,
+    slots: Arc<Semaphore>,
+}
+
+impl Queue {
+    pub fn new(concurrency: usize) -> Queue {
+        Queue {
+            sched: Mutex::new(Sched::default()),
+            wake: Notify::new(),
+            slots: Arc::new(Semaphore::new(concurrency)),
+        }
+    }
+
+    /// Runs `id` at `at` (seconds since the epoch; 0 = now).
+    pub fn schedule(&self, id: &str, at: u64) {
+        if let Ok(mut s) = self.sched.lock() {
+            s.due.retain(|(_, i)| i != id);
+            s.due.insert((at, id.to_string()));
+        }
+        self.wake.notify_one();
+    }
+
+    /// Makes every queued message due now (`smimegw queue retry`).
+    pub fn retry_all(&self) {
+        if let Ok(mut s) = self.sched.lock() {
+            let ids: Vec<String> = s.due.iter().map(|(_, i)| i.clone()).collect();
+            s.due = ids.into_iter().map(|i| (0, i)).collect();
+        }
+        self.wake.notify_one();
+    }
+
+    /// Forgets `id` (deleted by the administrator).
+    pub fn forget(&self, id: &str) {
+        if let Ok(mut s) = self.sched.lock() {
+            s.due.retain(|(_, i)| i != id);
+        }
+    }
+
+    /// The next due id not running, or how long until one is due.
+    fn take_due(&self, now: u64) -> Result<String, Option<u64>> {
+        let Ok(mut s) = self.sched.lock() else {
+            return Err(None);
+        };
+        let next = s
+            .due
+            .iter()
+            .find(|(_, id)| !s.running.contains(id))
+            .cloned();
+        match next {
+            Some((at, id)) if at <= now => {
+                s.due.remove(&(at, id.clone()));
+                s.running.insert(id.clone());
+                Ok(id)
+            }
+            Some((at, _)) => Err(Some(at - now)),
+            None => Err(None),
+        }
+    }
+
+    fn finished(&self, id: &str) {
+        if let Ok(mut s) = self.sched.lock() {
+            s.running.remove(id);
+        }
+        self.wake.notify_one();
+    }
+}
+
+/// The queue's main loop.
+pub async fn run(relay: Arc<Relay>) {
+    let q = &relay.queue;
+    loop {
+        let permit = match q.slots.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        match q.take_due(spool::now()) {
+            Ok(id) => {
+                let relay = relay.clone();
+                tokio::spawn(async move {
+                    attempt(&relay, &id).await;
+                    relay.queue.finished(&id);
+                    drop(permit);
+                });
+            }
+            Err(wait) => {
+                drop(permit);
+                let sleep = Duration::from_secs(wait.unwrap_or(3600).min(3600));
+                tokio::select! {
+                    _ = q.wake.notified() => {}
+                    _ = tokio::time::sleep(sleep) => {}
+                }
+            }
+        }
+    }
+}
+
+/// The wait before attempt `n + 1`: first_retry × 2^(n-1), at most max_retry.
+fn backoff(relay: &Relay, attempts: u32) -> u64 {
+    let q = &relay.config.queue;
+    let first = q.first_retry.as_secs().max(1);
+    let exp = attempts.saturating_sub(1).min(30);
+    first
+        .saturating_mul(1u64 << exp)
+        .min(q.max_retry.as_secs().max(first))
+}
+
+/// One delivery attempt of a queued message.
+async fn attempt(relay: &Arc<Relay>, id: &str) {
+    let mut env = match relay.spool.envelope(id) {
+        Ok(e) => e,
+        Err(spool::SpoolError::NotFound(_)) => return,
+        Err(e) => {
+            tracing::error!(id, "cannot read the envelope: {e}");
+            return;
+        }
+    };
+    let message = relay.spool.message_path(id);
+    let now = spool::now();
+    let r = relay.clone();
+    let env2 = env.clone();
+    let planned = tokio::task::spawn_blocking(move || {
+        let ctx = Context {
+            config: &r.config,
+            keys: &r.keys,
+            certs: &r.certs,
+            anchors: &r.anchors,
+            now,
+        };
+        pipeline::process(&ctx, &env2, &message)
+    })
+    .await;
+    let plan = match planned {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => {
+            tracing::error!(id, "processing failed: {e}");
+            retry_later(relay, &mut env, &format!("4.3.0 processing failed: {e}")).await;
+            return;
+        }
+        Err(e) => {
+            tracing::error!(id, "processing crashed: {e}");
+            retry_later(relay, &mut env, "4.3.0 processing failed").await;
+            return;
+        }
+    };
+    let mut newly_failed: Vec<(String, String)> = Vec::new();
+    for (i, why) in plan.failed {
+        tracing::warn!(id, rcpt = %env.recipients[i].address, "failed: {why}");
+        newly_failed.push((env.recipients[i].address.clone(), why.clone()));
+        env.recipients[i].status = Status::Failed { reason: why };
+    }
+    for (i, why) in plan.deferred {
+        tracing::info!(id, rcpt = %env.recipients[i].address, "deferred: {why}");
+        env.recipients[i].status = Status::Pending { last: Some(why) };
+    }
+    for job in plan.jobs {
+        let outcomes = run_job(relay, &env, &job).await;
+        for (&i, o) in job.recipients.iter().zip(outcomes) {
+            let rcpt = &env.recipients[i].address;
+            match o {
+                Outcome::Delivered(reply) => {
+                    tracing::info!(id, rcpt = %rcpt, treatment = %job.treatment, "delivered: {reply}");
+                    env.recipients[i].status = Status::Delivered { reply };
+                }
+                Outcome::Deferred(why) => {
+                    tracing::info!(id, rcpt = %rcpt, "deferred: {why}");
+                    env.recipients[i].status = Status::Pending { last: Some(why) };
+                }
+                Outcome::Failed(why) => {
+                    tracing::warn!(id, rcpt = %rcpt, "failed: {why}");
+                    newly_failed.push((rcpt.clone(), why.clone()));
+                    env.recipients[i].status = Status::Failed { reason: why };
+                }
+            }
+        }
+    }
+    env.attempts += 1;
+    // Past the lifetime, what is still pending fails.
+    if !env.is_done() && now.saturating_sub(env.received) >= relay.config.queue.lifetime.as_secs() {
+        for r in env.recipients.iter_mut() {
+            if let Status::Pending { last } = &r.status {
+                let why = format!(
+                    "delivery time expired after {} attempts; last: {}",
+                    env.attempts,
+                    last.as_deref().unwrap_or("no attempt")
+                );
+                newly_failed.push((r.address.clone(), why.clone()));
+                r.status = Status::Failed { reason: why };
+            }
+        }
+    }
+    if !newly_failed.is_empty() {
+        bounce(relay, &env, &newly_failed).await;
+    }
+    if env.is_done() {
+        if let Err(e) = relay.spool.remove(id) {
+            tracing::error!(id, "cannot remove a delivered message: {e}");
+        }
+        return;
+    }
+    env.next_try = now + backoff(relay, env.attempts);
+    if let Err(e) = relay.spool.update(&env) {
+        tracing::error!(id, "cannot record the results: {e}");
+    }
+    relay.queue.schedule(id, env.next_try);
+}
+
+async fn retry_later(relay: &Arc<Relay>, env: &mut Envelope, why: &str) {
+    for r in env.recipients.iter_mut() {
+        if let Status::Pending { last } = &mut r.status {
+            *last = Some(why.to_string());
+        }
+    }
+    env.attempts += 1;
+    env.next_try = spool::now() + backoff(relay, env.attempts);
+    if let Err(e) = relay.spool.update(env) {
+        tracing::error!(id = %env.id, "cannot record the results: {e}");
+    }
+    relay.queue.schedule(&env.id, env.next_try);
+}
+
+async fn run_job(relay: &Arc<Relay>, env: &Envelope, job: &pipeline::Job) -> Vec<Outcome> {
+    let n = job.recipients.len();
+    let body = match &job.body {
+        Some(f) => f.try_clone(),
+        None => File::open(relay.spool.message_path(&env.id)),
+    };
+    let mut body = match body {
+        Ok(b) => b,
+        Err(e) => return vec![Outcome::Deferred(format!("4.3.0 spool: {e}")); n],
+    };
+    let size = body
+        .seek(SeekFrom::End(0))
+        .and_then(|s| body.seek(SeekFrom::Start(0)).map(|_| s))
+        .unwrap_or(env.size);
+    let route = if job.inbound {
+        &relay.config.inbound
+    } else {
+        &relay.config.outbound
+    };
+    let rcpts: Vec<&Recipient> = job.recipients.iter().map(|&i| &env.recipients[i]).collect();
+    match route {
+        Route::Maildir(dir) => {
+            let dir = dir.clone();
+            let addrs: Vec<String> = rcpts.iter().map(|r| r.address.clone()).collect();
+            let id = env.id.clone();
+            let res =
+                tokio::task::spawn_blocking(move || deliver::maildir(&dir, &addrs, &mut body, &id))
+                    .await;
+            match res {
+                Ok(Ok(name)) => vec![Outcome::Delivered(format!("Maildir {name}")); n],
+                Ok(Err(e)) => vec![Outcome::Deferred(format!("4.3.0 Maildir: {e}")); n],
+                Err(e) => vec![Outcome::Deferred(format!("4.3.0 Maildir: {e}")); n],
+            }
+        }
+        Route::Smtp {
+            host, port, tls, ..
+        } => {
+            let hop = Hop {
+                host: host.clone(),
+                port: *port,
+                tls: *tls,
+                tls_config: if job.inbound {
+                    relay.tls_client_inbound.clone()
+                } else {
+                    relay.tls_client_outbound.clone()
+                },
+                hostname: relay.config.server.hostname.clone(),
+            };
+            let tx = Transaction {
+                from: env.from.clone(),
+                recipients: rcpts
+                    .iter()
+                    .map(|r| (r.address.clone(), r.notify.clone(), r.orcpt.clone()))
+                    .collect(),
+                size,
+                eight_bit: true,
+                smtputf8: env.smtputf8,
+                ret_full: env.ret_full,
+                envid: env.envid.clone(),
+            };
+            deliver::smtp(&hop, &tx, body).await
+        }
+    }
+}
+
+/// Queues a DSN to the sender for `failed`; never for the null sender or our own reports,
+/// nor when the recipients asked for none (NOTIFY=NEVER, or a list without FAILURE).
+async fn bounce(relay: &Arc<Relay>, env: &Envelope, failed: &[(String, String)]) {
+    if env.from.is_empty() || env.report {
+        return;
+    }
+    let wanted: Vec<(String, String)> = failed
+        .iter()
+        .filter(|(a, _)| {
+            env.recipients
+                .iter()
+                .find(|r| &r.address == a)
+                .and_then(|r| r.notify.as_deref())
+                .is_none_or(|n| n.to_ascii_uppercase().contains("FAILURE"))
+        })
+        .cloned()
+        .collect();
+    if wanted.is_empty() {
+        return;
+    }
+    let r = relay.clone();
+    let env = env.clone();
+    let res = tokio::task::spawn_blocking(move || -> Result<String, String> {
+        let mut original = File::open(r.spool.message_path(&env.id)).map_err(|e| e.to_string())?;
+        let mut incoming = r.spool.incoming().map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        let now = spool::now();
+        super::dsn::write_report(
+            &mut buf,
+            &r.config.server.hostname,
+            &env,
+            &wanted,
+            &mut original,
+            now,
+        )
+        .map_err(|e| e.to_string())?;
+        incoming.write(&buf).map_err(|e| e.to_string())?;
+        let mut report = Envelope {
+            id: String::new(),
+            received: now,
+            from: String::new(),
+            report: true,
+            recipients: vec![Recipient {
+                address: env.from.clone(),
+                notify: None,
+                orcpt: None,
+                status: Status::Pending { last: None },
+            }],
+            client: "localhost".into(),
+            helo: r.config.server.hostname.clone(),
+            authenticated: None,
+            ret_full: None,
+            envid: None,
+            smtputf8: false,
+            size: 0,
+            attempts: 0,
+            next_try: 0,
+        };
+        r.spool
+            .commit(incoming, &mut report)
+            .map_err(|e| e.to_string())?;
+        Ok(report.id)
+    })
+    .await;
+    match res {
+        Ok(Ok(id)) => {
+            tracing::info!(report = %id, to = %env_from(&relay.spool, &id), "queued a delivery status notification");
+            relay.queue.schedule(&id, 0);
+        }
+        Ok(Err(e)) => tracing::error!("cannot queue a delivery status notification: {e}"),
+        Err(e) => tracing::error!("cannot queue a delivery status notification: {e}"),
+    }
+}
+
+fn env_from(spool: &spool::Spool, id: &str) -> String {
+    spool
+        .envelope(id)
+        .ok()
+        .and_then(|e| e.recipients.first().map(|r| r.address.clone()))
+        .unwrap_or_default()
+}
