@@ -594,7 +594,8 @@ fn open_and_annotate(
         .and_then(trust::from_address)
         .unwrap_or_else(|| env.from.clone());
     let mut decrypted = false;
-    let mut signed = None::<(bool, String)>;
+    // The best signer's result: (rank, RFC 7281 result, text); pass > neutral > fail.
+    let mut signed = None::<(u8, &'static str, String)>;
     for layer in &opened.layers {
         match layer {
             Layer::Encrypted(_) => decrypted = true,
@@ -604,8 +605,11 @@ fn open_and_annotate(
                 ..
             } => {
                 for s in signers {
-                    let (ok, why) = match (&s.cert, s.valid) {
+                    let verdict = match (&s.cert, s.valid) {
                         (Some(cert), true) => {
+                            // The certificate of a valid signature is kept to encrypt replies,
+                            // trusted or not, as mail clients do.
+                            ctx.certs.harvest(&from, cert);
                             match trust::check_signer(
                                 cert,
                                 certificates,
@@ -613,48 +617,40 @@ fn open_and_annotate(
                                 ctx.now,
                                 Some(&from),
                             ) {
-                                Ok(()) => {
-                                    ctx.certs.harvest(&from, cert);
-                                    (true, format!("signed by {from}"))
-                                }
-                                Err(why) => {
-                                    // A valid signature from an untrusted certificate: its
-                                    // certificate is still kept to encrypt replies, as mail
-                                    // clients do.
-                                    ctx.certs.harvest(&from, cert);
-                                    (false, format!("signature valid but not trusted: {why}"))
-                                }
+                                Ok(()) => (2, "pass", format!("signed by {from}")),
+                                Err(why) => (
+                                    1,
+                                    "neutral",
+                                    format!("signature valid but not trusted: {why}"),
+                                ),
                             }
                         }
-                        (None, true) => (false, "signer's certificate not in the message".into()),
+                        (None, true) => (
+                            1,
+                            "neutral",
+                            "the signer's certificate is not in the message".to_string(),
+                        ),
                         (_, false) => (
-                            false,
+                            0,
+                            "fail",
                             format!("bad signature: {}", s.reason.clone().unwrap_or_default()),
                         ),
                     };
-                    if signed.as_ref().is_none_or(|(was_ok, _)| !was_ok) {
-                        signed = Some((ok, why));
+                    if signed.as_ref().is_none_or(|(rank, _, _)| *rank < verdict.0) {
+                        signed = Some(verdict);
                     }
                 }
             }
         }
     }
-    let (smime, detail) = match (&opened.stopped, decrypted, &signed) {
+    let (smime, detail) = match (&opened.stopped, decrypted, signed) {
         (Some(e), _, _) => ("fail".to_string(), format!("not decrypted: {e}")),
-        (None, _, Some((true, who))) => (
-            "pass".to_string(),
+        (None, _, Some((_, result, text))) => (
+            result.to_string(),
             if decrypted {
-                format!("decrypted; {who}")
+                format!("decrypted; {text}")
             } else {
-                who.clone()
-            },
-        ),
-        (None, _, Some((false, why))) => (
-            "fail".to_string(),
-            if decrypted {
-                format!("decrypted; {why}")
-            } else {
-                why.clone()
+                text
             },
         ),
         (None, true, None) => ("none".to_string(), "decrypted; not signed".into()),

@@ -1,0 +1,630 @@
+//! The relay end to end: the `smimegw serve` binary on a loopback port, swaks as the SMTP
+//! client, OpenSSL as the correspondent's S/MIME software, Maildirs (or a next hop) as the
+//! destination.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::openssl;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Gateway {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Gateway {
+    /// Starts the gateway with `server_extra` lines in `[server]` and `rest` after it.
+    fn start(server_extra: &str, rest: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, server_extra, rest)
+    }
+
+    fn start_in(dir: tempfile::TempDir, server_extra: &str, rest: &str) -> Gateway {
+        let port = free_port();
+        let config = format!(
+            "data_dir = \"data\"\n\
+             [server]\n\
+             hostname = \"gw.example.com\"\n\
+             listen = [\"127.0.0.1:{port}\"]\n\
+             internal_domains = [\"example.com\"]\n\
+             {server_extra}\n\
+             [queue]\n\
+             first_retry = \"1s\"\n\
+             max_retry = \"2s\"\n\
+             {rest}\n"
+        );
+        std::fs::write(dir.path().join("smimegw.toml"), config).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_smimegw"))
+            .args(["serve", "--config", "smimegw.toml"])
+            .current_dir(dir.path())
+            .env("SMIMEGW_PIN", "test-passphrase")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("gateway.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let g = Gateway { child, dir, port };
+        g.wait_listening();
+        g
+    }
+
+    fn wait_listening(&self) {
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the gateway did not start: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    /// swaks to the gateway with `args`; returns its output (it may fail: callers check).
+    fn swaks(&self, args: &[&str]) -> Output {
+        Command::new("swaks")
+            .args([
+                "--server",
+                &format!("127.0.0.1:{}", self.port),
+                "--timeout",
+                "60",
+            ])
+            .args(args)
+            .output()
+            .expect("swaks runs (tests/run installs it)")
+    }
+
+    /// Sends and expects `250` to the data.
+    fn send(&self, args: &[&str]) -> String {
+        let out = self.swaks(args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success() && text.contains("<-  250 2.0.0 Ok: queued as"),
+            "swaks {args:?}: {text}\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        text
+    }
+
+    /// Waits until the Maildir `DATA/which/new` holds `n` messages; returns them in order.
+    fn maildir(&self, which: &str, n: usize) -> Vec<(PathBuf, String)> {
+        let dir = self.data().join(which).join("new");
+        let start = Instant::now();
+        loop {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .map(|d| d.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            if files.len() >= n {
+                files.sort();
+                return files
+                    .into_iter()
+                    .map(|p| {
+                        let t = String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned();
+                        (p, t)
+                    })
+                    .collect();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{} has {} of {n} messages; log:\n{}",
+                dir.display(),
+                files.len(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Envelopes in the queue.
+    fn queued(&self) -> Vec<serde_json::Value> {
+        let dir = self.data().join("spool/queue");
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "env"))
+                    .map(|e| serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A correspondent outside: a self-signed S/MIME certificate made by OpenSSL.
+fn outsider(dir: &Path, name: &str, address: &str) {
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "30",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            &format!("subjectAltName=email:{address}"),
+            "-addext",
+            "extendedKeyUsage=emailProtection",
+            "-addext",
+            "keyUsage=digitalSignature,keyEncipherment",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ],
+        dir,
+    );
+}
+
+fn header_value<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.lines()
+        .take_while(|l| !l.is_empty() && *l != "\r")
+        .find(|l| {
+            l.len() > name.len()
+                && l[..name.len()].eq_ignore_ascii_case(name)
+                && l.as_bytes()[name.len()] == b':'
+        })
+        .map(|l| l[name.len() + 1..].trim())
+}
+
+#[test]
+fn outbound_is_signed_except_by_destination_archive_and_header() {
+    let gw = Gateway::start("", "[policy]\narchive_bcc = \"archive@example.org\"\n");
+    gw.send(&[
+        "--from",
+        "alice@example.com",
+        "--to",
+        "bob@example.net,taro@docomo.ne.jp,archive@example.org",
+        "--header",
+        "Subject: quarterly figures",
+        "--body",
+        "Numbers.\n.leading dot line\n",
+    ]);
+    let got = gw.maildir("outbox", 2);
+    let signed: Vec<_> = got
+        .iter()
+        .filter(|(_, t)| t.contains("multipart/signed"))
+        .collect();
+    let plain: Vec<_> = got
+        .iter()
+        .filter(|(_, t)| !t.contains("multipart/signed"))
+        .collect();
+    assert_eq!((signed.len(), plain.len()), (1, 1), "{got:?}");
+    let (path, text) = signed[0];
+    assert!(
+        text.starts_with("Delivered-To: bob@example.net\r\n"),
+        "{text}"
+    );
+    let out = openssl(
+        &[
+            "cms",
+            "-verify",
+            "-in",
+            path.to_str().unwrap(),
+            "-CAfile",
+            gw.data().join("ca.pem").to_str().unwrap(),
+        ],
+        gw.dir.path(),
+    );
+    let content = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        content.contains("Numbers.") && content.contains(".leading dot line"),
+        "{content}"
+    );
+    // The carrier and the archive get it as sent, together.
+    let (_, text) = plain[0];
+    assert!(text.contains("Delivered-To: taro@docomo.ne.jp"), "{text}");
+    assert!(text.contains("Delivered-To: archive@example.org"), "{text}");
+    assert!(text.contains("Subject: quarterly figures"));
+
+    // Mail that is already S/MIME signed is not signed again.
+    std::fs::write(
+        gw.dir.path().join("m.txt"),
+        "Content-Type: text/plain\r\n\r\nsigned by the client\r\n",
+    )
+    .unwrap();
+    outsider(gw.dir.path(), "client", "alice@example.com");
+    openssl(
+        &[
+            "cms",
+            "-sign",
+            "-in",
+            "m.txt",
+            "-signer",
+            "client.pem",
+            "-inkey",
+            "client.key",
+            "-from",
+            "alice@example.com",
+            "-to",
+            "carol@example.net",
+            "-subject",
+            "client-signed",
+            "-out",
+            "signed.eml",
+        ],
+        gw.dir.path(),
+    );
+    gw.send(&[
+        "--from",
+        "alice@example.com",
+        "--to",
+        "carol@example.net",
+        "--data",
+        gw.dir.path().join("signed.eml").to_str().unwrap(),
+    ]);
+    let got = gw.maildir("outbox", 3);
+    let carol = got
+        .iter()
+        .find(|(_, t)| t.contains("Delivered-To: carol@"))
+        .unwrap();
+    assert_eq!(
+        carol.1.matches("application/pkcs7-signature").count(),
+        2,
+        "signed once: {}",
+        carol.1
+    );
+    assert!(gw.queued().is_empty());
+}
+
+#[test]
+fn sender_without_certificate_is_refused_with_451() {
+    let gw = Gateway::start("", "[ca]\nissue_on_first_use = false\n");
+    let out = gw.swaks(&["--from", "alice@example.com", "--to", "bob@example.net"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("451 4.7.1 S/MIME certificate is not found"),
+        "{text}"
+    );
+    // Mail that will not be signed is not held up: to a never-sign destination...
+    gw.send(&["--from", "alice@example.com", "--to", "taro@docomo.ne.jp"]);
+    // ... and inbound mail.
+    gw.send(&["--from", "bob@example.net", "--to", "alice@example.com"]);
+    gw.maildir("outbox", 1);
+    gw.maildir("inbox", 1);
+}
+
+#[test]
+fn external_clients_may_not_relay() {
+    let gw = Gateway::start("internal_networks = [\"10.0.0.0/8\"]", "");
+    let out = gw.swaks(&[
+        "--from",
+        "someone@example.net",
+        "--to",
+        "victim@example.org",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("554 5.7.1 Relay access denied"), "{text}");
+    // Mail for our domain is welcome from anywhere.
+    gw.send(&["--from", "someone@example.net", "--to", "alice@example.com"]);
+    gw.maildir("inbox", 1);
+}
+
+#[test]
+fn inbound_is_decrypted_verified_and_the_certificate_harvested_for_replies() {
+    let dir = tempfile::tempdir().unwrap();
+    // Bob is outside; his certificate is trusted (as a CA bundle would make it).
+    outsider(dir.path(), "bob", "bob@example.net");
+    std::fs::create_dir_all(dir.path().join("data/trust")).unwrap();
+    std::fs::copy(
+        dir.path().join("bob.pem"),
+        dir.path().join("data/trust/bob.pem"),
+    )
+    .unwrap();
+    let gw = Gateway::start_in(dir, "", "");
+    let d = gw.dir.path();
+
+    // Alice writes first: her certificate is issued, and Bob gets it in her signed mail.
+    gw.send(&[
+        "--from",
+        "alice@example.com",
+        "--to",
+        "bob@example.net",
+        "--body",
+        "hello bob",
+    ]);
+    let got = gw.maildir("outbox", 1);
+    openssl(
+        &[
+            "cms",
+            "-verify",
+            "-in",
+            got[0].0.to_str().unwrap(),
+            "-CAfile",
+            "data/ca.pem",
+            "-signer",
+            "alice.pem",
+            "-out",
+            "/dev/null",
+        ],
+        d,
+    );
+
+    // Bob answers signed and encrypted to Alice, with a forged status field.
+    std::fs::write(
+        d.join("reply.txt"),
+        "Content-Type: text/plain\r\n\r\nsecret answer from bob\r\n",
+    )
+    .unwrap();
+    openssl(
+        &[
+            "cms",
+            "-sign",
+            "-in",
+            "reply.txt",
+            "-signer",
+            "bob.pem",
+            "-inkey",
+            "bob.key",
+            "-out",
+            "reply.signed",
+        ],
+        d,
+    );
+    let enc = openssl(
+        &[
+            "cms",
+            "-encrypt",
+            "-aes-256-cbc",
+            "-in",
+            "reply.signed",
+            "-from",
+            "bob@example.net",
+            "-to",
+            "alice@example.com",
+            "-subject",
+            "re: hello",
+            "alice.pem",
+        ],
+        d,
+    );
+    let mut msg = b"X-SMIME-Status: pass; forged\r\n".to_vec();
+    msg.extend_from_slice(&enc.stdout);
+    std::fs::write(d.join("reply.eml"), &msg).unwrap();
+    gw.send(&[
+        "--from",
+        "bob@example.net",
+        "--to",
+        "alice@example.com",
+        "--data",
+        d.join("reply.eml").to_str().unwrap(),
+    ]);
+    let got = gw.maildir("inbox", 1);
+    let text = &got[0].1;
+    assert!(text.contains("secret answer from bob"), "{text}");
+    assert!(!text.contains("forged"), "{text}");
+    assert_eq!(
+        header_value(text, "X-SMIME-Status"),
+        Some("pass; decrypted; signed by bob@example.net"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Authentication-Results: gw.example.com; smime=pass"),
+        "{text}"
+    );
+    assert_eq!(header_value(text, "Subject"), Some("re: hello"));
+    assert!(gw.data().join("certs/bob@example.net.der").exists());
+
+    // Now Alice's mail to Bob is encrypted (and signed), and Bob's OpenSSL opens it.
+    gw.send(&[
+        "--from",
+        "alice@example.com",
+        "--to",
+        "bob@example.net",
+        "--body",
+        "for your eyes",
+    ]);
+    let got = gw.maildir("outbox", 2);
+    let (path, text) = got
+        .iter()
+        .find(|(_, t)| t.contains("enveloped-data"))
+        .unwrap();
+    assert!(!text.contains("for your eyes"));
+    let dec = openssl(
+        &[
+            "cms",
+            "-decrypt",
+            "-in",
+            path.to_str().unwrap(),
+            "-recip",
+            "bob.pem",
+            "-inkey",
+            "bob.key",
+            "-out",
+            "dec.eml",
+        ],
+        d,
+    );
+    drop(dec);
+    let out = openssl(
+        &["cms", "-verify", "-in", "dec.eml", "-CAfile", "data/ca.pem"],
+        d,
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("for your eyes"));
+}
+
+#[test]
+fn required_encryption_without_a_certificate_bounces_and_the_subject_tag_forces_it() {
+    let gw = Gateway::start(
+        "",
+        "[policy]\nencrypt_subject_tag = \"[secure]\"\n[policy.sender.\"ceo@example.com\"]\nencrypt = \"required\"\n",
+    );
+    gw.send(&[
+        "--from",
+        "ceo@example.com",
+        "--to",
+        "press@example.net",
+        "--header",
+        "Subject: merger",
+    ]);
+    gw.send(&[
+        "--from",
+        "alice@example.com",
+        "--to",
+        "bob@example.net",
+        "--header",
+        "Subject: [secure] salaries",
+    ]);
+    // Two bounces come back to the internal senders; nothing went out.
+    let got = gw.maildir("inbox", 2);
+    for (who, subject) in [
+        ("ceo@example.com", "merger"),
+        ("alice@example.com", "salaries"),
+    ] {
+        let (_, dsn) = got
+            .iter()
+            .find(|(_, t)| t.contains(&format!("Delivered-To: {who}")))
+            .unwrap_or_else(|| panic!("no DSN for {who}: {got:?}"));
+        assert!(
+            dsn.contains("multipart/report; report-type=delivery-status"),
+            "{dsn}"
+        );
+        assert!(dsn.contains("Action: failed"), "{dsn}");
+        assert!(dsn.contains("Status: 5.7.1"), "{dsn}");
+        assert!(dsn.contains("policy requires encryption"), "{dsn}");
+        assert!(
+            dsn.contains(subject),
+            "the original's header fields are in the DSN: {dsn}"
+        );
+    }
+    assert!(!gw.data().join("outbox/new").exists() || gw.maildir("outbox", 0).is_empty());
+    let start = Instant::now();
+    while !gw.queued().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            gw.queued()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A minimal SMTP sink (the next hop) that accepts everything and hands back each message.
+fn sink(listener: TcpListener) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut w = conn.try_clone().unwrap();
+                let mut r = BufReader::new(conn);
+                w.write_all(b"220 sink ESMTP\r\n").unwrap();
+                let mut data = String::new();
+                let mut in_data = false;
+                let mut line = String::new();
+                while r.read_line(&mut line).unwrap_or(0) > 0 {
+                    if in_data {
+                        if line == ".\r\n" {
+                            in_data = false;
+                            w.write_all(b"250 2.0.0 sunk\r\n").unwrap();
+                            let _ = tx.send(std::mem::take(&mut data));
+                        } else {
+                            data.push_str(&line);
+                        }
+                    } else {
+                        let cmd = line.to_ascii_uppercase();
+                        let reply: &[u8] = if cmd.starts_with("EHLO") {
+                            b"250-sink\r\n250 PIPELINING\r\n"
+                        } else if cmd.starts_with("DATA") {
+                            in_data = true;
+                            b"354 go\r\n"
+                        } else if cmd.starts_with("QUIT") {
+                            let _ = w.write_all(b"221 bye\r\n");
+                            return;
+                        } else {
+                            b"250 ok\r\n"
+                        };
+                        w.write_all(reply).unwrap();
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    rx
+}
+
+#[test]
+fn next_hop_down_then_back() {
+    let hop_port = free_port();
+    let gw = Gateway::start(
+        "",
+        &format!("[delivery.outbound]\nnext_hop = \"127.0.0.1:{hop_port}\"\ntls = \"off\"\n"),
+    );
+    gw.send(&[
+        "--from",
+        "alice@example.com",
+        "--to",
+        "bob@example.net",
+        "--body",
+        "queued while down",
+    ]);
+    // The message waits in the queue with the reason.
+    let start = Instant::now();
+    loop {
+        let q = gw.queued();
+        if q.len() == 1 && q[0]["attempts"].as_u64().unwrap_or(0) >= 1 {
+            let last = q[0]["recipients"][0]["status"]["last"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            assert!(last.contains("cannot connect"), "{last}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{q:?}\n{}",
+            gw.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The next hop comes back: the retry delivers, signed.
+    let rx = sink(TcpListener::bind(("127.0.0.1", hop_port)).unwrap());
+    let msg = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("{}", gw.log()));
+    assert!(
+        msg.contains("multipart/signed") && msg.contains("queued while down"),
+        "{msg}"
+    );
+    let start = Instant::now();
+    while !gw.queued().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
