@@ -63,6 +63,27 @@ impl Gateway {
         g
     }
 
+    /// Kills the gateway with SIGKILL (no chance to clean up) and starts it again on the
+    /// same configuration and data.
+    fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("gateway.log"))
+            .unwrap();
+        self.child = Command::new(env!("CARGO_BIN_EXE_smimegw"))
+            .args(["serve", "--config", "smimegw.toml"])
+            .current_dir(self.dir.path())
+            .env("SMIMEGW_PIN", "test-passphrase")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.wait_listening();
+    }
+
     fn wait_listening(&self) {
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
@@ -627,4 +648,130 @@ fn next_hop_down_then_back() {
         assert!(start.elapsed() < Duration::from_secs(30));
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Sends one message over a fresh connection; true when the data got `250`.
+fn send_one(port: u16, seq: usize) -> bool {
+    let attempt = || -> std::io::Result<bool> {
+        let conn = TcpStream::connect(("127.0.0.1", port))?;
+        conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut w = conn.try_clone()?;
+        let mut r = BufReader::new(conn);
+        let mut reply = || -> std::io::Result<String> {
+            let mut all = String::new();
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line)? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                all.push_str(&line);
+                if line.as_bytes().get(3) != Some(&b'-') {
+                    return Ok(all);
+                }
+            }
+        };
+        if !reply()?.starts_with("220") {
+            return Ok(false);
+        }
+        for cmd in [
+            "EHLO crash-client\r\n".to_string(),
+            "MAIL FROM:<alice@example.com>\r\n".into(),
+            "RCPT TO:<bob@example.net>\r\n".into(),
+            "DATA\r\n".into(),
+        ] {
+            w.write_all(cmd.as_bytes())?;
+            let rep = reply()?;
+            if !(rep.starts_with("250") || rep.starts_with("354")) {
+                return Ok(false);
+            }
+        }
+        w.write_all(
+            format!(
+                "From: alice@example.com\r\nTo: bob@example.net\r\nSubject: crash test\r\nX-Seq: {seq}\r\n\r\nmessage {seq}\r\n.\r\n"
+            )
+            .as_bytes(),
+        )?;
+        let rep = reply()?;
+        let _ = w.write_all(b"QUIT\r\n");
+        Ok(rep.starts_with("250"))
+    };
+    attempt().unwrap_or(false)
+}
+
+#[test]
+fn crash_test_nothing_acknowledged_is_lost() {
+    const MESSAGES: usize = 500;
+    let hop = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hop_port = hop.local_addr().unwrap().port();
+    let rx = sink(hop);
+    let mut gw = Gateway::start(
+        "",
+        &format!("[delivery.outbound]\nnext_hop = \"127.0.0.1:{hop_port}\"\ntls = \"off\"\n"),
+    );
+    let port = gw.port;
+    // Two clients send; a message not acknowledged is sent again later, as MTAs do.
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let clients: Vec<_> = (0..2)
+        .map(|c| {
+            let acked = acked.clone();
+            std::thread::spawn(move || {
+                let mut todo: Vec<usize> = (c..MESSAGES).step_by(2).collect();
+                let mut failures = 0;
+                while let Some(seq) = todo.first().copied() {
+                    if send_one(port, seq) {
+                        acked.lock().unwrap().insert(seq);
+                        todo.remove(0);
+                    } else {
+                        failures += 1;
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    assert!(failures < 5000, "the gateway never came back");
+                }
+            })
+        })
+        .collect();
+    // Kill the gateway several times while they send.
+    let mut kills = 0;
+    while kills < 5 {
+        std::thread::sleep(Duration::from_millis(700));
+        if acked.lock().unwrap().len() >= MESSAGES {
+            break;
+        }
+        gw.crash_and_restart();
+        kills += 1;
+    }
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert!(
+        kills >= 3,
+        "the clients finished before 3 crashes: make the test send more"
+    );
+    // Everything acknowledged arrives (signed), some perhaps twice.
+    let acked = acked.lock().unwrap().clone();
+    assert_eq!(acked.len(), MESSAGES);
+    let mut received: std::collections::BTreeMap<usize, usize> = Default::default();
+    let start = Instant::now();
+    while received.len() < acked.len() {
+        let Ok(msg) = rx.recv_timeout(Duration::from_secs(60)) else {
+            let missing: Vec<_> = acked
+                .iter()
+                .filter(|s| !received.contains_key(s))
+                .take(10)
+                .collect();
+            panic!(
+                "missing after {:?}: {missing:?} of {}\n{}",
+                start.elapsed(),
+                acked.len() - received.len(),
+                gw.log()
+            );
+        };
+        assert!(msg.contains("multipart/signed"), "sent unsigned: {msg}");
+        let seq: usize = header_value(&msg, "X-Seq").unwrap().parse().unwrap();
+        *received.entry(seq).or_default() += 1;
+    }
+    let duplicates: usize = received.values().map(|n| n - 1).sum();
+    eprintln!(
+        "crash test: {MESSAGES} acknowledged, {kills} SIGKILLs, all delivered, {duplicates} duplicates"
+    );
 }
