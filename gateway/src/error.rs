@@ -44,6 +44,10 @@ pub enum CliError {
     #[error("{0}")]
     Usage(String),
 
+    /// The running gateway refused a request or cannot be reached (`smimegw queue`).
+    #[error("{0}")]
+    Gateway(String),
+
     /// An output file could not be written.
     #[error("cannot write {}: {source}", path.display())]
     Write {

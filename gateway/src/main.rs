@@ -34,6 +34,8 @@ enum Command {
     Message(cli::message::MessageArgs),
     /// Run the gateway: SMTP in, S/MIME per policy, delivery out.
     Serve(cli::serve::ServeArgs),
+    /// The running gateway's queue: list, show, retry, delete.
+    Queue(cli::queue::QueueArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         Command::Token(args) => cli::token::run(args, &mut out),
         Command::Message(args) => cli::message::run(args, &mut out),
         Command::Serve(args) => cli::serve::run(args, &mut out),
+        Command::Queue(args) => cli::queue::run(args, &mut out),
     };
     let flushed = out.flush();
     match result.and(flushed.map_err(CliError::Output)) {

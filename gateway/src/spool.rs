@@ -303,6 +303,25 @@ impl Spool {
         fs::remove_file(&eml).map_err(io_at(&eml))
     }
 
+    /// Every queued message's envelope, in id order, read as it is now (no repairs).
+    pub fn recover_list(&self) -> Result<Vec<Envelope>> {
+        let mut envs = Vec::new();
+        for e in fs::read_dir(&self.queue).map_err(io_at(&self.queue))? {
+            let e = e.map_err(io_at(&self.queue))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.strip_suffix(".env") {
+                match self.envelope(id) {
+                    Ok(env) => envs.push(env),
+                    // Removed meanwhile (delivered).
+                    Err(SpoolError::NotFound(_)) => {}
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+        envs.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(envs)
+    }
+
     /// Every queued message, after a start: orphan message files removed, unreadable
     /// envelopes renamed to `ID.env.bad` and reported (never deleted).
     pub fn recover(&self) -> Result<(Vec<Envelope>, Vec<SpoolError>)> {

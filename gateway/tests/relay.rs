@@ -35,6 +35,15 @@ impl Gateway {
     }
 
     fn start_in(dir: tempfile::TempDir, server_extra: &str, rest: &str) -> Gateway {
+        Self::start_full(
+            dir,
+            server_extra,
+            "first_retry = \"1s\"\nmax_retry = \"2s\"",
+            rest,
+        )
+    }
+
+    fn start_full(dir: tempfile::TempDir, server_extra: &str, queue: &str, rest: &str) -> Gateway {
         let port = free_port();
         let config = format!(
             "data_dir = \"data\"\n\
@@ -44,8 +53,7 @@ impl Gateway {
              internal_domains = [\"example.com\"]\n\
              {server_extra}\n\
              [queue]\n\
-             first_retry = \"1s\"\n\
-             max_retry = \"2s\"\n\
+             {queue}\n\
              {rest}\n"
         );
         std::fs::write(dir.path().join("smimegw.toml"), config).unwrap();
@@ -774,4 +782,111 @@ fn crash_test_nothing_acknowledged_is_lost() {
     eprintln!(
         "crash test: {MESSAGES} acknowledged, {kills} SIGKILLs, all delivered, {duplicates} duplicates"
     );
+}
+
+fn queue_cmd(gw: &Gateway, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_smimegw"))
+        .arg("queue")
+        .args(args)
+        .args(["--config", "smimegw.toml"])
+        .current_dir(gw.dir.path())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn queue_command_lists_shows_retries_and_deletes() {
+    let hop = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hop_port = hop.local_addr().unwrap().port();
+    drop(hop);
+    let gw = Gateway::start_full(
+        tempfile::tempdir().unwrap(),
+        "",
+        "first_retry = \"1h\"",
+        &format!("[delivery.outbound]\nnext_hop = \"127.0.0.1:{hop_port}\"\ntls = \"off\"\n"),
+    );
+    gw.send(&[
+        "--from",
+        "alice@example.com",
+        "--to",
+        "bob@example.net",
+        "--body",
+        "one",
+    ]);
+    gw.send(&[
+        "--from",
+        "alice@example.com",
+        "--to",
+        "carol@example.net",
+        "--body",
+        "two",
+    ]);
+    let start = Instant::now();
+    while gw
+        .queued()
+        .iter()
+        .filter(|e| e["attempts"].as_u64() >= Some(1))
+        .count()
+        < 2
+    {
+        assert!(start.elapsed() < Duration::from_secs(30), "{}", gw.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (ok, list) = queue_cmd(&gw, &["list"]);
+    assert!(ok, "{list}");
+    assert!(list.contains("2 message(s) queued"), "{list}");
+    assert!(list.contains("cannot connect to the next hop"), "{list}");
+    let ids: Vec<String> = gw
+        .queued()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    let (ok, show) = queue_cmd(&gw, &["show", &ids[0]]);
+    assert!(ok, "{show}");
+    assert!(show.contains("from:       <alice@example.com>"), "{show}");
+    assert!(show.contains("pending: 4.4.1 cannot connect"), "{show}");
+
+    let (ok, text) = queue_cmd(&gw, &["delete", "NOSUCHID"]);
+    assert!(!ok && text.contains("no queued message NOSUCHID"), "{text}");
+    let carol = gw
+        .queued()
+        .into_iter()
+        .find(|e| e["recipients"][0]["address"] == "carol@example.net")
+        .unwrap();
+    let (ok, text) = queue_cmd(&gw, &["delete", carol["id"].as_str().unwrap()]);
+    assert!(ok, "{text}");
+    assert_eq!(gw.queued().len(), 1);
+
+    // The next hop is back; the next try is an hour away, `retry` makes it now.
+    let rx = sink(TcpListener::bind(("127.0.0.1", hop_port)).unwrap());
+    assert!(
+        rx.recv_timeout(Duration::from_secs(2)).is_err(),
+        "delivered before the retry"
+    );
+    let (ok, text) = queue_cmd(&gw, &["retry"]);
+    assert!(ok, "{text}");
+    let msg = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(
+        msg.contains("one") && msg.contains("multipart/signed"),
+        "{msg}"
+    );
+    assert!(
+        rx.recv_timeout(Duration::from_secs(1)).is_err(),
+        "the deleted message went out"
+    );
+    let start = Instant::now();
+    while !gw.queued().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (ok, list) = queue_cmd(&gw, &["list"]);
+    assert!(ok && list.contains("0 message(s) queued"), "{list}");
 }

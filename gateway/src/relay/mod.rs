@@ -2,6 +2,7 @@
 //! ([`crate::spool`]), the queue that runs the [`pipeline`] (policy and S/MIME) and
 //! [`deliver`]s, and the bounces ([`dsn`]).
 
+pub mod control;
 pub mod deliver;
 pub mod dsn;
 pub mod keys;
@@ -270,7 +271,15 @@ impl Relay {
                 })?;
             listeners.push(l);
         }
+        let control = control::bind(&self.config.data_dir).map_err(|e| {
+            file_error(
+                "control socket",
+                &control::socket_path(&self.config.data_dir),
+                e,
+            )
+        })?;
         let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(control::serve(self.clone(), control));
         for l in listeners {
             tasks.spawn(listener::accept_loop(self.clone(), l));
         }

@@ -60,11 +60,28 @@ impl Queue {
         self.wake.notify_one();
     }
 
-    /// Forgets `id` (deleted by the administrator).
-    pub fn forget(&self, id: &str) {
-        if let Ok(mut s) = self.sched.lock() {
-            s.due.retain(|(_, i)| i != id);
+    /// Takes `id` out of the schedule so the administrator can delete it; false when a
+    /// delivery attempt is running (then nothing changes). Call [`Queue::release`] after.
+    pub fn claim(&self, id: &str) -> bool {
+        let Ok(mut s) = self.sched.lock() else {
+            return false;
+        };
+        if s.running.contains(id) {
+            return false;
         }
+        s.due.retain(|(_, i)| i != id);
+        s.running.insert(id.to_string());
+        true
+    }
+
+    /// Ends a [`Queue::claim`].
+    pub fn release(&self, id: &str) {
+        self.finished(id);
+    }
+
+    /// Whether a delivery attempt of `id` is running now.
+    pub fn is_running(&self, id: &str) -> bool {
+        self.sched.lock().is_ok_and(|s| s.running.contains(id))
     }
 
     /// The next due id not running, or how long until one is due.

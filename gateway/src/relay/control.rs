@@ -1,0 +1,182 @@
+//! The control socket, `DATA/control.sock` (owner only): how `smimegw queue` talks to the
+//! running gateway. One request line per connection (`list`, `show ID`, `retry`, `retry ID`,
+//! `delete ID`); the answer is text, its first line `ok` or `error: REASON`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+
+use crate::spool::{self, Envelope, SpoolError, Status};
+
+use super::Relay;
+
+/// The socket's path under the data directory.
+pub fn socket_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("control.sock")
+}
+
+/// Binds the socket (replacing a stale one), owner-only.
+pub fn bind(data_dir: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = socket_path(data_dir);
+    let _ = std::fs::remove_file(&path);
+    let l = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+pub async fn serve(relay: Arc<Relay>, listener: UnixListener) {
+    loop {
+        let Ok((conn, _)) = listener.accept().await else {
+            continue;
+        };
+        let relay = relay.clone();
+        tokio::spawn(async move {
+            let (r, mut w) = conn.into_split();
+            let mut line = String::new();
+            let mut r = BufReader::new(r).take(1024);
+            if r.read_line(&mut line).await.is_err() {
+                return;
+            }
+            let answer = match handle(&relay, line.trim()).await {
+                Ok(text) => format!("ok\n{text}"),
+                Err(e) => format!("error: {e}\n"),
+            };
+            let _ = w.write_all(answer.as_bytes()).await;
+        });
+    }
+}
+
+fn age(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+fn last_error(e: &Envelope) -> String {
+    e.recipients
+        .iter()
+        .find_map(|r| match &r.status {
+            Status::Pending { last: Some(l) } => Some(l.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+async fn handle(relay: &Arc<Relay>, line: &str) -> Result<String, String> {
+    let mut words = line.split_whitespace();
+    let cmd = words.next().unwrap_or("");
+    let id = words.next();
+    let now = spool::now();
+    let r = relay.clone();
+    match (cmd, id) {
+        ("list", None) => {
+            let envs = tokio::task::spawn_blocking(move || r.spool.recover_list())
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            let mut out = String::new();
+            let _ = writeln!(
+                out,
+                "{:<14}  {:>5}  {:>8}  {:<28}  {:>7}  {:>8}  {:>8}  last error",
+                "ID", "AGE", "SIZE", "FROM", "PENDING", "ATTEMPTS", "NEXT TRY"
+            );
+            for e in &envs {
+                let next = if relay.queue.is_running(&e.id) {
+                    "now".to_string()
+                } else {
+                    age(e.next_try.saturating_sub(now))
+                };
+                let _ = writeln!(
+                    out,
+                    "{:<14}  {:>5}  {:>8}  {:<28}  {:>7}  {:>8}  {:>8}  {}",
+                    e.id,
+                    age(now.saturating_sub(e.received)),
+                    e.size,
+                    if e.from.is_empty() { "<>" } else { &e.from },
+                    e.pending().count(),
+                    e.attempts,
+                    next,
+                    last_error(e)
+                );
+            }
+            let _ = writeln!(out, "{} message(s) queued", envs.len());
+            Ok(out)
+        }
+        ("show", Some(id)) => {
+            let env = relay.spool.envelope(id).map_err(|e| e.to_string())?;
+            let mut out = String::new();
+            let _ = writeln!(out, "id:         {}", env.id);
+            let _ = writeln!(
+                out,
+                "received:   {} ({} ago)",
+                super::dsn::rfc5322_date(env.received),
+                age(now.saturating_sub(env.received))
+            );
+            let _ = writeln!(out, "from:       <{}>", env.from);
+            let _ = writeln!(out, "client:     {} ({})", env.client, env.helo);
+            let _ = writeln!(out, "size:       {}", env.size);
+            let _ = writeln!(out, "attempts:   {}", env.attempts);
+            let _ = writeln!(
+                out,
+                "next try:   in {}",
+                age(env.next_try.saturating_sub(now))
+            );
+            if env.report {
+                let _ = writeln!(out, "kind:       delivery status notification");
+            }
+            let _ = writeln!(
+                out,
+                "message:    {}",
+                relay.spool.message_path(&env.id).display()
+            );
+            for r in &env.recipients {
+                let status = match &r.status {
+                    Status::Pending { last: None } => "pending".to_string(),
+                    Status::Pending { last: Some(l) } => format!("pending: {l}"),
+                    Status::Delivered { reply } => format!("delivered: {reply}"),
+                    Status::Failed { reason } => format!("failed: {reason}"),
+                };
+                let _ = writeln!(out, "recipient:  <{}> {status}", r.address);
+            }
+            Ok(out)
+        }
+        ("retry", None) => {
+            relay.queue.retry_all();
+            Ok("every queued message is due now\n".into())
+        }
+        ("retry", Some(id)) => {
+            relay.spool.envelope(id).map_err(|e| e.to_string())?;
+            relay.queue.schedule(id, 0);
+            Ok(format!("{id} is due now\n"))
+        }
+        ("delete", Some(id)) => {
+            if !relay.queue.claim(id) {
+                return Err(format!(
+                    "{id} is being delivered right now; try again in a moment"
+                ));
+            }
+            let id2 = id.to_string();
+            let res = tokio::task::spawn_blocking(move || r.spool.remove(&id2)).await;
+            relay.queue.release(id);
+            match res {
+                Ok(Ok(())) => {
+                    tracing::warn!(id, "deleted from the queue by the administrator");
+                    Ok(format!("{id} deleted\n"))
+                }
+                Ok(Err(SpoolError::NotFound(_))) => Err(format!("no queued message {id}")),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        _ => Err(format!(
+            "unknown request {line:?} (list, show ID, retry [ID], delete ID)"
+        )),
+    }
+}
