@@ -275,23 +275,12 @@ fn outbound_plan(
         Default::default();
     for &i in rcpts {
         let addr = &env.recipients[i].address;
-        if !sender_internal {
-            // Relayed for an authenticated or internal client, sender not ours: as received.
-            groups
-                .entry(Treatment {
-                    sign: false,
-                    encrypt: false,
-                })
-                .or_default()
-                .0
-                .push(i);
-            continue;
-        }
-        if policy
+        // A sender not ours (relayed for an internal client) and the archive copy: as received.
+        let archive = policy
             .archive_bcc
             .as_deref()
-            .is_some_and(|a| a.eq_ignore_ascii_case(addr))
-        {
+            .is_some_and(|a| a.eq_ignore_ascii_case(addr));
+        if !sender_internal || archive {
             groups
                 .entry(Treatment {
                     sign: false,

@@ -71,11 +71,11 @@ pub fn algorithm(oid_contents: &[u8], params: Option<&[u8]>) -> Vec<u8> {
     }
 }
 
-/// UTCTime (years 1950-2049) or GeneralizedTime, from seconds since the Unix epoch.
-pub fn time(unix: u64) -> Vec<u8> {
+/// The civil date and time (UTC, proleptic Gregorian) of seconds since the Unix epoch:
+/// (year, month 1-12, day 1-31, hour, minute, second).
+pub fn civil(unix: u64) -> (i64, u64, u64, u64, u64, u64) {
     let days = (unix / 86_400) as i64;
     let secs = unix % 86_400;
-    // Civil from days (proleptic Gregorian).
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -83,10 +83,15 @@ pub fn time(unix: u64) -> Vec<u8> {
     let y = yoe + era * 400;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u64;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u64;
     let y = if m <= 2 { y + 1 } else { y };
-    let (h, mi, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    (y, m, d, secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+/// UTCTime (years 1950-2049) or GeneralizedTime, from seconds since the Unix epoch.
+pub fn time(unix: u64) -> Vec<u8> {
+    let (y, m, d, h, mi, s) = civil(unix);
     if (1950..2050).contains(&y) {
         let text = format!("{:02}{m:02}{d:02}{h:02}{mi:02}{s:02}Z", y % 100);
         tlv(0x17, text.as_bytes())

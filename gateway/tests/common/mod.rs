@@ -91,6 +91,22 @@ pub fn softhsm_conf() -> &'static Path {
     })
 }
 
+/// The shared SoftHSM2 token of this test process.
+pub fn softhsm_token() -> Pkcs11Token {
+    softhsm_conf();
+    Pkcs11Token::open(Pkcs11Options {
+        module: SOFTHSM_MODULE.into(),
+        token: Some(HSM_LABEL.into()),
+        serial: None,
+        pin: Some(PinSource::Value(zeroize::Zeroizing::new(HSM_PIN.into()))),
+        max_sessions: 4,
+        // SoftHSM2 2.6 does OAEP with SHA-1 and no label only; the rest goes through raw RSA
+        // with the padding checked on the host, the setting a deployment would choose.
+        allow_raw_rsa: true,
+    })
+    .unwrap()
+}
+
 /// A key holder and how to name the key in it.
 pub struct Holder {
     pub name: &'static str,
@@ -121,18 +137,7 @@ pub fn holders_of(pem: &[u8], bundle: &ImportBundle, label: &str) -> Vec<Holder>
     let soft = SoftToken::create(&soft_dir.path().join("t"), &Pin::new("soft".into())).unwrap();
     soft.import(label, bundle).unwrap();
 
-    softhsm_conf();
-    let hsm = Pkcs11Token::open(Pkcs11Options {
-        module: SOFTHSM_MODULE.into(),
-        token: Some(HSM_LABEL.into()),
-        serial: None,
-        pin: Some(PinSource::Value(zeroize::Zeroizing::new(HSM_PIN.into()))),
-        max_sessions: 4,
-        // SoftHSM2 2.6 does OAEP with SHA-1 and no label only; the rest goes through raw RSA
-        // with the padding checked on the host, the setting a deployment would choose.
-        allow_raw_rsa: true,
-    })
-    .unwrap();
+    let hsm = softhsm_token();
     let _ = hsm.delete(label);
     hsm.import(label, bundle)
         .unwrap_or_else(|e| panic!("importing {label} into SoftHSM2: {e}"));
@@ -165,18 +170,8 @@ pub fn holders_of(pem: &[u8], bundle: &ImportBundle, label: &str) -> Vec<Holder>
 pub fn writable_tokens() -> Vec<(&'static str, Box<dyn Token>, Option<tempfile::TempDir>)> {
     let soft_dir = tempfile::tempdir().unwrap();
     let soft = SoftToken::create(&soft_dir.path().join("t"), &Pin::new("soft".into())).unwrap();
-    softhsm_conf();
-    let hsm = Pkcs11Token::open(Pkcs11Options {
-        module: SOFTHSM_MODULE.into(),
-        token: Some(HSM_LABEL.into()),
-        serial: None,
-        pin: Some(PinSource::Value(zeroize::Zeroizing::new(HSM_PIN.into()))),
-        max_sessions: 4,
-        allow_raw_rsa: true,
-    })
-    .unwrap();
     vec![
         ("software token", Box::new(soft), Some(soft_dir)),
-        ("SoftHSM2", Box::new(hsm), None),
+        ("SoftHSM2", Box::new(softhsm_token()), None),
     ]
 }
