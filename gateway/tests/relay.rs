@@ -890,3 +890,66 @@ fn queue_command_lists_shows_retries_and_deletes() {
     let (ok, list) = queue_cmd(&gw, &["list"]);
     assert!(ok && list.contains("0 message(s) queued"), "{list}");
 }
+
+/// Sends raw bytes in one session and returns everything the gateway answered.
+fn raw_session(port: u16, bytes: &[u8]) -> String {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn.write_all(bytes).unwrap();
+    let _ = conn.shutdown(std::net::Shutdown::Write);
+    let mut out = String::new();
+    let _ = std::io::Read::read_to_string(&mut conn, &mut out);
+    out
+}
+
+#[test]
+fn malformed_smtp_gets_clear_replies_and_harms_no_one_else() {
+    let gw = Gateway::start("", "");
+    let mut long = b"EHLO ".to_vec();
+    long.extend(std::iter::repeat_n(b'a', 10_000));
+    long.extend_from_slice(b"\r\nNOOP\r\nQUIT\r\n");
+    let got = raw_session(gw.port, &long);
+    eprintln!("long: {got}");
+    assert!(got.contains("500 5.5.6 Line too long"), "{got}");
+    assert!(
+        got.contains("221"),
+        "the session goes on after the long line: {got}"
+    );
+
+    let got = raw_session(
+        gw.port,
+        b"EHLO x\r\nMAIL FROM:<a\0b@example.com>\r\nNOOP\r\nQUIT\r\n",
+    );
+    eprintln!("nul: {got}");
+    assert!(got.contains("221"), "{got}");
+    assert!(
+        !got.contains("250 2.1.0"),
+        "a NUL in a command is refused: {got}"
+    );
+
+    let got = raw_session(gw.port, b"HELO x\nMAIL FROM:<bob@example.net>\nRCPT TO:<alice@example.com>\nDATA\nSubject: bare\n\nbare LF\n.\nQUIT\n");
+    eprintln!("bare LF: {got}");
+    // Today a bare-LF session is accepted (see the notes: end of data must become CRLF.CRLF
+    // only, against SMTP smuggling); whatever it gets, it must not disturb the others.
+    let bare_lf_queued = got.contains("queued as");
+
+    let got = raw_session(
+        gw.port,
+        b"\xff\xfe garbage\r\nDATA\r\nRCPT TO:<x@example.com>\r\nQUIT\r\n",
+    );
+    eprintln!("garbage: {got}");
+    assert!(got.contains("221"), "{got}");
+
+    // Others are unaffected.
+    gw.send(&[
+        "--from",
+        "bob@example.net",
+        "--to",
+        "alice@example.com",
+        "--body",
+        "still here",
+    ]);
+    let got = gw.maildir("inbox", 1 + usize::from(bare_lf_queued));
+    assert!(got.iter().any(|(_, t)| t.contains("still here")));
+}
