@@ -10,7 +10,6 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hsm::{Hash, KeyRef, SignAlgorithm, Token};
-use x509_cert::der::Decode;
 
 use crate::smime::asn1::{self, algorithm, explicit, oid, seq, set_of, tlv};
 use crate::smime::oid as ids;
@@ -100,13 +99,6 @@ fn name(common_name: &str, organization: Option<&str>) -> Vec<u8> {
     tlv(0x30, &rdns)
 }
 
-/// The key identifier of a public key: SHA-1 of the subjectPublicKey bits (RFC 5280 §4.2.1.2).
-pub fn key_id(spki: &[u8]) -> Result<Vec<u8>> {
-    let info = x509_cert::spki::SubjectPublicKeyInfoRef::from_der(spki)
-        .map_err(|e| CaError::Certificate(format!("public key does not parse: {e}")))?;
-    Ok(Hash::Sha1.digest(info.subject_public_key.raw_bytes()))
-}
-
 /// A positive INTEGER of 16 random bytes.
 fn serial() -> Result<Vec<u8>> {
     let mut b = hsm::random(16)?.to_vec();
@@ -165,7 +157,7 @@ fn build(spec: &Spec, subject: &[u8], issuer: &Issuer<'_>) -> Result<Vec<u8>> {
     if !names.is_empty() {
         exts.push(extension(SUBJECT_ALT_NAME, false, &tlv(0x30, &names)));
     }
-    let own_id = key_id(&spec.spki)?;
+    let own_id = hsm::spki_key_id(&spec.spki)?;
     exts.push(extension(SUBJECT_KEY_ID, false, &asn1::octets(&own_id)));
     exts.push(extension(
         AUTHORITY_KEY_ID,
@@ -248,7 +240,7 @@ impl Ca {
                 };
                 let issuer = Issuer {
                     name: subject.clone(),
-                    key_id: key_id(&spki)?,
+                    key_id: hsm::spki_key_id(&spki)?,
                     algorithm,
                     sign: &sign,
                 };
@@ -260,10 +252,10 @@ impl Ca {
         };
         let summary = hsm::cert_summary(&cert)?;
         let ca = Ca {
-            key_id: summary
-                .subject_key_id
-                .clone()
-                .map_or_else(|| key_id(&token.public_key(&KeyRef::label(CA_LABEL))?), Ok)?,
+            key_id: summary.subject_key_id.clone().map_or_else(
+                || hsm::spki_key_id(&token.public_key(&KeyRef::label(CA_LABEL))?),
+                Ok,
+            )?,
             subject: summary.subject_der,
             cert,
         };
@@ -339,7 +331,7 @@ pub fn tls_self_signed(hostname: &str) -> Result<(Vec<u8>, zeroize::Zeroizing<Ve
     };
     let issuer = Issuer {
         name: subject.clone(),
-        key_id: key_id(&spki)?,
+        key_id: hsm::spki_key_id(&spki)?,
         algorithm: algorithm(ids::ECDSA_SHA256, None),
         sign: &sign,
     };
@@ -357,6 +349,40 @@ pub fn pem(label: &str, blocks: &[&[u8]]) -> Result<String> {
         );
     }
     Ok(out)
+}
+
+/// Why the bytes of a certificate file hold no certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertFileError {
+    /// A PEM certificate block does not decode.
+    Damaged,
+    /// Text without a PEM certificate block.
+    NoCertificate,
+}
+
+/// Every certificate in the bytes of a file: the PEM `CERTIFICATE` blocks of a text file (other
+/// blocks skipped), or the file itself as one DER certificate.
+pub fn parse_certificates(bytes: &[u8]) -> std::result::Result<Vec<Vec<u8>>, CertFileError> {
+    if !(bytes.starts_with(b"-----") || bytes.iter().take(64).all(u8::is_ascii)) {
+        return Ok(vec![bytes.to_vec()]);
+    }
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let text = String::from_utf8_lossy(bytes);
+    let mut ders = Vec::new();
+    let mut rest: &str = &text;
+    while let Some(start) = rest.find(BEGIN) {
+        let block = &rest[start..];
+        let end = block.find(END).ok_or(CertFileError::Damaged)? + END.len();
+        let (_, der) =
+            der::pem::decode_vec(&block.as_bytes()[..end]).map_err(|_| CertFileError::Damaged)?;
+        ders.push(der);
+        rest = &block[end..];
+    }
+    if ders.is_empty() {
+        return Err(CertFileError::NoCertificate);
+    }
+    Ok(ders)
 }
 
 /// Writes certificates as PEM to `path` (aside, then renamed).

@@ -21,6 +21,24 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Runs `smimegw serve` on `dir/smimegw.toml`, its log appended to `dir/gateway.log`.
+fn spawn(dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("gateway.log"))
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_smimegw"))
+        .args(["serve", "--config", "smimegw.toml"])
+        .current_dir(dir)
+        .env("SMIMEGW_PIN", "test-passphrase")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
 struct Gateway {
     child: Child,
     dir: tempfile::TempDir,
@@ -57,15 +75,7 @@ impl Gateway {
              {rest}\n"
         );
         std::fs::write(dir.path().join("smimegw.toml"), config).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_smimegw"))
-            .args(["serve", "--config", "smimegw.toml"])
-            .current_dir(dir.path())
-            .env("SMIMEGW_PIN", "test-passphrase")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("gateway.log")).unwrap())
-            .spawn()
-            .unwrap();
+        let child = spawn(dir.path());
         let g = Gateway { child, dir, port };
         g.wait_listening();
         g
@@ -76,19 +86,7 @@ impl Gateway {
     fn crash_and_restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let log = std::fs::OpenOptions::new()
-            .append(true)
-            .open(self.dir.path().join("gateway.log"))
-            .unwrap();
-        self.child = Command::new(env!("CARGO_BIN_EXE_smimegw"))
-            .args(["serve", "--config", "smimegw.toml"])
-            .current_dir(self.dir.path())
-            .env("SMIMEGW_PIN", "test-passphrase")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        self.child = spawn(self.dir.path());
         self.wait_listening();
     }
 
@@ -166,6 +164,25 @@ impl Gateway {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Waits (30 s at most) until `cond` holds; the failure shows `what` and the log.
+    fn wait_until(&self, what: &str, mut cond: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !cond() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "waited 30 s for {what}; queue: {:?}\nlog:\n{}",
+                self.queued(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the queue is empty.
+    fn wait_queue_empty(&self) {
+        self.wait_until("an empty queue", || self.queued().is_empty());
     }
 
     /// Envelopes in the queue.
@@ -551,15 +568,7 @@ fn required_encryption_without_a_certificate_bounces_and_the_subject_tag_forces_
         );
     }
     assert!(!gw.data().join("outbox/new").exists() || gw.maildir("outbox", 0).is_empty());
-    let start = Instant::now();
-    while !gw.queued().is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{:?}",
-            gw.queued()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    gw.wait_queue_empty();
 }
 
 /// A minimal SMTP sink (the next hop) that accepts everything and hands back each message.
@@ -624,24 +633,15 @@ fn next_hop_down_then_back() {
         "queued while down",
     ]);
     // The message waits in the queue with the reason.
-    let start = Instant::now();
-    loop {
+    gw.wait_until("a first attempt", || {
         let q = gw.queued();
-        if q.len() == 1 && q[0]["attempts"].as_u64().unwrap_or(0) >= 1 {
-            let last = q[0]["recipients"][0]["status"]["last"]
-                .as_str()
-                .unwrap_or("")
-                .to_string();
-            assert!(last.contains("cannot connect"), "{last}");
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{q:?}\n{}",
-            gw.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        q.len() == 1 && q[0]["attempts"].as_u64().unwrap_or(0) >= 1
+    });
+    let q = gw.queued();
+    let last = q[0]["recipients"][0]["status"]["last"]
+        .as_str()
+        .unwrap_or("");
+    assert!(last.contains("cannot connect"), "{last}");
     // The next hop comes back: the retry delivers, signed.
     let rx = sink(TcpListener::bind(("127.0.0.1", hop_port)).unwrap());
     let msg = rx
@@ -651,11 +651,7 @@ fn next_hop_down_then_back() {
         msg.contains("multipart/signed") && msg.contains("queued while down"),
         "{msg}"
     );
-    let start = Instant::now();
-    while !gw.queued().is_empty() {
-        assert!(start.elapsed() < Duration::from_secs(30));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    gw.wait_queue_empty();
 }
 
 /// Sends one message over a fresh connection; true when the data got `250`.
@@ -829,17 +825,13 @@ fn queue_command_lists_shows_retries_and_deletes() {
         "--body",
         "two",
     ]);
-    let start = Instant::now();
-    while gw
-        .queued()
-        .iter()
-        .filter(|e| e["attempts"].as_u64() >= Some(1))
-        .count()
-        < 2
-    {
-        assert!(start.elapsed() < Duration::from_secs(30), "{}", gw.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    gw.wait_until("two first attempts", || {
+        gw.queued()
+            .iter()
+            .filter(|e| e["attempts"].as_u64() >= Some(1))
+            .count()
+            >= 2
+    });
     let (ok, list) = queue_cmd(&gw, &["list"]);
     assert!(ok, "{list}");
     assert!(list.contains("2 message(s) queued"), "{list}");
@@ -882,11 +874,7 @@ fn queue_command_lists_shows_retries_and_deletes() {
         rx.recv_timeout(Duration::from_secs(1)).is_err(),
         "the deleted message went out"
     );
-    let start = Instant::now();
-    while !gw.queued().is_empty() {
-        assert!(start.elapsed() < Duration::from_secs(30));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    gw.wait_queue_empty();
     let (ok, list) = queue_cmd(&gw, &["list"]);
     assert!(ok && list.contains("0 message(s) queued"), "{list}");
 }

@@ -223,10 +223,15 @@ pub(crate) fn key_id(spki_der: &[u8], cert_der: Option<&[u8]>) -> Vec<u8> {
     {
         return ski;
     }
-    match spki::SubjectPublicKeyInfoRef::from_der(spki_der) {
-        Ok(s) => crate::Hash::Sha1.digest(s.subject_public_key.raw_bytes()),
-        Err(_) => crate::Hash::Sha1.digest(spki_der),
-    }
+    spki_key_id(spki_der).unwrap_or_else(|_| crate::Hash::Sha1.digest(spki_der))
+}
+
+/// The key identifier of a public key (DER SubjectPublicKeyInfo): SHA-1 of the
+/// subjectPublicKey bits (RFC 5280 §4.2.1.2 method 1), as certificates name keys.
+pub fn spki_key_id(spki_der: &[u8]) -> Result<Vec<u8>> {
+    let s = spki::SubjectPublicKeyInfoRef::from_der(spki_der)
+        .map_err(|e| Error::KeyMaterial(format!("public key does not parse: {e}")))?;
+    Ok(crate::Hash::Sha1.digest(s.subject_public_key.raw_bytes()))
 }
 
 /// What an administrator wants to see of a certificate.

@@ -30,7 +30,7 @@ use std::fmt;
 
 pub use crate::aes::{AesMode, CipherDirection, CipherStream, key_unwrap, run_all};
 pub use crate::error::{Error, Result};
-pub use crate::keymat::{CertSummary, KeyKind, cert_summary};
+pub use crate::keymat::{CertSummary, KeyKind, cert_summary, spki_key_id};
 pub use crate::memory::MemoryToken;
 pub use crate::p12::{ImportBundle, read_pkcs12};
 pub use crate::pin::{Pin, PinSource};

@@ -17,6 +17,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use hsm::{
     AesOffload, KeyRef, MemoryToken, PinSource, Pkcs11Options, Pkcs11Token, Pkcs11Uri, Token,
 };
+use smimegw::ca::CertFileError;
 use smimegw::smime::{self, Recipient};
 
 use crate::error::CliError;
@@ -503,29 +504,12 @@ fn read_certs(path: &Path) -> Result<Vec<Vec<u8>>, CliError> {
         source,
     })?;
     let usage = |what: String| CliError::Usage(format!("{}: {what}", path.display()));
-    let ders = if bytes.starts_with(b"-----") || bytes.iter().take(64).all(u8::is_ascii) {
-        let text = String::from_utf8_lossy(&bytes);
-        let mut ders = Vec::new();
-        let mut rest: &str = &text;
-        while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
-            let (_, der) = der_pem(&rest[start..])
-                .ok_or_else(|| usage("a PEM certificate is damaged".into()))?;
-            ders.push(der);
-            let end = rest[start..]
-                .find("-----END CERTIFICATE-----")
-                .map_or(rest.len(), |e| start + e + 25);
-            rest = &rest[end..];
+    let ders = smimegw::ca::parse_certificates(&bytes).map_err(|e| match e {
+        CertFileError::Damaged => usage("a PEM certificate is damaged".into()),
+        CertFileError::NoCertificate => {
+            CliError::Usage(format!("{} holds no PEM certificate", path.display()))
         }
-        if ders.is_empty() {
-            return Err(CliError::Usage(format!(
-                "{} holds no PEM certificate",
-                path.display()
-            )));
-        }
-        ders
-    } else {
-        vec![bytes]
-    };
+    })?;
     for der in &ders {
         hsm::cert_summary(der).map_err(|e| usage(e.to_string()))?;
     }
@@ -542,16 +526,6 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// The first PEM block of `text`: its label and DER.
-fn der_pem(text: &str) -> Option<(String, Vec<u8>)> {
-    let begin = text.find("-----BEGIN ")?;
-    let rest = &text[begin..];
-    let end = rest.find("-----END ")?;
-    let close = rest[end + 9..].find("-----")? + end + 14;
-    let (label, der) = der::pem::decode_vec(&rest.as_bytes()[..close]).ok()?;
-    Some((label.to_string(), der))
 }
 
 /// The input message as a seekable file: the file named, or stdin (or a pipe) copied to an

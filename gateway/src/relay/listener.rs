@@ -113,6 +113,8 @@ struct Tx {
     incoming: Option<Incoming>,
     /// The spool failed while data came in: answer 451 at the end.
     spool_error: Option<String>,
+    /// Whether the sender can sign, once asked (the same for every recipient).
+    can_sign: Option<Result<(), Reply>>,
 }
 
 struct Session {
@@ -210,6 +212,7 @@ impl Session {
                     recipients: Vec::new(),
                     incoming: None,
                     spool_error: None,
+                    can_sign: None,
                 });
                 server.accept("Ok");
             }
@@ -326,10 +329,13 @@ impl Session {
         if rules.sign != Sign::Always || config.policy.never_sign_to(to) || archive {
             return Ok(());
         }
+        if let Some(known) = &tx.can_sign {
+            return known.clone();
+        }
         let relay = self.relay.clone();
         let checked =
             tokio::task::spawn_blocking(move || relay.keys.signer(&from, spool::now())).await;
-        match checked {
+        let answer = match checked {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(CertProblem::NotFound)) => {
                 Err(Reply::new(451, "4.7.1", "S/MIME certificate is not found"))
@@ -346,7 +352,11 @@ impl Session {
                 ))
             }
             Err(_) => Err(Reply::new(451, "4.3.0", "Internal error, try again later")),
+        };
+        if let Some(tx) = self.tx.as_mut() {
+            tx.can_sign = Some(answer.clone());
         }
+        answer
     }
 
     /// DATA ended: fsync the message and its envelope, then `250`.

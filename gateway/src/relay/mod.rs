@@ -70,24 +70,13 @@ fn file_error(what: &'static str, path: &Path, reason: impl std::fmt::Display) -
 /// Reads PEM certificates (or one DER certificate) from a file.
 fn read_certs(path: &Path) -> Result<Vec<Vec<u8>>, StartError> {
     let bytes = std::fs::read(path).map_err(|e| file_error("certificate file", path, e))?;
-    if !bytes.starts_with(b"-----") {
-        return Ok(vec![bytes]);
-    }
-    let text = String::from_utf8_lossy(&bytes);
-    let mut out = Vec::new();
-    let mut rest = text.as_ref();
-    while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
-        let block = &rest[start..];
-        let end = block
-            .find("-----END CERTIFICATE-----")
-            .ok_or_else(|| file_error("certificate file", path, "a PEM block does not end"))?
-            + "-----END CERTIFICATE-----".len();
-        let (_, der) = der::pem::decode_vec(&block.as_bytes()[..end])
-            .map_err(|e| file_error("certificate file", path, e))?;
-        out.push(der);
-        rest = &block[end..];
-    }
-    Ok(out)
+    crate::ca::parse_certificates(&bytes).map_err(|e| {
+        let why = match e {
+            crate::ca::CertFileError::Damaged => "a PEM certificate is damaged",
+            crate::ca::CertFileError::NoCertificate => "no PEM certificate in it",
+        };
+        file_error("certificate file", path, why)
+    })
 }
 
 fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, StartError> {

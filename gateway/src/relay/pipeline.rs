@@ -68,15 +68,6 @@ fn scratch() -> std::io::Result<File> {
     tempfile::tempfile()
 }
 
-/// An error of the engine: temporary (retry) or permanent (bounce)?
-fn is_temporary(e: &SmimeError) -> bool {
-    match e {
-        SmimeError::Token(t) => t.is_temporary(),
-        SmimeError::Io(_) => true,
-        _ => false,
-    }
-}
-
 /// Plans and runs the work for the pending recipients of `env`.
 pub fn process(ctx: &Context<'_>, env: &Envelope, message: &Path) -> std::io::Result<Plan> {
     let mut plan = Plan::default();
@@ -213,31 +204,16 @@ fn outbound_plan(
     let mut src = File::open(message)?;
     let policy = &ctx.config.policy;
     let sender_internal = ctx.config.is_internal_address(&env.from);
+    // A message whose header cannot be read cannot be signed: it fails with the reason when
+    // policy would sign it, else it goes as it came.
+    let malformed = |e: SmimeError| format!("the message is malformed: {e}");
     let (header, body_start) = match header_of(&mut src) {
         Ok(h) => h,
-        Err(e) => {
-            // A message whose header cannot be read cannot be signed: it fails with the reason
-            // when policy would sign it, else it goes as it came.
-            return fail_or_pass(
-                ctx,
-                env,
-                rcpts,
-                plan,
-                &format!("the message is malformed: {e}"),
-            );
-        }
+        Err(e) => return fail_or_pass(ctx, env, rcpts, plan, &malformed(e)),
     };
     let entity = match Entity::parse(&header) {
         Ok(e) => e,
-        Err(e) => {
-            return fail_or_pass(
-                ctx,
-                env,
-                rcpts,
-                plan,
-                &format!("the message is malformed: {e}"),
-            );
-        }
+        Err(e) => return fail_or_pass(ctx, env, rcpts, plan, &malformed(e)),
     };
     let rules = policy.rules_for(&env.from);
     let header_exception = policy.never_sign_headers.iter().find(|h| {
@@ -423,7 +399,7 @@ fn outbound_plan(
                 body,
                 treatment,
             }),
-            Err(e) if is_temporary(&e) => {
+            Err(e) if e.is_temporary() => {
                 for i in rs {
                     plan.deferred.push((i, format!("4.7.1 S/MIME: {e}")));
                 }
@@ -510,7 +486,7 @@ fn inbound_plan(
             body: Some(body),
             treatment: status,
         }),
-        Err(e) if is_temporary(&e) => {
+        Err(e) if e.is_temporary() => {
             for &i in rcpts {
                 plan.deferred.push((i, format!("4.7.1 S/MIME: {e}")));
             }

@@ -352,6 +352,7 @@ async fn bounce(relay: &Arc<Relay>, env: &Envelope, failed: &[(String, String)])
         return;
     }
     let r = relay.clone();
+    let sender = env.from.clone();
     let env = env.clone();
     let res = tokio::task::spawn_blocking(move || -> Result<String, String> {
         let mut original = File::open(r.spool.message_path(&env.id)).map_err(|e| e.to_string())?;
@@ -397,18 +398,10 @@ async fn bounce(relay: &Arc<Relay>, env: &Envelope, failed: &[(String, String)])
     .await;
     match res {
         Ok(Ok(id)) => {
-            tracing::info!(report = %id, to = %env_from(&relay.spool, &id), "queued a delivery status notification");
+            tracing::info!(report = %id, to = %sender, "queued a delivery status notification");
             relay.queue.schedule(&id, 0);
         }
         Ok(Err(e)) => tracing::error!("cannot queue a delivery status notification: {e}"),
         Err(e) => tracing::error!("cannot queue a delivery status notification: {e}"),
     }
-}
-
-fn env_from(spool: &spool::Spool, id: &str) -> String {
-    spool
-        .envelope(id)
-        .ok()
-        .and_then(|e| e.recipients.first().map(|r| r.address.clone()))
-        .unwrap_or_default()
 }

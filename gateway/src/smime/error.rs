@@ -41,6 +41,16 @@ impl SmimeError {
     pub fn is_malformed(&self) -> bool {
         matches!(self, SmimeError::Malformed(_) | SmimeError::Unsupported(_))
     }
+
+    /// May retrying later succeed (the token unavailable, a file error)? The relay then
+    /// defers (4xx) rather than bounces.
+    pub fn is_temporary(&self) -> bool {
+        match self {
+            SmimeError::Token(t) => t.is_temporary(),
+            SmimeError::Io(_) => true,
+            _ => false,
+        }
+    }
 }
 
 impl From<hsm::Error> for SmimeError {
