@@ -43,6 +43,12 @@ pub struct Server {
     pub idle_timeout: Duration,
     /// Commands that are not MAIL, RCPT or DATA allowed per message (a guard against abuse).
     pub max_errors: usize,
+    /// Bare LF or CR in message data: refused (default) or normalised to CRLF.
+    pub bare_line_ends: crate::smtp::BareLineEnds,
+    /// Largest header section accepted (bytes).
+    pub max_header_size: u64,
+    /// Most Received: fields an arriving message may carry (loop detection).
+    pub max_hops: usize,
     /// TLS certificate and key (PEM); when absent a self-signed pair is made in the data
     /// directory on first start.
     pub tls_cert: Option<PathBuf>,
@@ -421,6 +427,9 @@ mod raw {
         pub max_sessions: Option<usize>,
         pub idle_timeout: Option<String>,
         pub max_errors: Option<usize>,
+        pub bare_line_ends: Option<String>,
+        pub max_header_size: Option<String>,
+        pub max_hops: Option<usize>,
         pub tls_cert: Option<PathBuf>,
         pub tls_key: Option<PathBuf>,
     }
@@ -629,6 +638,19 @@ mod raw {
                 Some(n) => Ok(n),
                 None => Ok(d),
             };
+            let bare_line_ends = match s.bare_line_ends.as_deref() {
+                None | Some("reject") => crate::smtp::BareLineEnds::Reject,
+                Some("normalize") => crate::smtp::BareLineEnds::Normalize,
+                Some(v) => {
+                    return Err(format!(
+                        "server.bare_line_ends: {v:?} is not one of \"reject\", \"normalize\""
+                    ));
+                }
+            };
+            let max_header_size = match s.max_header_size {
+                Some(v) => parse_size(&v).map_err(|e| format!("server.max_header_size: {e}"))?,
+                None => 1 << 20,
+            };
             if s.tls_cert.is_some() != s.tls_key.is_some() {
                 return Err(
                     "server.tls_cert and server.tls_key go together: set both or neither".into(),
@@ -644,6 +666,9 @@ mod raw {
                 max_sessions: positive("server.max_sessions", s.max_sessions, 1000)?,
                 idle_timeout,
                 max_errors: positive("server.max_errors", s.max_errors, 20)?,
+                bare_line_ends,
+                max_header_size,
+                max_hops: positive("server.max_hops", s.max_hops, 50)?,
                 tls_cert: s.tls_cert.map(|p| path(base, p)),
                 tls_key: s.tls_key.map(|p| path(base, p)),
             };

@@ -916,11 +916,49 @@ fn malformed_smtp_gets_clear_replies_and_harms_no_one_else() {
         "a NUL in a command is refused: {got}"
     );
 
-    let got = raw_session(gw.port, b"HELO x\nMAIL FROM:<bob@example.net>\nRCPT TO:<alice@example.com>\nDATA\nSubject: bare\n\nbare LF\n.\nQUIT\n");
-    eprintln!("bare LF: {got}");
-    // Today a bare-LF session is accepted (see the notes: end of data must become CRLF.CRLF
-    // only, against SMTP smuggling); whatever it gets, it must not disturb the others.
-    let bare_lf_queued = got.contains("queued as");
+    // SMTP smuggling: a bare-LF end of data followed by a second transaction.
+    let got = raw_session(
+        gw.port,
+        b"HELO x\r\nMAIL FROM:<bob@example.net>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\n\
+          Subject: cover\r\n\r\ncover\n.\nMAIL FROM:<ceo@example.com>\r\nRCPT TO:<alice@example.com>\r\n\
+          DATA\r\nSubject: smuggled\r\n\r\nsmuggled\r\n.\r\nQUIT\r\n",
+    );
+    eprintln!("smuggling: {got}");
+    assert!(
+        got.contains("554 5.5.2 Message refused: bare <LF> in message data"),
+        "{got}"
+    );
+    assert!(!got.contains("queued as"), "{got}");
+    assert!(!got.contains("221"), "the session is closed: {got}");
+
+    // One session: NUL in data, a header bomb, a mail loop, then a good message; each
+    // refused message is named, the session goes on.
+    let to_data = "MAIL FROM:<bob@example.net>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\n";
+    let mut session = format!("EHLO x\r\n{to_data}Subject: nul\r\n\r\nnul \0 byte\r\n.\r\n");
+    session.push_str(to_data);
+    for i in 0..40_000 {
+        session.push_str(&format!("X-Bomb-{i}: bbbbbbbbbbbbbbbbbbbb\r\n"));
+    }
+    session.push_str("\r\nbomb\r\n.\r\n");
+    session.push_str(to_data);
+    for i in 0..51 {
+        session.push_str(&format!("Received: from hop{i} by hop{}\r\n", i + 1));
+    }
+    session.push_str("\r\nloop\r\n.\r\n");
+    session.push_str(to_data);
+    session.push_str("Subject: good\r\n\r\ngood after the bad ones\r\n.\r\nQUIT\r\n");
+    let got = raw_session(gw.port, session.as_bytes());
+    eprintln!("refusals: {got}");
+    for reply in [
+        "554 5.6.0 Message refused: a NUL byte in message data",
+        "552 5.3.4 Message header section exceeds the limit of 1048576 bytes",
+        "554 5.4.6 Too many hops: more than 50 Received: fields",
+        "250 2.0.0 Ok: queued as",
+        "221",
+    ] {
+        assert!(got.contains(reply), "{reply:?} missing: {got}");
+    }
+    assert_eq!(got.matches("queued as").count(), 1, "{got}");
 
     let got = raw_session(
         gw.port,
@@ -938,6 +976,21 @@ fn malformed_smtp_gets_clear_replies_and_harms_no_one_else() {
         "--body",
         "still here",
     ]);
-    let got = gw.maildir("inbox", 1 + usize::from(bare_lf_queued));
+    let got = gw.maildir("inbox", 2);
+    gw.wait_queue_empty();
+    assert_eq!(
+        gw.maildir("inbox", 2).len(),
+        2,
+        "only the two good messages arrive"
+    );
     assert!(got.iter().any(|(_, t)| t.contains("still here")));
+    assert!(
+        got.iter()
+            .any(|(_, t)| t.contains("good after the bad ones"))
+    );
+    assert!(
+        !got.iter()
+            .any(|(_, t)| t.contains("smuggled") || t.contains("cover") || t.contains("bomb")),
+        "nothing refused was delivered"
+    );
 }

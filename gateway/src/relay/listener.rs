@@ -135,6 +135,9 @@ async fn session(relay: Arc<Relay>, tcp: TcpStream, peer: SocketAddr) {
         max_errors: cfg.max_errors,
         starttls: relay.tls_server.is_some(),
         auth: false,
+        bare_line_ends: cfg.bare_line_ends,
+        max_header_size: cfg.max_header_size,
+        max_hops: cfg.max_hops,
     });
     let mut s = Session {
         internal_client: relay.config.is_internal_client(peer.ip()),

@@ -4,4 +4,4 @@
 pub mod client;
 pub mod server;
 
-pub use server::{Event, MailParams, RcptParams, Reply, Server, ServerConfig};
+pub use server::{BareLineEnds, Event, MailParams, RcptParams, Reply, Server, ServerConfig};

@@ -26,6 +26,27 @@ pub struct ServerConfig {
     pub starttls: bool,
     /// AUTH PLAIN and LOGIN are offered, over TLS only (RFC 4954 §4).
     pub auth: bool,
+    /// What a bare LF or bare CR in message data gets (RFC 5321 §2.3.8).
+    pub bare_line_ends: BareLineEnds,
+    /// Largest header section accepted, in bytes (a guard against header bombs).
+    pub max_header_size: u64,
+    /// Most `Received:` fields a message may arrive with (RFC 5321 §6.3: loop detection).
+    pub max_hops: usize,
+}
+
+/// Message data lines must end with CRLF; what happens to those that do not.
+///
+/// Either way, only `<CR><LF>.<CR><LF>` ends the data: a `<LF>.<LF>` (or `<LF>.<CR><LF>`) is
+/// data, so a message cannot carry a second, smuggled one that another server would split off
+/// (SMTP smuggling, CVE-2023-51764/51765/51766).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BareLineEnds {
+    /// Refuse the message with 554 5.5.2 and close the session (Postfix's
+    /// `smtpd_forbid_bare_newline = yes`).
+    #[default]
+    Reject,
+    /// Take a bare LF as a line end and pass it on as CRLF; a bare CR is kept as data.
+    Normalize,
 }
 
 impl Default for ServerConfig {
@@ -38,6 +59,9 @@ impl Default for ServerConfig {
             max_errors: 20,
             starttls: false,
             auth: false,
+            bare_line_ends: BareLineEnds::Reject,
+            max_header_size: 1 << 20,
+            max_hops: 50,
         }
     }
 }
@@ -181,14 +205,15 @@ pub struct Server {
     extended: bool,
     tls: bool,
     recipients: usize,
-    data_size: u64,
-    data_too_big: bool,
-    data_buf: Vec<u8>,
+    data: Incoming,
     errors: usize,
     /// Inside an over-long line being skipped.
     skipping_line: bool,
     /// In message data, the input starts in the middle of a line.
     mid_line: bool,
+    /// In message data, the last line ended with CRLF (or none came yet): only then may a
+    /// "." line end the data.
+    after_crlf: bool,
     /// The user AUTH accepted.
     authenticated: Option<String>,
     /// AUTH LOGIN's user name while the password is asked for.
@@ -207,12 +232,11 @@ impl Server {
             extended: false,
             tls: false,
             recipients: 0,
-            data_size: 0,
-            data_too_big: false,
-            data_buf: Vec::new(),
+            data: Incoming::default(),
             errors: 0,
             skipping_line: false,
             mid_line: false,
+            after_crlf: true,
             authenticated: None,
             login_user: None,
         };
@@ -323,10 +347,9 @@ impl Server {
             self.state = State::Ready;
         }
         self.recipients = 0;
-        self.data_size = 0;
-        self.data_too_big = false;
-        self.data_buf.clear();
+        self.data = Incoming::default();
         self.mid_line = false;
+        self.after_crlf = true;
     }
 
     fn reply(&mut self, code: u16, status: &'static str, text: &str) {
@@ -692,13 +715,13 @@ impl Server {
         }
         self.reply(354, "", "End data with <CR><LF>.<CR><LF>");
         self.state = State::Data;
-        self.data_size = 0;
-        self.data_too_big = false;
+        self.data = Incoming::default();
         self.events.push_back(Event::DataStart);
     }
 
     /// Consumes message data lines; false when more input is needed.
     fn process_data(&mut self) -> bool {
+        let reject = self.cfg.bare_line_ends == BareLineEnds::Reject;
         let mut consumed = 0;
         let mut ended = false;
         while let Some(p) = self.input[consumed..].iter().position(|b| *b == b'\n') {
@@ -706,56 +729,51 @@ impl Server {
             consumed += p + 1;
             let at_start = !self.mid_line;
             self.mid_line = false;
-            if at_start && (line == b".\r\n" || line == b".\n") {
+            let crlf = line.ends_with(b"\r\n");
+            let text = &line[..line.len() - if crlf { 2 } else { 1 }];
+            if reject && (!crlf || text.contains(&b'\r')) {
+                return self.refuse_bare_line_end(crlf);
+            }
+            if at_start && self.after_crlf && crlf && text == b"." {
                 ended = true;
                 break;
             }
-            let line = if at_start && line.first() == Some(&b'.') {
-                &line[1..]
+            self.after_crlf = crlf;
+            let text = if at_start && text.first() == Some(&b'.') {
+                &text[1..]
             } else {
-                line
+                text
             };
-            Self::take_data(
-                &mut self.data_buf,
-                &mut self.data_size,
-                &mut self.data_too_big,
-                self.cfg.max_message_size,
-                line,
-            );
+            self.data.line(&self.cfg, text, true);
         }
         self.input.drain(..consumed);
         if !ended && self.input.len() >= LONG_LINE_PIECE {
-            // A long line: passed on in pieces, so memory stays flat whatever its length.
-            let piece = std::mem::take(&mut self.input);
+            // A long line: passed on in pieces, so memory stays flat whatever its length. A CR
+            // at the end stays behind: the LF that makes it a line end may come next.
+            let keep = usize::from(self.input.last() == Some(&b'\r'));
+            let piece: Vec<u8> = self.input.drain(..self.input.len() - keep).collect();
+            if reject && piece.contains(&b'\r') {
+                return self.refuse_bare_line_end(true);
+            }
             let body = if !self.mid_line && piece.first() == Some(&b'.') {
                 &piece[1..]
             } else {
                 &piece[..]
             };
-            Self::take_data(
-                &mut self.data_buf,
-                &mut self.data_size,
-                &mut self.data_too_big,
-                self.cfg.max_message_size,
-                body,
-            );
+            self.data.line(&self.cfg, body, false);
             self.mid_line = true;
         }
-        if !self.data_too_big && !self.data_buf.is_empty() {
+        if self.data.refused.is_none() && !self.data.buf.is_empty() {
             self.events
-                .push_back(Event::Data(std::mem::take(&mut self.data_buf)));
+                .push_back(Event::Data(std::mem::take(&mut self.data.buf)));
         }
         if !ended {
             return false;
         }
-        if self.data_too_big {
+        if let Some(reply) = self.data.refused.take() {
             self.events.push_back(Event::DataAborted);
             self.reset();
-            self.reply(
-                552,
-                "5.3.4",
-                "Message size exceeds fixed maximum message size",
-            );
+            self.reply(reply.code, reply.status, &reply.text);
             return true;
         }
         self.state = State::Pending(Decision::DataEnd);
@@ -763,14 +781,118 @@ impl Server {
         true
     }
 
-    fn take_data(buf: &mut Vec<u8>, size: &mut u64, too_big: &mut bool, max: u64, bytes: &[u8]) {
-        *size += bytes.len() as u64;
-        if *size > max {
-            *too_big = true;
-            buf.clear();
+    /// A bare LF (`crlf` false) or bare CR in message data under [`BareLineEnds::Reject`]:
+    /// where the client thinks its data ends is unknowable, so the message is dropped and the
+    /// session closed.
+    fn refuse_bare_line_end(&mut self, crlf: bool) -> bool {
+        self.events.push_back(Event::DataAborted);
+        self.reset();
+        let what = if crlf { "<CR>" } else { "<LF>" };
+        Reply::new(
+            554,
+            "5.5.2",
+            format!(
+                "Message refused: bare {what} in message data; lines must end with <CR><LF> (RFC 5321 section 2.3.8)"
+            ),
+        )
+        .encode(&mut self.output);
+        self.close();
+        false
+    }
+}
+
+/// The message data of one transaction as it comes in.
+#[derive(Debug)]
+struct Incoming {
+    buf: Vec<u8>,
+    size: u64,
+    /// Still in the header section (no empty line yet).
+    in_header: bool,
+    /// At the start of a line (the last piece ended one).
+    line_start: bool,
+    header_size: u64,
+    hops: usize,
+    /// Why the message will be refused at its end; nothing more is kept once set.
+    refused: Option<Reply>,
+}
+
+impl Default for Incoming {
+    fn default() -> Self {
+        Incoming {
+            buf: Vec::new(),
+            size: 0,
+            in_header: true,
+            line_start: true,
+            header_size: 0,
+            hops: 0,
+            refused: None,
         }
-        if !*too_big {
-            buf.extend_from_slice(bytes);
+    }
+}
+
+impl Incoming {
+    /// A dot-unstuffed line's text (or a piece of a long one); `end` adds the CRLF.
+    fn line(&mut self, cfg: &ServerConfig, text: &[u8], end: bool) {
+        let len = text.len() as u64 + if end { 2 } else { 0 };
+        self.size += len;
+        if self.in_header {
+            if self.line_start && text.is_empty() && end {
+                self.in_header = false;
+            } else {
+                self.header_size += len;
+                if self.line_start
+                    && text.len() >= 9
+                    && text[..9].eq_ignore_ascii_case(b"received:")
+                {
+                    self.hops += 1;
+                }
+            }
+        }
+        self.line_start = end;
+        if self.refused.is_some() {
+            return;
+        }
+        let refusal = if text.contains(&0) {
+            Some(Reply::new(
+                554,
+                "5.6.0",
+                "Message refused: a NUL byte in message data (RFC 5321 section 2.3.8)",
+            ))
+        } else if self.size > cfg.max_message_size {
+            Some(Reply::new(
+                552,
+                "5.3.4",
+                "Message size exceeds fixed maximum message size",
+            ))
+        } else if self.header_size > cfg.max_header_size {
+            Some(Reply::new(
+                552,
+                "5.3.4",
+                format!(
+                    "Message header section exceeds the limit of {} bytes",
+                    cfg.max_header_size
+                ),
+            ))
+        } else if self.hops > cfg.max_hops {
+            Some(Reply::new(
+                554,
+                "5.4.6",
+                format!(
+                    "Too many hops: more than {} Received: fields, a mail loop?",
+                    cfg.max_hops
+                ),
+            ))
+        } else {
+            None
+        };
+        if refusal.is_some() {
+            self.refused = refusal;
+            self.buf = Vec::new();
+            return;
+        }
+        self.buf.extend_from_slice(text);
+        if end {
+            self.buf.extend_from_slice(b"\r\n");
         }
     }
 }
@@ -1119,5 +1241,139 @@ mod tests {
             b"HELO c\r\nMAIL FROM:<a@e.com>\r\nRCPT TO:<1@e.com>\r\nRCPT TO:<2@e.com>\r\nRCPT TO:<3@e.com>\r\n",
         );
         assert_eq!(codes(&out), ["250", "250", "250", "250", "452"]);
+    }
+
+    const TO_DATA: &[u8] = b"EHLO c\r\nMAIL FROM:<a@e.com>\r\nRCPT TO:<b@e.com>\r\nDATA\r\n";
+
+    #[test]
+    fn bare_line_ends_in_data_refuse_the_message_and_close() {
+        // The smuggling shapes: <LF>.<LF>, <LF>.<CR><LF>, <CR>.<CR>, and a bare CR at the
+        // edge of a long-line piece.
+        let mut long_cr = vec![b'y'; LONG_LINE_PIECE + 10];
+        long_cr[LONG_LINE_PIECE / 2] = b'\r';
+        long_cr.extend_from_slice(b"\r\n.\r\n");
+        for (name, data) in [
+            (
+                "LF.LF",
+                &b"Subject: x\r\n\r\nhi\n.\nMAIL FROM:<evil@e.com>\r\n"[..],
+            ),
+            (
+                "LF.CRLF",
+                b"Subject: x\r\n\r\nhi\n.\r\nMAIL FROM:<evil@e.com>\r\n",
+            ),
+            (
+                "CR.CR",
+                b"Subject: x\r\n\r\nhi\r.\rMAIL FROM:<e@e.com>\r\n.\r\n",
+            ),
+            ("long CR", &long_cr),
+        ] {
+            let mut s = Server::new(ServerConfig::default());
+            s.take_output();
+            let mut input = TO_DATA.to_vec();
+            input.extend_from_slice(data);
+            let (out, events) = run(&mut s, &input);
+            assert_eq!(
+                codes(&out),
+                ["250", "250", "250", "354", "554"],
+                "{name}: {out}"
+            );
+            assert!(
+                out.contains("554 5.5.2 Message refused: bare <"),
+                "{name}: {out}"
+            );
+            assert!(events.contains(&Event::DataAborted), "{name}");
+            assert!(!events.contains(&Event::DataEnd), "{name}");
+            assert_eq!(events.last(), Some(&Event::Close), "{name}");
+            assert!(s.is_closed());
+        }
+        // Commands may end with a bare LF: nothing is smuggled through a command line.
+        let mut s = Server::new(ServerConfig::default());
+        s.take_output();
+        let (out, _) = run(&mut s, b"HELO c\nNOOP\n");
+        assert_eq!(codes(&out), ["250", "250"]);
+    }
+
+    #[test]
+    fn normalized_bare_lf_is_data_and_only_crlf_dot_crlf_ends_it() {
+        let cfg = ServerConfig {
+            bare_line_ends: BareLineEnds::Normalize,
+            ..ServerConfig::default()
+        };
+        let mut s = Server::new(cfg);
+        s.take_output();
+        let mut input = TO_DATA.to_vec();
+        input.extend_from_slice(
+            b"Subject: x\n\nhi\n.\nMAIL FROM:<evil@e.com>\n\n.\r\nbare\rCR\r\n.\r\nNOOP\r\n",
+        );
+        let (out, events) = run(&mut s, &input);
+        assert_eq!(codes(&out), ["250", "250", "250", "354", "250", "250"]);
+        assert!(out.contains("250 2.0.0 Ok: queued as 1\r\n250 2.0.0 Ok\r\n"));
+        assert_eq!(events.iter().filter(|e| **e == Event::DataEnd).count(), 1);
+        // The "." after a bare LF was data (unstuffed), the smuggled command too.
+        assert_eq!(
+            data_of(&events),
+            b"Subject: x\r\n\r\nhi\r\n\r\nMAIL FROM:<evil@e.com>\r\n\r\n\r\nbare\rCR\r\n"
+        );
+    }
+
+    #[test]
+    fn nul_header_bombs_and_loops_are_refused_at_the_end_of_data() {
+        let cfg = ServerConfig {
+            max_header_size: 1000,
+            max_hops: 3,
+            ..ServerConfig::default()
+        };
+        let mut bomb = TO_DATA.to_vec();
+        for i in 0..100 {
+            bomb.extend_from_slice(format!("X-Bomb-{i}: {}\r\n", "b".repeat(20)).as_bytes());
+        }
+        bomb.extend_from_slice(b"\r\nbody\r\n.\r\nNOOP\r\n");
+        let mut long_field = TO_DATA.to_vec();
+        long_field.extend_from_slice(b"Subject: ");
+        long_field.extend(std::iter::repeat_n(b's', 3 * LONG_LINE_PIECE));
+        long_field.extend_from_slice(b"\r\n\r\nbody\r\n.\r\nNOOP\r\n");
+        let mut loop_ = TO_DATA.to_vec();
+        loop_.extend_from_slice(
+            b"Received: from a\r\nreceived: from b\r\nRECEIVED: from c\r\nReceived: from d\r\n\r\n.\r\nNOOP\r\n",
+        );
+        let mut fine = TO_DATA.to_vec();
+        fine.extend_from_slice(
+            b"Received: from a\r\nReceived: from b\r\nReceived: from c\r\n\r\nReceived: in the body\r\n",
+        );
+        fine.extend(std::iter::repeat_n(b'B', 5000));
+        fine.extend_from_slice(b"\r\n.\r\n");
+        let mut nul = TO_DATA.to_vec();
+        nul.extend_from_slice(b"Subject: x\r\n\r\nnul \0 here\r\n.\r\nNOOP\r\n");
+        for (name, input, status) in [
+            ("nul", nul, Some("554 5.6.0 Message refused: a NUL byte")),
+            (
+                "bomb",
+                bomb,
+                Some("552 5.3.4 Message header section exceeds"),
+            ),
+            (
+                "long field",
+                long_field,
+                Some("552 5.3.4 Message header section"),
+            ),
+            ("loop", loop_, Some("554 5.4.6 Too many hops")),
+            ("fine", fine, None),
+        ] {
+            let mut s = Server::new(cfg.clone());
+            s.take_output();
+            let (out, events) = run(&mut s, &input);
+            match status {
+                Some(status) => {
+                    assert!(out.contains(status), "{name}: {out}");
+                    assert!(
+                        out.ends_with("250 2.0.0 Ok\r\n"),
+                        "{name}: the session goes on"
+                    );
+                    assert!(events.contains(&Event::DataAborted), "{name}");
+                    assert!(!events.contains(&Event::DataEnd), "{name}");
+                }
+                None => assert_eq!(events.last(), Some(&Event::DataEnd), "{name}: {out}"),
+            }
+        }
     }
 }
