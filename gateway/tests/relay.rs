@@ -28,8 +28,13 @@ fn spawn(dir: &Path) -> Child {
         .append(true)
         .open(dir.join("gateway.log"))
         .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_smimegw"))
-        .args(["serve", "--config", "smimegw.toml"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_smimegw"));
+    // A test that puts the keys in SoftHSM2 gives the gateway its own token directory.
+    let softhsm = dir.join("softhsm/softhsm2.conf");
+    if softhsm.exists() {
+        cmd.env("SOFTHSM2_CONF", softhsm);
+    }
+    cmd.args(["serve", "--config", "smimegw.toml"])
         .current_dir(dir)
         .env("SMIMEGW_PIN", "test-passphrase")
         .env("RUST_LOG", "info")
@@ -993,4 +998,114 @@ fn malformed_smtp_gets_clear_replies_and_harms_no_one_else() {
             .any(|(_, t)| t.contains("smuggled") || t.contains("cover") || t.contains("bomb")),
         "nothing refused was delivered"
     );
+}
+
+#[test]
+fn token_unavailable_keeps_mail_queued_and_nothing_goes_out_unsigned() {
+    common::softhsm_conf(); // SoftHSM2 is installed (or the test says how to get it)
+    let dir = tempfile::tempdir().unwrap();
+    let hsm_dir = dir.path().join("softhsm");
+    hsm::softhsm::init_dev_token(&hsm_dir, "gw-faults", "test-passphrase").unwrap();
+    let gw = Gateway::start_in(
+        dir,
+        "",
+        &format!(
+            "[token]\nuri = \"pkcs11:token=gw-faults?module-path={}\"\npin = \"env:SMIMEGW_PIN\"\n",
+            hsm::softhsm::MODULE
+        ),
+    );
+    let verify = |path: &Path| {
+        openssl(
+            &[
+                "cms",
+                "-verify",
+                "-in",
+                path.to_str().unwrap(),
+                "-CAfile",
+                gw.data().join("ca.pem").to_str().unwrap(),
+            ],
+            gw.dir.path(),
+        )
+    };
+    gw.send(&[
+        "--from",
+        "alice@example.com",
+        "--to",
+        "bob@example.net",
+        "--body",
+        "before the token went away",
+    ]);
+    let got = gw.maildir("outbox", 1);
+    verify(&got[0].0);
+
+    // The token goes away (SoftHSM2's token directory vanishes, as a network HSM would).
+    let tokens = hsm_dir.join("tokens");
+    let away = hsm_dir.join("tokens-away");
+    std::fs::rename(&tokens, &away).unwrap();
+    std::fs::create_dir(&tokens).unwrap();
+
+    // A known sender's mail is accepted and waits, with the reason.
+    gw.send(&[
+        "--from",
+        "alice@example.com",
+        "--to",
+        "bob@example.net",
+        "--body",
+        "while the token is away",
+    ]);
+    gw.wait_until("a failed signing attempt", || {
+        let q = gw.queued();
+        q.len() == 1 && q[0]["attempts"].as_u64().unwrap_or(0) >= 2
+    });
+    let q = gw.queued();
+    let last = q[0]["recipients"][0]["status"]["last"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        last.starts_with("4.") && last.contains("unavailable"),
+        "{last}"
+    );
+    // A sender who needs a certificate made now is told to come back later.
+    let out = gw.swaks(&[
+        "--from",
+        "carol@example.com",
+        "--to",
+        "bob@example.net",
+        "--body",
+        "new sender",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("<** 451 4.7.1") && !text.contains("queued as"),
+        "{text}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        gw.maildir("outbox", 1).len(),
+        1,
+        "nothing went out while the token was away"
+    );
+
+    // The token comes back: the queued message goes out, signed.
+    std::fs::remove_dir(&tokens).unwrap();
+    std::fs::rename(&away, &tokens).unwrap();
+    let got = gw.maildir("outbox", 2);
+    gw.wait_queue_empty();
+    let (path, _) = got
+        .iter()
+        .find(|(_, t)| !t.contains("before the token"))
+        .unwrap();
+    let out = verify(path);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("while the token is away"));
+    // Signing works for new senders again too.
+    gw.send(&[
+        "--from",
+        "carol@example.com",
+        "--to",
+        "bob@example.net",
+        "--body",
+        "carol again",
+    ]);
+    gw.maildir("outbox", 3);
 }
