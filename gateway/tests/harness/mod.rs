@@ -1,0 +1,272 @@
+//! The gateway under test: `smimegw serve` on a loopback port with a configuration written
+//! by the test, driven by swaks; helpers shared by the relay and Postfix tests.
+#![allow(dead_code)]
+
+pub mod postfix;
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::openssl;
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs `smimegw serve` on `dir/smimegw.toml`, its log appended to `dir/gateway.log`.
+pub fn spawn(dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("gateway.log"))
+        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_smimegw"));
+    // A test that puts the keys in SoftHSM2 gives the gateway its own token directory.
+    let softhsm = dir.join("softhsm/softhsm2.conf");
+    if softhsm.exists() {
+        cmd.env("SOFTHSM2_CONF", softhsm);
+    }
+    cmd.args(["serve", "--config", "smimegw.toml"])
+        .current_dir(dir)
+        .env("SMIMEGW_PIN", "test-passphrase")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+pub struct Gateway {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Gateway {
+    /// Starts the gateway with `server_extra` lines in `[server]` and `rest` after it.
+    pub fn start(server_extra: &str, rest: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, server_extra, rest)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, server_extra: &str, rest: &str) -> Gateway {
+        Self::start_full(
+            dir,
+            server_extra,
+            "first_retry = \"1s\"\nmax_retry = \"2s\"",
+            rest,
+        )
+    }
+
+    pub fn start_full(
+        dir: tempfile::TempDir,
+        server_extra: &str,
+        queue: &str,
+        rest: &str,
+    ) -> Gateway {
+        Self::start_on(free_port(), dir, server_extra, queue, rest)
+    }
+
+    /// Starts the gateway on a port chosen by the caller (peers configured before it need it).
+    pub fn start_on(
+        port: u16,
+        dir: tempfile::TempDir,
+        server_extra: &str,
+        queue: &str,
+        rest: &str,
+    ) -> Gateway {
+        let config = format!(
+            "data_dir = \"data\"\n\
+             [server]\n\
+             hostname = \"gw.example.com\"\n\
+             listen = [\"127.0.0.1:{port}\"]\n\
+             internal_domains = [\"example.com\"]\n\
+             {server_extra}\n\
+             [queue]\n\
+             {queue}\n\
+             {rest}\n"
+        );
+        std::fs::write(dir.path().join("smimegw.toml"), config).unwrap();
+        let child = spawn(dir.path());
+        let g = Gateway { child, dir, port };
+        g.wait_listening();
+        g
+    }
+
+    /// Kills the gateway with SIGKILL (no chance to clean up) and starts it again on the
+    /// same configuration and data.
+    pub fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(self.dir.path());
+        self.wait_listening();
+    }
+
+    pub fn wait_listening(&self) {
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the gateway did not start: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    /// swaks to the gateway with `args`; returns its output (it may fail: callers check).
+    pub fn swaks(&self, args: &[&str]) -> Output {
+        Command::new("swaks")
+            .args([
+                "--server",
+                &format!("127.0.0.1:{}", self.port),
+                "--timeout",
+                "60",
+            ])
+            .args(args)
+            .output()
+            .expect("swaks runs (tests/run installs it)")
+    }
+
+    /// Sends and expects `250` to the data.
+    pub fn send(&self, args: &[&str]) -> String {
+        let out = self.swaks(args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success() && text.contains("<-  250 2.0.0 Ok: queued as"),
+            "swaks {args:?}: {text}\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        text
+    }
+
+    /// Waits until the Maildir `DATA/which/new` holds `n` messages; returns them in order.
+    pub fn maildir(&self, which: &str, n: usize) -> Vec<(PathBuf, String)> {
+        wait_maildir(&self.data().join(which), n, || self.log())
+    }
+
+    /// Waits (30 s at most) until `cond` holds; the failure shows `what` and the log.
+    pub fn wait_until(&self, what: &str, mut cond: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !cond() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "waited 30 s for {what}; queue: {:?}\nlog:\n{}",
+                self.queued(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the queue is empty.
+    pub fn wait_queue_empty(&self) {
+        self.wait_until("an empty queue", || self.queued().is_empty());
+    }
+
+    /// Envelopes in the queue.
+    pub fn queued(&self) -> Vec<serde_json::Value> {
+        let dir = self.data().join("spool/queue");
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "env"))
+                    .map(|e| serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A correspondent outside: a self-signed S/MIME certificate made by OpenSSL.
+pub fn outsider(dir: &Path, name: &str, address: &str) {
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "30",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            &format!("subjectAltName=email:{address}"),
+            "-addext",
+            "extendedKeyUsage=emailProtection",
+            "-addext",
+            "keyUsage=digitalSignature,keyEncipherment",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ],
+        dir,
+    );
+}
+
+pub fn header_value<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.lines()
+        .take_while(|l| !l.is_empty() && *l != "\r")
+        .find(|l| {
+            l.len() > name.len()
+                && l[..name.len()].eq_ignore_ascii_case(name)
+                && l.as_bytes()[name.len()] == b':'
+        })
+        .map(|l| l[name.len() + 1..].trim())
+}
+
+/// Waits (60 s at most) until the Maildir `dir` holds `n` messages in `new/`; returns them in
+/// order. A failure shows `log()`.
+pub fn wait_maildir(dir: &Path, n: usize, log: impl Fn() -> String) -> Vec<(PathBuf, String)> {
+    let dir = dir.join("new");
+    let start = Instant::now();
+    loop {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        if files.len() >= n {
+            files.sort();
+            return files
+                .into_iter()
+                .map(|p| {
+                    let t = String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned();
+                    (p, t)
+                })
+                .collect();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{} has {} of {n} messages; log:\n{}",
+            dir.display(),
+            files.len(),
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
