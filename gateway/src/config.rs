@@ -49,6 +49,8 @@ pub struct Server {
     pub max_header_size: u64,
     /// Most Received: fields an arriving message may carry (loop detection).
     pub max_hops: usize,
+    /// SMTP AUTH accounts (`smimegw users`); AUTH is offered over TLS when set.
+    pub auth_users: Option<PathBuf>,
     /// TLS certificate and key (PEM); when absent a self-signed pair is made in the data
     /// directory on first start.
     pub tls_cert: Option<PathBuf>,
@@ -430,6 +432,7 @@ mod raw {
         pub bare_line_ends: Option<String>,
         pub max_header_size: Option<String>,
         pub max_hops: Option<usize>,
+        pub auth_users: Option<PathBuf>,
         pub tls_cert: Option<PathBuf>,
         pub tls_key: Option<PathBuf>,
     }
@@ -669,6 +672,7 @@ mod raw {
                 bare_line_ends,
                 max_header_size,
                 max_hops: positive("server.max_hops", s.max_hops, 50)?,
+                auth_users: s.auth_users.map(|p| path(base, p)),
                 tls_cert: s.tls_cert.map(|p| path(base, p)),
                 tls_key: s.tls_key.map(|p| path(base, p)),
             };

@@ -7,3 +7,4 @@ pub mod relay;
 pub mod smime;
 pub mod smtp;
 pub mod spool;
+pub mod users;

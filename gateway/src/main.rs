@@ -36,6 +36,8 @@ enum Command {
     Serve(cli::serve::ServeArgs),
     /// The running gateway's queue: list, show, retry, delete.
     Queue(cli::queue::QueueArgs),
+    /// SMTP AUTH accounts for clients outside the internal networks: add, remove, list.
+    Users(cli::users::UsersArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Command::Message(args) => cli::message::run(args, &mut out),
         Command::Serve(args) => cli::serve::run(args, &mut out),
         Command::Queue(args) => cli::queue::run(args, &mut out),
+        Command::Users(args) => cli::users::run(args, &mut out),
     };
     let flushed = out.flush();
     match result.and(flushed.map_err(CliError::Output)) {

@@ -872,3 +872,142 @@ fn token_unavailable_keeps_mail_queued_and_nothing_goes_out_unsigned() {
     ]);
     gw.maildir("outbox", 3);
 }
+
+#[test]
+fn remote_users_authenticate_over_tls_and_send_only_as_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = |args: &[&str], stdin: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_smimegw"))
+            .arg("users")
+            .args(["--file", dir.path().join("users").to_str().unwrap()])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, text) = users(
+        &["add", "Alice@example.com", "--password-stdin"],
+        "correct horse\n",
+    );
+    assert!(ok && text.contains("alice@example.com: added"), "{text}");
+    let (ok, _) = users(
+        &["add", "mallory@example.com", "--password-stdin"],
+        "m4llory\n",
+    );
+    assert!(ok);
+    let stored = std::fs::read_to_string(dir.path().join("users")).unwrap();
+    assert!(!stored.contains("correct horse") && stored.contains("alice@example.com:$argon2id$"));
+    let (ok, text) = users(&["add", "not-an-address", "--password-stdin"], "x\n");
+    assert!(!ok && text.contains("is not a user name"), "{text}");
+
+    // Loopback is not an internal network here: this client is "outside".
+    let gw = Gateway::start_in(
+        dir,
+        "internal_networks = [\"10.0.0.0/8\"]\nauth_users = \"users\"",
+        "",
+    );
+    let send = |extra: &[&str]| {
+        let mut args = vec!["--to", "bob@example.net", "--body", "from the road"];
+        args.extend_from_slice(extra);
+        String::from_utf8_lossy(&gw.swaks(&args).stdout).into_owned()
+    };
+    let text = send(&["--from", "alice@example.com"]);
+    assert!(text.contains("<** 554 5.7.1 Relay access denied"), "{text}");
+    // AUTH is offered over TLS only.
+    let text = send(&["--from", "alice@example.com", "--quit-after", "EHLO"]);
+    assert!(!text.contains("AUTH"), "{text}");
+    let text = send(&[
+        "--from",
+        "alice@example.com",
+        "--tls",
+        "--quit-after",
+        "EHLO",
+    ]);
+    assert!(text.contains("250 AUTH PLAIN LOGIN"), "{text}");
+    // A wrong password, then the right one.
+    let auth = |user: &'static str, password: &'static str, from: &'static str| {
+        send(&[
+            "--from",
+            from,
+            "--tls",
+            "--auth",
+            "LOGIN",
+            "--auth-user",
+            user,
+            "--auth-password",
+            password,
+        ])
+    };
+    let text = auth("alice@example.com", "wrong horse", "alice@example.com");
+    assert!(
+        text.contains("* 535 5.7.8 Authentication credentials invalid"),
+        "{text}"
+    );
+    let text = auth("alice@example.com", "correct horse", "alice@example.com");
+    assert!(text.contains("queued as"), "{text}");
+    // An account sends as itself only: the gateway signs as the sender.
+    let text = auth("mallory@example.com", "m4llory", "ceo@example.com");
+    assert!(
+        text.contains(
+            "* 553 5.7.1 Sender address <ceo@example.com> is not owned by user mallory@example.com"
+        ),
+        "{text}"
+    );
+    let got = gw.maildir("outbox", 1);
+    assert!(got[0].1.contains("with ESMTPSA"), "{}", got[0].1);
+    openssl(
+        &[
+            "cms",
+            "-verify",
+            "-in",
+            got[0].0.to_str().unwrap(),
+            "-CAfile",
+            gw.data().join("ca.pem").to_str().unwrap(),
+        ],
+        gw.dir.path(),
+    );
+    // A removed account stops working without a restart.
+    let out = Command::new(env!("CARGO_BIN_EXE_smimegw"))
+        .args([
+            "users",
+            "--config",
+            "smimegw.toml",
+            "remove",
+            "alice@example.com",
+        ])
+        .current_dir(gw.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = auth("alice@example.com", "correct horse", "alice@example.com");
+    assert!(
+        text.contains("* 535 5.7.8 Authentication credentials invalid"),
+        "{text}"
+    );
+    gw.wait_queue_empty();
+    assert_eq!(gw.maildir("outbox", 1).len(), 1);
+    let log = gw.log();
+    assert!(
+        !log.contains("correct horse") && !log.contains("m4llory"),
+        "{log}"
+    );
+    assert!(log.contains("authentication failed"), "{log}");
+}

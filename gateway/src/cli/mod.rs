@@ -5,3 +5,4 @@ pub mod queue;
 pub mod serve;
 pub mod table;
 pub mod token;
+pub mod users;

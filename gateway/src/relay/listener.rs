@@ -11,12 +11,15 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::Sign;
-use crate::smtp::{Event, MailParams, RcptParams, Reply, Server, ServerConfig};
+use crate::smtp::{Event, MailParams, Password, RcptParams, Reply, Server, ServerConfig};
 use crate::spool::{self, Envelope, Incoming, Recipient, Status};
 
 use super::Relay;
 use super::dsn::rfc5322_date;
 use super::keys::CertProblem;
+
+/// How long a failed AUTH waits before its 535 (a brake on password guessing).
+const AUTH_FAILURE_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Accepts connections until the task is aborted.
 pub async fn accept_loop(relay: Arc<Relay>, listener: TcpListener) {
@@ -121,6 +124,8 @@ struct Session {
     relay: Arc<Relay>,
     peer: SocketAddr,
     internal_client: bool,
+    /// The account AUTH accepted (it may relay, as itself).
+    user: Option<String>,
     helo: String,
     tx: Option<Tx>,
 }
@@ -134,13 +139,14 @@ async fn session(relay: Arc<Relay>, tcp: TcpStream, peer: SocketAddr) {
         max_line: 4096,
         max_errors: cfg.max_errors,
         starttls: relay.tls_server.is_some(),
-        auth: false,
+        auth: relay.users.is_some(),
         bare_line_ends: cfg.bare_line_ends,
         max_header_size: cfg.max_header_size,
         max_hops: cfg.max_hops,
     });
     let mut s = Session {
         internal_client: relay.config.is_internal_client(peer.ip()),
+        user: None,
         relay: relay.clone(),
         peer,
         helo: String::new(),
@@ -209,6 +215,18 @@ impl Session {
                 self.tx = None;
             }
             Event::Mail { from, params } => {
+                // An authenticated user sends as themself only: the gateway signs as the sender.
+                if let Some(user) = server.authenticated()
+                    && !from.eq_ignore_ascii_case(user)
+                {
+                    tracing::warn!(peer = %self.peer, %user, %from, "sender refused: not the authenticated user");
+                    server.reject(Reply::new(
+                        553,
+                        "5.7.1",
+                        format!("Sender address <{from}> is not owned by user {user}"),
+                    ));
+                    return;
+                }
                 self.tx = Some(Tx {
                     from,
                     params,
@@ -268,19 +286,52 @@ impl Session {
                 }
                 self.tx = None;
             }
-            Event::Auth { .. } => {
+            Event::Auth { user, password } => self.auth(server, user, password).await,
+            Event::StartTls | Event::Close => {}
+        }
+    }
+
+    /// AUTH PLAIN/LOGIN credentials against `server.auth_users` (Argon2id, on a blocking
+    /// thread); a failure waits a second before it is answered.
+    async fn auth(&mut self, server: &mut Server, user: String, password: Password) {
+        let relay = self.relay.clone();
+        let name = user.clone();
+        let checked = tokio::task::spawn_blocking(move || match &relay.users {
+            Some(store) => store.verify(&name, password.expose()),
+            None => Ok(None),
+        })
+        .await;
+        match checked {
+            Ok(Ok(Some(user))) => {
+                tracing::info!(peer = %self.peer, %user, "authenticated");
+                self.user = Some(user);
+                server.accept("Authentication successful");
+            }
+            Ok(Ok(None)) => {
+                tracing::warn!(peer = %self.peer, %user, "authentication failed");
+                tokio::time::sleep(AUTH_FAILURE_DELAY).await;
                 server.reject(Reply::new(
                     535,
                     "5.7.8",
                     "Authentication credentials invalid",
                 ));
             }
-            Event::StartTls | Event::Close => {}
+            Ok(Err(e)) => {
+                tracing::error!("SMTP accounts: {e}");
+                server.reject(Reply::new(454, "4.7.0", "Temporary authentication failure"));
+            }
+            Err(_) => server.reject(Reply::new(454, "4.7.0", "Temporary authentication failure")),
         }
     }
 
     fn received_field(&self, id: &str, tls: bool, tx: &Tx) -> String {
-        let proto = if tls { "ESMTPS" } else { "ESMTP" };
+        // RFC 3848: S for TLS, A for an authenticated client.
+        let proto = match (tls, self.user.is_some()) {
+            (true, true) => "ESMTPSA",
+            (true, false) => "ESMTPS",
+            (false, true) => "ESMTPA",
+            (false, false) => "ESMTP",
+        };
         let for_clause = if tx.recipients.len() == 1 {
             format!("\r\n\tfor <{}>", tx.recipients[0].address)
         } else {
@@ -315,7 +366,7 @@ impl Session {
         if config.is_internal_address(to) {
             return Ok(());
         }
-        if !self.internal_client {
+        if !self.internal_client && self.user.is_none() {
             return Err(Reply::new(554, "5.7.1", "Relay access denied"));
         }
         // Outbound from an internal sender: will it be signed, and can it be?
@@ -386,7 +437,7 @@ impl Session {
             recipients: tx.recipients,
             client: self.peer.ip().to_string(),
             helo: self.helo.clone(),
-            authenticated: None,
+            authenticated: self.user.clone(),
             ret_full: tx.params.ret_full,
             envid: tx.params.envid,
             smtputf8: tx.params.smtputf8,

@@ -35,6 +35,8 @@ pub struct Relay {
     pub tls_client_any: Arc<rustls::ClientConfig>,
     pub tls_client_outbound: Arc<rustls::ClientConfig>,
     pub tls_client_inbound: Arc<rustls::ClientConfig>,
+    /// SMTP AUTH accounts (`server.auth_users`).
+    pub users: Option<crate::users::UserStore>,
 }
 
 /// A start-up failure, for the administrator.
@@ -52,6 +54,8 @@ pub enum StartError {
         path: String,
         reason: String,
     },
+    #[error("server.auth_users: {0}")]
+    Users(#[from] crate::users::UsersError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -220,8 +224,13 @@ impl Relay {
             Some(p) => client_config(Some(&p))?,
             None => tls_client_any.clone(),
         };
+        let users = match &config.server.auth_users {
+            Some(p) => Some(crate::users::UserStore::open(p)?),
+            None => None,
+        };
         let queue = queue::Queue::new(config.queue.concurrency);
         Ok(Relay {
+            users,
             config,
             spool,
             keys,

@@ -4,4 +4,6 @@
 pub mod client;
 pub mod server;
 
-pub use server::{BareLineEnds, Event, MailParams, RcptParams, Reply, Server, ServerConfig};
+pub use server::{
+    BareLineEnds, Event, MailParams, Password, RcptParams, Reply, Server, ServerConfig,
+};
