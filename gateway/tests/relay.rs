@@ -341,10 +341,23 @@ fn required_encryption_without_a_certificate_bounces_and_the_subject_tag_forces_
 
 /// A minimal SMTP sink (the next hop) that accepts everything and hands back each message.
 fn sink(listener: TcpListener) -> std::sync::mpsc::Receiver<String> {
+    sink_counting(listener).0
+}
+
+/// A next hop that also counts the connections made to it.
+fn sink_counting(
+    listener: TcpListener,
+) -> (
+    std::sync::mpsc::Receiver<String>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
     let (tx, rx) = std::sync::mpsc::channel();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = connections.clone();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { return };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let tx = tx.clone();
             std::thread::spawn(move || {
                 let mut w = conn.try_clone().unwrap();
@@ -382,7 +395,7 @@ fn sink(listener: TcpListener) -> std::sync::mpsc::Receiver<String> {
             });
         }
     });
-    rx
+    (rx, connections)
 }
 
 #[test]
@@ -411,13 +424,34 @@ fn next_hop_down_then_back() {
         .unwrap_or("");
     assert!(last.contains("cannot connect"), "{last}");
     // The next hop comes back: the retry delivers, signed.
-    let rx = sink(TcpListener::bind(("127.0.0.1", hop_port)).unwrap());
+    let (rx, connections) = sink_counting(TcpListener::bind(("127.0.0.1", hop_port)).unwrap());
     let msg = rx
         .recv_timeout(Duration::from_secs(30))
         .unwrap_or_else(|_| panic!("{}", gw.log()));
     assert!(
         msg.contains("multipart/signed") && msg.contains("queued while down"),
         "{msg}"
+    );
+    gw.wait_queue_empty();
+    // The next messages reuse the open session (RSET, then MAIL): one connection for all.
+    for body in ["second", "third"] {
+        gw.send(&[
+            "--from",
+            "alice@example.com",
+            "--to",
+            "bob@example.net",
+            "--body",
+            body,
+        ]);
+        let msg = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("{}", gw.log()));
+        assert!(msg.contains(body), "{msg}");
+    }
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the session to the next hop was reused"
     );
     gw.wait_queue_empty();
 }

@@ -1,11 +1,15 @@
 //! Delivery: one SMTP transaction to a next hop (STARTTLS when offered or required,
 //! pipelined when offered, a result per recipient), or a file into a Maildir.
+//!
+//! Connections are reused: after a transaction the session stays open in a [`Pool`] for
+//! [`IDLE_LIMIT`]; the next transaction to the same hop checks it with RSET and goes on
+//! (as Postfix's connection cache does), or connects afresh when the hop has hung up.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -31,6 +35,74 @@ pub enum Outcome {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
 const DATA_END_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How long a delivered-to session stays open for the next message, and how many idle ones
+/// a hop keeps.
+pub const IDLE_LIMIT: Duration = Duration::from_secs(5);
+const IDLE_PER_HOP: usize = 32;
+
+/// A connection to a next hop, plain or TLS.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// An open session after a transaction, ready for MAIL.
+struct Idle {
+    io: Io<Box<dyn Stream>>,
+    caps: Capabilities,
+    since: Instant,
+}
+
+/// Idle sessions by hop.
+#[derive(Default)]
+pub struct Pool {
+    idle: Mutex<Vec<(String, Idle)>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.idle.lock().map_or(0, |v| v.len());
+        f.debug_struct("Pool").field("idle", &n).finish()
+    }
+}
+
+impl Pool {
+    /// The most recently used live session to `key`; expired ones are dropped.
+    fn take(&self, key: &str) -> Option<Idle> {
+        let mut idle = self.idle.lock().ok()?;
+        idle.retain(|(_, s)| s.since.elapsed() < IDLE_LIMIT);
+        let i = idle.iter().rposition(|(k, _)| k == key)?;
+        Some(idle.remove(i).1)
+    }
+
+    fn put(self: &Arc<Self>, key: String, s: Idle) {
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        if idle.iter().filter(|(k, _)| *k == key).count() >= IDLE_PER_HOP {
+            return;
+        }
+        idle.push((key, s));
+        drop(idle);
+        // Sessions nobody takes are ended politely once they expire.
+        let pool = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(IDLE_LIMIT).await;
+            let expired: Vec<Idle> = match pool.idle.lock() {
+                Ok(mut idle) => {
+                    let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut *idle)
+                        .into_iter()
+                        .partition(|(_, s)| s.since.elapsed() >= IDLE_LIMIT);
+                    *idle = keep;
+                    old.into_iter().map(|(_, s)| s).collect()
+                }
+                Err(_) => Vec::new(),
+            };
+            for mut s in expired {
+                let _ = timeout(Duration::from_secs(5), s.io.command("QUIT\r\n")).await;
+            }
+        });
+    }
+}
 
 struct Io<S> {
     stream: S,
@@ -177,17 +249,52 @@ pub struct Hop {
 }
 
 /// Sends `body` to the next hop for the transaction's recipients; one outcome per recipient,
-/// in order.
-pub async fn smtp(hop: &Hop, tx: &Transaction, body: File) -> Vec<Outcome> {
+/// in order. Reuses an idle session to the hop when there is one.
+pub async fn smtp(pool: &Arc<Pool>, hop: &Hop, tx: &Transaction, body: File) -> Vec<Outcome> {
     let n = tx.recipients.len();
-    match smtp_inner(hop, tx, body).await {
-        Ok(v) => v,
+    let key = format!(
+        "{}:{}:{:?}:{:p}",
+        hop.host,
+        hop.port,
+        hop.tls,
+        Arc::as_ptr(&hop.tls_config)
+    );
+    let mut session = None;
+    while let Some(mut s) = pool.take(&key) {
+        // Still there? (The hop may have closed it meanwhile.)
+        match timeout(Duration::from_secs(30), s.io.command("RSET\r\n")).await {
+            Ok(Ok(r)) if r.code == 250 => {
+                session = Some(s);
+                break;
+            }
+            _ => continue,
+        }
+    }
+    let mut s = match session {
+        Some(s) => s,
+        None => match connect(hop).await {
+            Ok(s) => s,
+            Err(Whole::Deferred(why)) => return vec![Outcome::Deferred(why); n],
+            Err(Whole::Failed(why)) => return vec![Outcome::Failed(why); n],
+        },
+    };
+    match transaction(&mut s.io, &s.caps, tx, body).await {
+        Ok((outcomes, reusable)) => {
+            if reusable {
+                s.since = Instant::now();
+                pool.put(key, s);
+            } else {
+                let _ = timeout(Duration::from_secs(5), s.io.command("QUIT\r\n")).await;
+            }
+            outcomes
+        }
         Err(Whole::Deferred(why)) => vec![Outcome::Deferred(why); n],
         Err(Whole::Failed(why)) => vec![Outcome::Failed(why); n],
     }
 }
 
-async fn smtp_inner(hop: &Hop, tx: &Transaction, body: File) -> Result<Vec<Outcome>, Whole> {
+/// A new session to the hop, greeted, with STARTTLS as the hop's mode asks.
+async fn connect(hop: &Hop) -> Result<Idle, Whole> {
     let tcp = timeout(
         CONNECT_TIMEOUT,
         TcpStream::connect((hop.host.as_str(), hop.port)),
@@ -206,7 +313,7 @@ async fn smtp_inner(hop: &Hop, tx: &Transaction, body: File) -> Result<Vec<Outco
         ))
     })?;
     let _ = tcp.set_nodelay(true);
-    let mut io = Io::new(tcp);
+    let mut io: Io<Box<dyn Stream>> = Io::new(Box::new(tcp));
     let greeting = io.reply(REPLY_TIMEOUT).await?;
     if greeting.code != 220 {
         return Err(Whole::Deferred(format!(
@@ -229,9 +336,13 @@ async fn smtp_inner(hop: &Hop, tx: &Transaction, body: File) -> Result<Vec<Outco
             let tls = connector.connect(name, io.stream).await.map_err(|e| {
                 Whole::Deferred(format!("4.7.0 TLS handshake with the next hop failed: {e}"))
             })?;
-            let mut io = Io::new(tls);
+            let mut io: Io<Box<dyn Stream>> = Io::new(Box::new(tls));
             let caps = io.ehlo(&hop.hostname).await?;
-            return transaction(&mut io, &caps, tx, body).await;
+            return Ok(Idle {
+                io,
+                caps,
+                since: Instant::now(),
+            });
         }
         if hop.tls == TlsMode::Required {
             return Err(Whole::Deferred(format!(
@@ -244,15 +355,22 @@ async fn smtp_inner(hop: &Hop, tx: &Transaction, body: File) -> Result<Vec<Outco
             "4.7.0 TLS is required and the next hop does not offer STARTTLS".into(),
         ));
     }
-    transaction(&mut io, &caps, tx, body).await
+    Ok(Idle {
+        io,
+        caps,
+        since: Instant::now(),
+    })
 }
+
+/// One transaction on an open session: the outcomes, and whether the session is fit for the
+/// next one.
 
 async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut Io<S>,
     caps: &Capabilities,
     tx: &Transaction,
     mut body: File,
-) -> Result<Vec<Outcome>, Whole> {
+) -> Result<(Vec<Outcome>, bool), Whole> {
     if let Some(limit) = caps.size
         && limit > 0
         && tx.size > limit
@@ -315,17 +433,19 @@ async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
             io.send(b".\r\n").await?;
             let _ = io.reply(REPLY_TIMEOUT).await;
         }
-        let _ = io.command("QUIT\r\n").await;
         let data_why = data_reply
             .filter(|r| r.code != 354 && accepted > 0)
             .map(|r| whole_from(&r, "DATA"));
         if let Some(w) = data_why {
+            let _ = io.command("QUIT\r\n").await;
             return Err(w);
         }
-        return Ok(outcomes
+        // Every recipient refused: the session itself is fine (RSET on reuse clears it).
+        let outcomes = outcomes
             .into_iter()
             .map(|o| o.unwrap_or_else(|| Outcome::Deferred("4.5.0 DATA refused".into())))
-            .collect());
+            .collect();
+        return Ok((outcomes, true));
     }
     body.seek(SeekFrom::Start(0))?;
     let mut enc = DataEncoder::default();
@@ -344,7 +464,8 @@ async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
     enc.finish(&mut out);
     io.send(&out).await?;
     let end = io.reply(DATA_END_TIMEOUT).await?;
-    let _ = io.command("QUIT\r\n").await;
+    // A 421 means the hop is closing.
+    let reusable = end.code != 421;
     let final_outcome = if end.code == 250 {
         Outcome::Delivered(end.one_line())
     } else if end.is_permanent() {
@@ -358,10 +479,11 @@ async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
             end.one_line()
         ))
     };
-    Ok(outcomes
+    let outcomes = outcomes
         .into_iter()
         .map(|o| o.unwrap_or_else(|| final_outcome.clone()))
-        .collect())
+        .collect();
+    Ok((outcomes, reusable))
 }
 
 /// Writes the message into a Maildir (`tmp/` then `new/`, fsynced), with a `Delivered-To`

@@ -153,7 +153,8 @@ async fn session(relay: Arc<Relay>, tcp: TcpStream, peer: SocketAddr) {
         tx: None,
     };
     let mut conn = Conn::Plain(tcp);
-    let mut buf = vec![0u8; 64 * 1024];
+    // Small: a thousand idle sessions should cost little; data streams through in pieces anyway.
+    let mut buf = vec![0u8; 8 * 1024];
     let idle = cfg.idle_timeout;
     loop {
         let mut close = false;

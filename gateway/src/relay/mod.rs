@@ -35,6 +35,8 @@ pub struct Relay {
     pub tls_client_any: Arc<rustls::ClientConfig>,
     pub tls_client_outbound: Arc<rustls::ClientConfig>,
     pub tls_client_inbound: Arc<rustls::ClientConfig>,
+    /// Open sessions to next hops, for reuse.
+    pub delivery: Arc<deliver::Pool>,
     /// SMTP AUTH accounts (`server.auth_users`).
     pub users: Option<crate::users::UserStore>,
 }
@@ -230,6 +232,7 @@ impl Relay {
         };
         let queue = queue::Queue::new(config.queue.concurrency);
         Ok(Relay {
+            delivery: Arc::default(),
             users,
             config,
             spool,

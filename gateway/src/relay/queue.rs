@@ -326,7 +326,7 @@ async fn run_job(relay: &Arc<Relay>, env: &Envelope, job: &pipeline::Job) -> Vec
                 ret_full: env.ret_full,
                 envid: env.envid.clone(),
             };
-            deliver::smtp(&hop, &tx, body).await
+            deliver::smtp(&relay.delivery, &hop, &tx, body).await
         }
     }
 }
