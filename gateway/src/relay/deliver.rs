@@ -364,7 +364,6 @@ async fn connect(hop: &Hop) -> Result<Idle, Whole> {
 
 /// One transaction on an open session: the outcomes, and whether the session is fit for the
 /// next one.
-
 async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut Io<S>,
     caps: &Capabilities,
