@@ -250,7 +250,12 @@ pub struct Hop {
 
 /// Sends `body` to the next hop for the transaction's recipients; one outcome per recipient,
 /// in order. Reuses an idle session to the hop when there is one.
-pub async fn smtp(pool: &Arc<Pool>, hop: &Hop, tx: &Transaction, body: File) -> Vec<Outcome> {
+pub async fn smtp<B: Read + Seek + Send>(
+    pool: &Arc<Pool>,
+    hop: &Hop,
+    tx: &Transaction,
+    body: B,
+) -> Vec<Outcome> {
     let n = tx.recipients.len();
     let key = format!(
         "{}:{}:{:?}:{:p}",
@@ -364,11 +369,11 @@ async fn connect(hop: &Hop) -> Result<Idle, Whole> {
 
 /// One transaction on an open session: the outcomes, and whether the session is fit for the
 /// next one.
-async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
+async fn transaction<S: AsyncRead + AsyncWrite + Unpin, B: Read + Seek>(
     io: &mut Io<S>,
     caps: &Capabilities,
     tx: &Transaction,
-    mut body: File,
+    mut body: B,
 ) -> Result<(Vec<Outcome>, bool), Whole> {
     if let Some(limit) = caps.size
         && limit > 0
@@ -487,10 +492,10 @@ async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Writes the message into a Maildir (`tmp/` then `new/`, fsynced), with a `Delivered-To`
 /// field per recipient as local delivery agents add. Returns the file name.
-pub fn maildir(
+pub fn maildir<B: Read + Seek>(
     dir: &Path,
     recipients: &[String],
-    body: &mut File,
+    body: &mut B,
     id: &str,
 ) -> std::io::Result<String> {
     for d in ["tmp", "new", "cur"] {

@@ -37,8 +37,8 @@ pub struct Job {
     /// Indices into the envelope's recipients.
     pub recipients: Vec<usize>,
     pub inbound: bool,
-    /// The bytes to send: a temporary file, or `None` for the spooled message as is.
-    pub body: Option<File>,
+    /// The bytes to send, or `None` for the spooled message as is.
+    pub body: Option<Body>,
     /// What was done, for the log: "signed", "signed, encrypted", "as received (...)".
     pub treatment: String,
 }
@@ -66,6 +66,78 @@ pub struct Context<'a> {
 
 fn scratch() -> std::io::Result<File> {
     tempfile::tempfile()
+}
+
+/// Messages up to this size are signed and encrypted in memory; larger ones through a
+/// temporary file (memory stays flat whatever the size).
+const IN_MEMORY: u64 = 1 << 20;
+
+/// A message made for delivery: in memory when small, else a temporary file.
+#[derive(Debug)]
+pub enum Body {
+    File(File),
+    Memory(std::io::Cursor<Vec<u8>>),
+}
+
+impl std::io::Read for Body {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Body::File(f) => f.read(buf),
+            Body::Memory(m) => m.read(buf),
+        }
+    }
+}
+
+impl Seek for Body {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        match self {
+            Body::File(f) => f.seek(pos),
+            Body::Memory(m) => m.seek(pos),
+        }
+    }
+}
+
+/// Where a step of the engine writes: memory for a message of at most [`IN_MEMORY`] bytes.
+enum Out {
+    File(BufWriter<File>),
+    Memory(Vec<u8>),
+}
+
+impl Out {
+    fn for_size(size: u64) -> std::io::Result<Out> {
+        Ok(if size <= IN_MEMORY {
+            Out::Memory(Vec::with_capacity(size as usize + 8 * 1024))
+        } else {
+            Out::File(BufWriter::new(scratch()?))
+        })
+    }
+
+    /// The output, ready to read from the start.
+    fn finish(self) -> Result<Body, SmimeError> {
+        Ok(match self {
+            Out::File(w) => {
+                let mut f = w.into_inner().map_err(|e| SmimeError::Io(e.into_error()))?;
+                f.seek(SeekFrom::Start(0))?;
+                Body::File(f)
+            }
+            Out::Memory(v) => Body::Memory(std::io::Cursor::new(v)),
+        })
+    }
+}
+
+impl Write for Out {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Out::File(w) => w.write(buf),
+            Out::Memory(v) => v.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Out::File(w) => w.flush(),
+            Out::Memory(_) => Ok(()),
+        }
+    }
 }
 
 /// Plans and runs the work for the pending recipients of `env`.
@@ -332,15 +404,16 @@ fn outbound_plan(
             None => File::open(message)?,
         };
         input.seek(SeekFrom::Start(0))?;
-        let result: Result<Option<File>, SmimeError> = (|| {
+        let size = input.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+        let result: Result<Option<Body>, SmimeError> = (|| {
             if !t.sign && !t.encrypt {
                 return Ok(if forced {
-                    Some(input.try_clone()?)
+                    Some(Body::File(input.try_clone()?))
                 } else {
                     None
                 });
             }
-            let mut current = input;
+            let mut current = Body::File(input);
             if t.sign {
                 let k = signer_key
                     .as_ref()
@@ -357,17 +430,14 @@ fn outbound_plan(
                     SignatureFormat::Detached => Format::Detached,
                     SignatureFormat::Opaque => Format::Opaque,
                 };
-                let mut out = BufWriter::new(scratch()?);
+                let mut out = Out::for_size(size)?;
                 signer
                     .prepare()?
                     .sign_stream(&mut current, format, ctx.now, &mut out)?;
-                current = out
-                    .into_inner()
-                    .map_err(|e| SmimeError::Io(e.into_error()))?;
-                current.seek(SeekFrom::Start(0))?;
+                current = out.finish()?;
             }
             if t.encrypt {
-                let mut out = BufWriter::new(scratch()?);
+                let mut out = Out::for_size(size)?;
                 encrypt_stream(
                     &mut current,
                     &certs,
@@ -375,10 +445,7 @@ fn outbound_plan(
                     false,
                     &mut out,
                 )?;
-                current = out
-                    .into_inner()
-                    .map_err(|e| SmimeError::Io(e.into_error()))?;
-                current.seek(SeekFrom::Start(0))?;
+                current = out.finish()?;
             }
             Ok(Some(current))
         })();
@@ -483,7 +550,7 @@ fn inbound_plan(
         Ok((body, status)) => plan.jobs.push(Job {
             recipients: rcpts.to_vec(),
             inbound: true,
-            body: Some(body),
+            body: Some(Body::File(body)),
             treatment: status,
         }),
         Err(e) if e.is_temporary() => {
@@ -500,7 +567,7 @@ fn inbound_plan(
             plan.jobs.push(Job {
                 recipients: rcpts.to_vec(),
                 inbound: true,
-                body: Some(body),
+                body: Some(Body::File(body)),
                 treatment: why,
             });
         }

@@ -200,8 +200,9 @@ async fn attempt(relay: &Arc<Relay>, id: &str) {
         tracing::info!(id, rcpt = %env.recipients[i].address, "deferred: {why}");
         env.recipients[i].status = Status::Pending { last: Some(why) };
     }
-    for job in plan.jobs {
-        let outcomes = run_job(relay, &env, &job).await;
+    for mut job in plan.jobs {
+        let body = job.body.take();
+        let outcomes = run_job(relay, &env, &job, body).await;
         for (&i, o) in job.recipients.iter().zip(outcomes) {
             let rcpt = &env.recipients[i].address;
             match o {
@@ -266,11 +267,16 @@ async fn retry_later(relay: &Arc<Relay>, env: &mut Envelope, why: &str) {
     relay.queue.schedule(&env.id, env.next_try);
 }
 
-async fn run_job(relay: &Arc<Relay>, env: &Envelope, job: &pipeline::Job) -> Vec<Outcome> {
+async fn run_job(
+    relay: &Arc<Relay>,
+    env: &Envelope,
+    job: &pipeline::Job,
+    body: Option<pipeline::Body>,
+) -> Vec<Outcome> {
     let n = job.recipients.len();
-    let body = match &job.body {
-        Some(f) => f.try_clone(),
-        None => File::open(relay.spool.message_path(&env.id)),
+    let body = match body {
+        Some(b) => Ok(b),
+        None => File::open(relay.spool.message_path(&env.id)).map(pipeline::Body::File),
     };
     let mut body = match body {
         Ok(b) => b,
