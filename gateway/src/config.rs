@@ -208,12 +208,17 @@ pub enum HashName {
     Sha512,
 }
 
+/// Content encryption, named as OpenSSL names it (`aes-256-cbc`); the CLI's `aes256-cbc`
+/// spelling is accepted too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
 pub enum CipherName {
+    #[serde(rename = "aes-128-cbc", alias = "aes128-cbc")]
     Aes128Cbc,
+    #[serde(rename = "aes-256-cbc", alias = "aes256-cbc")]
     Aes256Cbc,
+    #[serde(rename = "aes-128-gcm", alias = "aes128-gcm")]
     Aes128Gcm,
+    #[serde(rename = "aes-256-gcm", alias = "aes256-gcm")]
     Aes256Gcm,
 }
 

@@ -1041,3 +1041,148 @@ fn remote_users_authenticate_over_tls_and_send_only_as_themselves() {
     );
     assert!(log.contains("authentication failed"), "{log}");
 }
+
+/// What `openssl cms -cmsout -print` says about a message (its CMS structure).
+fn cms_print(path: &Path, dir: &Path) -> String {
+    String::from_utf8_lossy(
+        &openssl(
+            &["cms", "-cmsout", "-print", "-in", path.to_str().unwrap()],
+            dir,
+        )
+        .stdout,
+    )
+    .into_owned()
+}
+
+#[test]
+fn policy_by_domain_and_sender_chooses_signing_encryption_format_and_algorithms() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Bob's certificate is known (harvested earlier).
+    outsider(d, "bob", "bob@example.net");
+    std::fs::create_dir_all(d.join("data/certs")).unwrap();
+    openssl(
+        &[
+            "x509",
+            "-in",
+            "bob.pem",
+            "-outform",
+            "DER",
+            "-out",
+            "data/certs/bob@example.net.der",
+        ],
+        d,
+    );
+    let gw = Gateway::start_in(
+        dir,
+        "",
+        "[policy]\n\
+         format = \"detached\"\n\
+         [policy.domain.\"example.com\"]\n\
+         format = \"opaque\"\n\
+         hash = \"sha512\"\n\
+         [policy.sender.\"intern@example.com\"]\n\
+         sign = \"never\"\n\
+         [policy.sender.\"legal@example.com\"]\n\
+         encrypt = \"never\"\n\
+         [policy.sender.\"ops@example.com\"]\n\
+         format = \"detached\"\n\
+         hash = \"sha384\"\n\
+         cipher = \"aes-128-gcm\"\n",
+    );
+    let d = gw.dir.path();
+    for (from, to) in [
+        ("alice@example.com", "carol@example.org"),
+        ("intern@example.com", "carol@example.org"),
+        ("legal@example.com", "bob@example.net"),
+        ("ops@example.com", "bob@example.net"),
+    ] {
+        gw.send(&[
+            "--from",
+            from,
+            "--to",
+            to,
+            "--header",
+            &format!("Subject: from {from}"),
+            "--body",
+            &format!("body from {from}"),
+        ]);
+    }
+    let got = gw.maildir("outbox", 4);
+    gw.wait_queue_empty();
+    let find = |from: &str| {
+        got.iter()
+            .find(|(_, t)| t.contains(&format!("Subject: from {from}")))
+            .unwrap_or_else(|| panic!("nothing from {from}: {got:?}"))
+    };
+    let verify = |path: &Path| {
+        let out = openssl(
+            &[
+                "cms",
+                "-verify",
+                "-in",
+                path.to_str().unwrap(),
+                "-CAfile",
+                "data/ca.pem",
+            ],
+            d,
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    // The domain's rules: opaque, SHA-512.
+    let (path, text) = find("alice@example.com");
+    assert!(
+        text.contains("application/pkcs7-mime") && text.contains("smime-type=signed-data"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("body from alice"),
+        "opaque: the content is inside"
+    );
+    assert!(verify(path).contains("body from alice@example.com"));
+    assert!(cms_print(path, d).contains("sha512"));
+
+    // A sender who never signs.
+    let (_, text) = find("intern@example.com");
+    assert!(
+        !text.contains("pkcs7") && text.contains("body from intern@example.com"),
+        "{text}"
+    );
+
+    // A sender who never encrypts, to a recipient with a known certificate: signed only.
+    let (path, text) = find("legal@example.com");
+    assert!(!text.contains("enveloped-data"), "{text}");
+    assert!(verify(path).contains("body from legal@example.com"));
+
+    // A sender with AES-128-GCM, detached SHA-384: encrypted to Bob (if-possible, the
+    // default), and inside, a detached signature.
+    let (path, text) = find("ops@example.com");
+    assert!(text.contains("smime-type=authEnveloped-data"), "{text}");
+    assert!(
+        cms_print(path, d).contains("aes-128-gcm"),
+        "{}",
+        cms_print(path, d)
+    );
+    openssl(
+        &[
+            "cms",
+            "-decrypt",
+            "-in",
+            path.to_str().unwrap(),
+            "-recip",
+            "bob.pem",
+            "-inkey",
+            "bob.key",
+            "-out",
+            "ops.eml",
+        ],
+        d,
+    );
+    let inner = std::fs::read_to_string(d.join("ops.eml")).unwrap();
+    assert!(
+        inner.contains("multipart/signed") && inner.contains("micalg=sha-384"),
+        "{inner}"
+    );
+    assert!(verify(&d.join("ops.eml")).contains("body from ops@example.com"));
+}

@@ -11,12 +11,23 @@ use std::time::{Duration, Instant};
 
 use crate::common::openssl;
 
+/// A free port for a listener, below the kernel's ephemeral range (32768 and up), so the
+/// outgoing connections of other tests running meanwhile cannot take it before it is bound.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::hash::{BuildHasher, Hasher};
+    loop {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos(),
+        );
+        let port = 20_000 + (h.finish() % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Runs `smimegw serve` on `dir/smimegw.toml`, its log appended to `dir/gateway.log`.
@@ -81,6 +92,18 @@ impl Gateway {
         queue: &str,
         rest: &str,
     ) -> Gateway {
+        Self::try_start(port, dir, server_extra, queue, rest)
+            .unwrap_or_else(|(_, log)| panic!("the gateway did not start: {log}"))
+    }
+
+    /// Starts it; when it exits instead of listening, the directory back and its log.
+    fn try_start(
+        port: u16,
+        dir: tempfile::TempDir,
+        server_extra: &str,
+        queue: &str,
+        rest: &str,
+    ) -> Result<Gateway, (tempfile::TempDir, String)> {
         let config = format!(
             "data_dir = \"data\"\n\
              [server]\n\
@@ -94,9 +117,16 @@ impl Gateway {
         );
         std::fs::write(dir.path().join("smimegw.toml"), config).unwrap();
         let child = spawn(dir.path());
-        let g = Gateway { child, dir, port };
-        g.wait_listening();
-        g
+        let mut g = Gateway { child, dir, port };
+        match g.wait_ready() {
+            Ok(()) => Ok(g),
+            Err(log) => {
+                let _ = g.child.wait();
+                // Out of the Gateway without running its Drop on a dead child twice.
+                let dir = std::mem::replace(&mut g.dir, tempfile::tempdir().unwrap());
+                Err((dir, log))
+            }
+        }
     }
 
     /// Kills the gateway with SIGKILL (no chance to clean up) and starts it again on the
@@ -104,13 +134,30 @@ impl Gateway {
     pub fn crash_and_restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Left behind by the killed one; the new one makes its own once it listens.
+        let _ = std::fs::remove_file(self.data().join("control.sock"));
         self.child = spawn(self.dir.path());
         self.wait_listening();
     }
 
-    pub fn wait_listening(&self) {
+    pub fn wait_listening(&mut self) {
+        if let Err(log) = self.wait_ready() {
+            panic!("the gateway did not start: {log}");
+        }
+    }
+
+    /// Waits until this gateway (not another on the same port) listens: the port answers
+    /// and its control socket is there. Err(log) when it exited first.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        let control = self.data().join("control.sock");
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("exited ({status}): {}", self.log()));
+            }
+            if control.exists() && TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
             assert!(
                 start.elapsed() < Duration::from_secs(60),
                 "the gateway did not start: {}",
