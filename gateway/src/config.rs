@@ -160,9 +160,19 @@ pub enum Route {
         /// The next hop's certificate is checked against these roots (PEM) when TLS is
         /// required; opportunistic TLS accepts any certificate, as MTAs do.
         ca_file: Option<PathBuf>,
+        /// SMTP AUTH towards the hop (a smarthost that wants it); only ever sent over TLS.
+        auth: Option<HopAuth>,
     },
     /// A Maildir (`new/`, `cur/`, `tmp/`): for trying the product without a mail server.
     Maildir(PathBuf),
+}
+
+/// The account the gateway logs in with at a next hop. The password comes from the
+/// environment or a file (as the token PIN does), never from this configuration.
+#[derive(Debug, Clone)]
+pub struct HopAuth {
+    pub user: String,
+    pub password: hsm::PinSource,
 }
 
 #[derive(Debug, Clone)]
@@ -477,6 +487,9 @@ mod raw {
         /// off, opportunistic, required.
         pub tls: Option<String>,
         pub ca_file: Option<PathBuf>,
+        /// SMTP AUTH user at the next hop, and where its password comes from.
+        pub auth_user: Option<String>,
+        pub auth_password: Option<String>,
         /// A Maildir instead of a next hop.
         pub maildir: Option<PathBuf>,
     }
@@ -583,13 +596,41 @@ mod raw {
                 if host.is_empty() {
                     return Err(format!("{key}.next_hop: {hop:?} has no host"));
                 }
+                let auth = match (r.auth_user, r.auth_password) {
+                    (None, None) => None,
+                    (Some(_), None) | (None, Some(_)) => {
+                        return Err(format!(
+                            "{key}.auth_user and {key}.auth_password go together: set both or neither"
+                        ));
+                    }
+                    (Some(user), Some(source)) => {
+                        let password = match hsm::PinSource::parse(&source) {
+                            Ok(p @ (hsm::PinSource::Env(_) | hsm::PinSource::File(_))) => p,
+                            _ => {
+                                return Err(format!(
+                                    "{key}.auth_password: use \"env:NAME\" or \"file:/path\" (never the password itself)"
+                                ));
+                            }
+                        };
+                        if tls == TlsMode::Off {
+                            return Err(format!(
+                                "{key}.auth_user: AUTH needs tls = \"opportunistic\" or \"required\" (the password never goes in clear)"
+                            ));
+                        }
+                        Some(HopAuth { user, password })
+                    }
+                };
                 Ok(Route::Smtp {
                     host,
                     port,
                     tls,
                     ca_file: r.ca_file.map(|p| path(base, p)),
+                    auth,
                 })
             }
+            (None, Some(_)) if r.auth_user.is_some() || r.auth_password.is_some() => Err(format!(
+                "{key}: auth_user and auth_password are for a next_hop, not a maildir"
+            )),
             (None, Some(dir)) => Ok(Route::Maildir(path(base, dir))),
             (None, None) => Ok(Route::Maildir(default_dir)),
         }
@@ -894,6 +935,19 @@ mod tests {
             ("[queue]\nlifetime = \"forever\"", "queue.lifetime"),
             ("[server]\nlisten_on = []", "listen_on"),
             ("[server]\ntls_cert = \"a.pem\"", "server.tls_cert"),
+            (
+                "[delivery.outbound]\nnext_hop = \"mx:25\"\nauth_user = \"gw\"",
+                "delivery.outbound.auth_user and delivery.outbound.auth_password go together",
+            ),
+            (
+                "[delivery.outbound]\nnext_hop = \"mx:25\"\nauth_user = \"gw\"\nauth_password = \"hunter2\"",
+                "delivery.outbound.auth_password: use \"env:NAME\"",
+            ),
+            (
+                "[delivery.outbound]\nnext_hop = \"mx:25\"\ntls = \"off\"\nauth_user = \"gw\"\nauth_password = \"env:X\"",
+                "delivery.outbound.auth_user: AUTH needs tls",
+            ),
+            ("[policy]\ncipher = \"des\"", "cipher"),
         ] {
             let e = parse(text).unwrap_err();
             assert!(e.contains(key), "{text}: {e}");

@@ -35,10 +35,14 @@ fn postfix_upstream_and_downstream() {
              relay_domains = example.com\n\
              transport_maps = inline:{{ example.com=smtp:[127.0.0.1]:{gw_port} }}\n\
              smtp_tls_security_level = may\n\
-             {}",
-            Postfix::tls_lines(&d, "mx")
+             {}{}",
+            Postfix::tls_lines(&d, "mx"),
+            Postfix::sasl_lines(&d, "mx", "smimegw", "hop-secret-42")
         ),
     );
+    // The gateway logs in at the Internet side (a smarthost that wants AUTH); the password
+    // comes from a file, never from the configuration.
+    std::fs::write(d.join("hop-password"), "hop-secret-42\n").unwrap();
     // The organisation's mail server: delivers example.com, relays the rest through the
     // gateway (over STARTTLS when offered).
     let mail = Postfix::start(
@@ -60,6 +64,8 @@ fn postfix_upstream_and_downstream() {
              next_hop = \"127.0.0.1:{mx_port}\"\n\
              tls = \"required\"\n\
              ca_file = \"{}\"\n\
+             auth_user = \"smimegw\"\n\
+             auth_password = \"file:hop-password\"\n\
              [delivery.inbound]\n\
              next_hop = \"127.0.0.1:{mail_port}\"\n",
             d.join("mx-cert.pem").display()
@@ -108,9 +114,16 @@ fn postfix_upstream_and_downstream() {
         "{text}"
     );
     assert!(
-        text.contains("by mx.test (Postfix) with ESMTPS"),
-        "the gateway used STARTTLS to the next hop: {text}"
+        text.contains("by mx.test (Postfix) with ESMTPSA"),
+        "the gateway used STARTTLS and logged in at the next hop: {text}"
     );
+    assert!(
+        mx.log()
+            .contains("sasl_method=PLAIN, sasl_username=smimegw"),
+        "{}",
+        mx.log()
+    );
+    assert!(!gw.log().contains("hop-secret-42"));
     let out = openssl(
         &[
             "cms",

@@ -246,6 +246,82 @@ pub struct Hop {
     pub tls_config: Arc<rustls::ClientConfig>,
     /// Our name in EHLO.
     pub hostname: String,
+    /// Log in after STARTTLS (never without TLS).
+    pub auth: Option<Login>,
+}
+
+/// An account at a next hop.
+#[derive(Clone)]
+pub struct Login {
+    pub user: String,
+    pub password: Arc<hsm::Pin>,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One line of base64 (AUTH wants no line breaks).
+fn b64_line(data: &[u8]) -> String {
+    crate::smime::mime::base64_encode(data)
+        .into_iter()
+        .filter(|b| !matches!(b, b'\r' | b'\n'))
+        .map(char::from)
+        .collect()
+}
+
+/// AUTH PLAIN (or LOGIN) with the hop's account; the password is never logged or echoed.
+async fn login<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut Io<S>,
+    caps: &Capabilities,
+    login: &Login,
+) -> Result<(), Whole> {
+    let refused = |r: &Response| {
+        Whole::Deferred(format!(
+            "4.7.0 the next hop refused our login as {}: {}",
+            login.user,
+            r.one_line()
+        ))
+    };
+    let r = if caps.auth.iter().any(|m| m == "PLAIN") {
+        let mut token = zeroize::Zeroizing::new(Vec::new());
+        token.push(0);
+        token.extend_from_slice(login.user.as_bytes());
+        token.push(0);
+        token.extend_from_slice(login.password.expose().as_bytes());
+        let cmd = zeroize::Zeroizing::new(format!("AUTH PLAIN {}\r\n", b64_line(&token)));
+        io.command(&cmd).await?
+    } else if caps.auth.iter().any(|m| m == "LOGIN") {
+        let r = io.command("AUTH LOGIN\r\n").await?;
+        if r.code != 334 {
+            return Err(refused(&r));
+        }
+        let r = io
+            .command(&format!("{}\r\n", b64_line(login.user.as_bytes())))
+            .await?;
+        if r.code != 334 {
+            return Err(refused(&r));
+        }
+        let line = zeroize::Zeroizing::new(format!(
+            "{}\r\n",
+            b64_line(login.password.expose().as_bytes())
+        ));
+        io.command(&line).await?
+    } else {
+        return Err(Whole::Deferred(format!(
+            "4.7.0 the next hop offers no AUTH PLAIN or LOGIN for our login as {}",
+            login.user
+        )));
+    };
+    if r.code == 235 {
+        Ok(())
+    } else {
+        Err(refused(&r))
+    }
 }
 
 /// Sends `body` to the next hop for the transaction's recipients; one outcome per recipient,
@@ -343,6 +419,9 @@ async fn connect(hop: &Hop) -> Result<Idle, Whole> {
             })?;
             let mut io: Io<Box<dyn Stream>> = Io::new(Box::new(tls));
             let caps = io.ehlo(&hop.hostname).await?;
+            if let Some(l) = &hop.auth {
+                login(&mut io, &caps, l).await?;
+            }
             return Ok(Idle {
                 io,
                 caps,
@@ -359,6 +438,12 @@ async fn connect(hop: &Hop) -> Result<Idle, Whole> {
         return Err(Whole::Deferred(
             "4.7.0 TLS is required and the next hop does not offer STARTTLS".into(),
         ));
+    }
+    if let Some(l) = &hop.auth {
+        return Err(Whole::Deferred(format!(
+            "4.7.0 no TLS with the next hop, so no login as {}: the password never goes in clear",
+            l.user
+        )));
     }
     Ok(Idle {
         io,

@@ -35,6 +35,9 @@ pub struct Relay {
     pub tls_client_any: Arc<rustls::ClientConfig>,
     pub tls_client_outbound: Arc<rustls::ClientConfig>,
     pub tls_client_inbound: Arc<rustls::ClientConfig>,
+    /// The accounts to log in with at the next hops (passwords read once, at start).
+    pub hop_auth_outbound: Option<deliver::Login>,
+    pub hop_auth_inbound: Option<deliver::Login>,
     /// Open sessions to next hops, for reuse.
     pub delivery: Arc<deliver::Pool>,
     /// SMTP AUTH accounts (`server.auth_users`).
@@ -230,8 +233,27 @@ impl Relay {
             Some(p) => Some(crate::users::UserStore::open(p)?),
             None => None,
         };
+        let login = |r: &Route, key: &str| -> Result<Option<deliver::Login>, StartError> {
+            match r {
+                Route::Smtp { auth: Some(a), .. } => {
+                    let password = a
+                        .password
+                        .read(&format!("password of {} at the next hop", a.user))
+                        .map_err(|e| file_error("password", Path::new(key), e))?;
+                    Ok(Some(deliver::Login {
+                        user: a.user.clone(),
+                        password: Arc::new(password),
+                    }))
+                }
+                _ => Ok(None),
+            }
+        };
+        let hop_auth_outbound = login(&config.outbound, "delivery.outbound.auth_password")?;
+        let hop_auth_inbound = login(&config.inbound, "delivery.inbound.auth_password")?;
         let queue = queue::Queue::new(config.queue.concurrency);
         Ok(Relay {
+            hop_auth_outbound,
+            hop_auth_inbound,
             delivery: Arc::default(),
             users,
             config,

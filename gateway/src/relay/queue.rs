@@ -319,6 +319,11 @@ async fn run_job(
                     relay.tls_client_outbound.clone()
                 },
                 hostname: relay.config.server.hostname.clone(),
+                auth: if job.inbound {
+                    relay.hop_auth_inbound.clone()
+                } else {
+                    relay.hop_auth_outbound.clone()
+                },
             };
             let tx = Transaction {
                 from: env.from.clone(),

@@ -92,6 +92,19 @@ impl Postfix {
             d = d.display()
         );
         std::fs::write(d.join("conf/main.cf"), main_cf).unwrap();
+        // Debian's Postfix reads the Cyrus SASL configuration from $config_directory/sasl/,
+        // whatever cyrus_sasl_config_path says.
+        if let Some(path) = main
+            .lines()
+            .find_map(|l| l.strip_prefix("cyrus_sasl_config_path = "))
+        {
+            std::fs::create_dir_all(d.join("conf/sasl")).unwrap();
+            std::fs::copy(
+                Path::new(path.trim()).join("smtpd.conf"),
+                d.join("conf/sasl/smtpd.conf"),
+            )
+            .unwrap();
+        }
         std::fs::write(
             d.join("conf/master.cf"),
             format!("127.0.0.1:{port} inet n - n - - smtpd\n{MASTER_CF}"),
@@ -188,6 +201,52 @@ impl Postfix {
              smtpd_tls_received_header = yes\n",
             key.display(),
             cert.display()
+        )
+    }
+}
+
+impl Postfix {
+    /// A Cyrus SASL database in `dir` with one account (`user` in realm `NAME.test`) and the
+    /// main.cf lines that offer AUTH PLAIN/LOGIN with it, over TLS only.
+    pub fn sasl_lines(dir: &Path, name: &str, user: &str, password: &str) -> String {
+        let sasl = dir.join(format!("{name}-sasl"));
+        std::fs::create_dir_all(&sasl).unwrap();
+        let db = sasl.join("sasldb2");
+        let mut child = Command::new("saslpasswd2")
+            .args(["-p", "-c", "-f"])
+            .arg(&db)
+            .args(["-u", &format!("{name}.test"), user])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("saslpasswd2 runs (tests/run installs sasl2-bin)");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(password.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        // smtpd runs as postfix and reads the database.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(
+            sasl.join("smtpd.conf"),
+            format!(
+                "pwcheck_method: auxprop\nauxprop_plugin: sasldb\nsasldb_path: {}\nmech_list: PLAIN LOGIN\n",
+                db.display()
+            ),
+        )
+        .unwrap();
+        format!(
+            "smtpd_sasl_auth_enable = yes\n\
+             smtpd_sasl_type = cyrus\n\
+             smtpd_sasl_path = smtpd\n\
+             cyrus_sasl_config_path = {}\n\
+             smtpd_sasl_local_domain = {name}.test\n\
+             smtpd_tls_auth_only = yes\n",
+            sasl.display()
         )
     }
 }
