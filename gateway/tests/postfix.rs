@@ -141,44 +141,8 @@ fn postfix_upstream_and_downstream() {
 
     // Bob answers signed and encrypted, through the Internet side's Postfix.
     let g = gw.dir.path();
-    std::fs::write(
-        g.join("reply.txt"),
-        "Content-Type: text/plain\r\n\r\nthe answer, for alice only\r\n",
-    )
-    .unwrap();
-    openssl(
-        &[
-            "cms",
-            "-sign",
-            "-in",
-            "reply.txt",
-            "-signer",
-            "bob.pem",
-            "-inkey",
-            "bob.key",
-            "-out",
-            "reply.signed",
-        ],
-        g,
-    );
-    let enc = openssl(
-        &[
-            "cms",
-            "-encrypt",
-            "-aes-256-cbc",
-            "-in",
-            "reply.signed",
-            "-from",
-            "bob@example.net",
-            "-to",
-            "alice@example.com",
-            "-subject",
-            "re: through postfix",
-            "alice.pem",
-        ],
-        g,
-    );
-    std::fs::write(g.join("reply.eml"), &enc.stdout).unwrap();
+    let enc = bob_signed_and_encrypted(g, "the answer, for alice only", "re: through postfix");
+    std::fs::write(g.join("reply.eml"), &enc).unwrap();
     swaks(
         mx_port,
         &[

@@ -189,45 +189,9 @@ fn inbound_is_decrypted_verified_and_the_certificate_harvested_for_replies() {
     );
 
     // Bob answers signed and encrypted to Alice, with a forged status field.
-    std::fs::write(
-        d.join("reply.txt"),
-        "Content-Type: text/plain\r\n\r\nsecret answer from bob\r\n",
-    )
-    .unwrap();
-    openssl(
-        &[
-            "cms",
-            "-sign",
-            "-in",
-            "reply.txt",
-            "-signer",
-            "bob.pem",
-            "-inkey",
-            "bob.key",
-            "-out",
-            "reply.signed",
-        ],
-        d,
-    );
-    let enc = openssl(
-        &[
-            "cms",
-            "-encrypt",
-            "-aes-256-cbc",
-            "-in",
-            "reply.signed",
-            "-from",
-            "bob@example.net",
-            "-to",
-            "alice@example.com",
-            "-subject",
-            "re: hello",
-            "alice.pem",
-        ],
-        d,
-    );
+    let enc = bob_signed_and_encrypted(d, "secret answer from bob", "re: hello");
     let mut msg = b"X-SMIME-Status: pass; forged\r\n".to_vec();
-    msg.extend_from_slice(&enc.stdout);
+    msg.extend_from_slice(&enc);
     std::fs::write(d.join("reply.eml"), &msg).unwrap();
     gw.send(&[
         "--from",
@@ -414,14 +378,7 @@ fn next_hop_down_then_back() {
         "queued while down",
     ]);
     // The message waits in the queue with the reason.
-    gw.wait_until("a first attempt", || {
-        let q = gw.queued();
-        q.len() == 1 && q[0]["attempts"].as_u64().unwrap_or(0) >= 1
-    });
-    let q = gw.queued();
-    let last = q[0]["recipients"][0]["status"]["last"]
-        .as_str()
-        .unwrap_or("");
+    let last = gw.wait_attempts(1);
     assert!(last.contains("cannot connect"), "{last}");
     // The next hop comes back: the retry delivers, signed.
     let (rx, connections) = sink_counting(TcpListener::bind(("127.0.0.1", hop_port)).unwrap());
@@ -850,15 +807,7 @@ fn token_unavailable_keeps_mail_queued_and_nothing_goes_out_unsigned() {
         "--body",
         "while the token is away",
     ]);
-    gw.wait_until("a failed signing attempt", || {
-        let q = gw.queued();
-        q.len() == 1 && q[0]["attempts"].as_u64().unwrap_or(0) >= 2
-    });
-    let q = gw.queued();
-    let last = q[0]["recipients"][0]["status"]["last"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
+    let last = gw.wait_attempts(2);
     assert!(
         last.starts_with("4.") && last.contains("unavailable"),
         "{last}"

@@ -221,6 +221,19 @@ impl Gateway {
         }
     }
 
+    /// Waits until the one queued message has had `n` delivery attempts; returns its first
+    /// recipient's last error.
+    pub fn wait_attempts(&self, n: u64) -> String {
+        self.wait_until(&format!("{n} delivery attempts"), || {
+            let q = self.queued();
+            q.len() == 1 && q[0]["attempts"].as_u64().unwrap_or(0) >= n
+        });
+        self.queued()[0]["recipients"][0]["status"]["last"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
     /// Waits until the queue is empty.
     pub fn wait_queue_empty(&self) {
         self.wait_until("an empty queue", || self.queued().is_empty());
@@ -316,4 +329,47 @@ pub fn wait_maildir(dir: &Path, n: usize, log: impl Fn() -> String) -> Vec<(Path
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// What Bob's mail program sends Alice: `text` signed with `bob.pem`/`bob.key`, then
+/// encrypted (AES-256-CBC) to `alice.pem`, all files in `dir`; OpenSSL makes it.
+pub fn bob_signed_and_encrypted(dir: &Path, text: &str, subject: &str) -> Vec<u8> {
+    std::fs::write(
+        dir.join("reply.txt"),
+        format!("Content-Type: text/plain\r\n\r\n{text}\r\n"),
+    )
+    .unwrap();
+    openssl(
+        &[
+            "cms",
+            "-sign",
+            "-in",
+            "reply.txt",
+            "-signer",
+            "bob.pem",
+            "-inkey",
+            "bob.key",
+            "-out",
+            "reply.signed",
+        ],
+        dir,
+    );
+    openssl(
+        &[
+            "cms",
+            "-encrypt",
+            "-aes-256-cbc",
+            "-in",
+            "reply.signed",
+            "-from",
+            "bob@example.net",
+            "-to",
+            "alice@example.com",
+            "-subject",
+            subject,
+            "alice.pem",
+        ],
+        dir,
+    )
+    .stdout
 }
