@@ -189,21 +189,7 @@ fn postfix_upstream_and_downstream() {
         .find(|(_, t)| t.contains("enveloped-data"))
         .unwrap_or_else(|| panic!("no encrypted message: {got:?}"));
     assert!(!text.contains("now encrypted"));
-    openssl(
-        &[
-            "cms",
-            "-decrypt",
-            "-in",
-            path.to_str().unwrap(),
-            "-recip",
-            "bob.pem",
-            "-inkey",
-            "bob.key",
-            "-out",
-            "dec.eml",
-        ],
-        g,
-    );
+    bob_decrypts(g, path, "dec.eml");
     let out = openssl(
         &["cms", "-verify", "-in", "dec.eml", "-CAfile", "data/ca.pem"],
         g,

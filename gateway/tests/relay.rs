@@ -232,22 +232,7 @@ fn inbound_is_decrypted_verified_and_the_certificate_harvested_for_replies() {
         .find(|(_, t)| t.contains("enveloped-data"))
         .unwrap();
     assert!(!text.contains("for your eyes"));
-    let dec = openssl(
-        &[
-            "cms",
-            "-decrypt",
-            "-in",
-            path.to_str().unwrap(),
-            "-recip",
-            "bob.pem",
-            "-inkey",
-            "bob.key",
-            "-out",
-            "dec.eml",
-        ],
-        d,
-    );
-    drop(dec);
+    bob_decrypts(d, path, "dec.eml");
     let out = openssl(
         &["cms", "-verify", "-in", "dec.eml", "-CAfile", "data/ca.pem"],
         d,
@@ -1113,21 +1098,7 @@ fn policy_by_domain_and_sender_chooses_signing_encryption_format_and_algorithms(
         "{}",
         cms_print(path, d)
     );
-    openssl(
-        &[
-            "cms",
-            "-decrypt",
-            "-in",
-            path.to_str().unwrap(),
-            "-recip",
-            "bob.pem",
-            "-inkey",
-            "bob.key",
-            "-out",
-            "ops.eml",
-        ],
-        d,
-    );
+    bob_decrypts(d, path, "ops.eml");
     let inner = std::fs::read_to_string(d.join("ops.eml")).unwrap();
     assert!(
         inner.contains("multipart/signed") && inner.contains("micalg=sha-384"),

@@ -373,3 +373,22 @@ pub fn bob_signed_and_encrypted(dir: &Path, text: &str, subject: &str) -> Vec<u8
     )
     .stdout
 }
+
+/// Bob's mail program opens `message` with `bob.pem`/`bob.key` (in `dir`) into `dir/out`.
+pub fn bob_decrypts(dir: &Path, message: &Path, out: &str) {
+    openssl(
+        &[
+            "cms",
+            "-decrypt",
+            "-in",
+            message.to_str().unwrap(),
+            "-recip",
+            "bob.pem",
+            "-inkey",
+            "bob.key",
+            "-out",
+            out,
+        ],
+        dir,
+    );
+}
