@@ -8,6 +8,7 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,8 @@ struct Idle {
 #[derive(Default)]
 pub struct Pool {
     idle: Mutex<Vec<(String, Idle)>>,
+    /// A sweeper task runs (one at most, only while sessions wait).
+    sweeping: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Pool {
@@ -83,24 +86,37 @@ impl Pool {
         }
         idle.push((key, s));
         drop(idle);
-        // Sessions nobody takes are ended politely once they expire.
-        let pool = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(IDLE_LIMIT).await;
-            let expired: Vec<Idle> = match pool.idle.lock() {
+        if !self.sweeping.swap(true, Ordering::AcqRel) {
+            tokio::spawn(self.clone().sweep());
+        }
+    }
+
+    /// Ends, politely, the sessions nobody took in time; stops when none wait.
+    async fn sweep(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(IDLE_LIMIT / 2).await;
+            let (expired, empty) = match self.idle.lock() {
                 Ok(mut idle) => {
                     let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut *idle)
                         .into_iter()
                         .partition(|(_, s)| s.since.elapsed() >= IDLE_LIMIT);
                     *idle = keep;
-                    old.into_iter().map(|(_, s)| s).collect()
+                    let empty = idle.is_empty();
+                    if empty {
+                        // Under the lock: a `put` after this starts a new sweeper.
+                        self.sweeping.store(false, Ordering::Release);
+                    }
+                    (old, empty)
                 }
-                Err(_) => Vec::new(),
+                Err(_) => (Vec::new(), true),
             };
-            for mut s in expired {
+            for (_, mut s) in expired {
                 let _ = timeout(Duration::from_secs(5), s.io.command("QUIT\r\n")).await;
             }
-        });
+            if empty {
+                return;
+            }
+        }
     }
 }
 
@@ -590,7 +606,7 @@ pub fn maildir<B: Read + Seek>(
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
     let name = format!(
         "{}.M{}P{}Q{seq}_{id}.smimegw",
         now.as_secs(),
