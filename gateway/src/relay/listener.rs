@@ -217,7 +217,7 @@ impl Session {
             }
             Event::Mail { from, params } => {
                 // An authenticated user sends as themself only: the gateway signs as the sender.
-                if let Some(user) = server.authenticated()
+                if let Some(user) = self.user.as_deref()
                     && !from.eq_ignore_ascii_case(user)
                 {
                     tracing::warn!(peer = %self.peer, %user, %from, "sender refused: not the authenticated user");
