@@ -105,7 +105,39 @@ pub struct Envelope {
     pub next_try: u64,
 }
 
+impl Recipient {
+    /// A recipient still to deliver, without DSN parameters.
+    pub fn new(address: &str) -> Recipient {
+        Recipient {
+            address: address.to_string(),
+            notify: None,
+            orcpt: None,
+            status: Status::Pending { last: None },
+        }
+    }
+}
+
 impl Envelope {
+    /// A new envelope received now; the id and size are set when it is committed.
+    pub fn new(from: &str, recipients: Vec<Recipient>, client: &str, helo: &str) -> Envelope {
+        Envelope {
+            id: String::new(),
+            received: now(),
+            from: from.to_string(),
+            report: false,
+            recipients,
+            client: client.to_string(),
+            helo: helo.to_string(),
+            authenticated: None,
+            ret_full: None,
+            envid: None,
+            smtputf8: false,
+            size: 0,
+            attempts: 0,
+            next_try: 0,
+        }
+    }
+
     pub fn pending(&self) -> impl Iterator<Item = &Recipient> {
         self.recipients
             .iter()
@@ -451,30 +483,8 @@ mod tests {
     use super::*;
 
     fn envelope(rcpts: &[&str]) -> Envelope {
-        Envelope {
-            id: String::new(),
-            received: now(),
-            from: "alice@example.com".into(),
-            report: false,
-            recipients: rcpts
-                .iter()
-                .map(|a| Recipient {
-                    address: a.to_string(),
-                    notify: None,
-                    orcpt: None,
-                    status: Status::Pending { last: None },
-                })
-                .collect(),
-            client: "127.0.0.1".into(),
-            helo: "client".into(),
-            authenticated: None,
-            ret_full: None,
-            envid: None,
-            smtputf8: false,
-            size: 0,
-            attempts: 0,
-            next_try: 0,
-        }
+        let rcpts = rcpts.iter().map(|a| Recipient::new(a)).collect();
+        Envelope::new("alice@example.com", rcpts, "127.0.0.1", "client")
     }
 
     #[test]

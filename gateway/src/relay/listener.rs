@@ -431,20 +431,16 @@ impl Session {
             return Err(Reply::new(451, "4.3.0", "No spool file"));
         };
         let mut env = Envelope {
-            id: String::new(),
-            received: spool::now(),
-            from: tx.from,
-            report: false,
-            recipients: tx.recipients,
-            client: self.peer.ip().to_string(),
-            helo: self.helo.clone(),
             authenticated: self.user.clone(),
             ret_full: tx.params.ret_full,
             envid: tx.params.envid,
             smtputf8: tx.params.smtputf8,
-            size: 0,
-            attempts: 0,
-            next_try: 0,
+            ..Envelope::new(
+                &tx.from,
+                tx.recipients,
+                &self.peer.ip().to_string(),
+                &self.helo,
+            )
         };
         let relay = self.relay.clone();
         let done = tokio::task::spawn_blocking(move || {

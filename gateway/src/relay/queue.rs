@@ -381,25 +381,13 @@ async fn bounce(relay: &Arc<Relay>, env: &Envelope, failed: &[(String, String)])
         .map_err(|e| e.to_string())?;
         incoming.write(&buf).map_err(|e| e.to_string())?;
         let mut report = Envelope {
-            id: String::new(),
-            received: now,
-            from: String::new(),
             report: true,
-            recipients: vec![Recipient {
-                address: env.from.clone(),
-                notify: None,
-                orcpt: None,
-                status: Status::Pending { last: None },
-            }],
-            client: "localhost".into(),
-            helo: r.config.server.hostname.clone(),
-            authenticated: None,
-            ret_full: None,
-            envid: None,
-            smtputf8: false,
-            size: 0,
-            attempts: 0,
-            next_try: 0,
+            ..Envelope::new(
+                "",
+                vec![Recipient::new(&env.from)],
+                "localhost",
+                &r.config.server.hostname,
+            )
         };
         r.spool
             .commit(incoming, &mut report)
