@@ -43,18 +43,7 @@ fn outbound_is_signed_except_by_destination_archive_and_header() {
         text.starts_with("Delivered-To: bob@example.net\r\n"),
         "{text}"
     );
-    let out = openssl(
-        &[
-            "cms",
-            "-verify",
-            "-in",
-            path.to_str().unwrap(),
-            "-CAfile",
-            gw.data().join("ca.pem").to_str().unwrap(),
-        ],
-        gw.dir.path(),
-    );
-    let content = String::from_utf8_lossy(&out.stdout);
+    let content = gw.verify(path, &[]);
     assert!(
         content.contains("Numbers.") && content.contains(".leading dot line"),
         "{content}"
@@ -172,21 +161,7 @@ fn inbound_is_decrypted_verified_and_the_certificate_harvested_for_replies() {
         "hello bob",
     ]);
     let got = gw.maildir("outbox", 1);
-    openssl(
-        &[
-            "cms",
-            "-verify",
-            "-in",
-            got[0].0.to_str().unwrap(),
-            "-CAfile",
-            "data/ca.pem",
-            "-signer",
-            "alice.pem",
-            "-out",
-            "/dev/null",
-        ],
-        d,
-    );
+    gw.verify(&got[0].0, &["-signer", "alice.pem", "-out", "/dev/null"]);
 
     // Bob answers signed and encrypted to Alice, with a forged status field.
     let enc = bob_signed_and_encrypted(d, "secret answer from bob", "re: hello");
@@ -233,11 +208,10 @@ fn inbound_is_decrypted_verified_and_the_certificate_harvested_for_replies() {
         .unwrap();
     assert!(!text.contains("for your eyes"));
     bob_decrypts(d, path, "dec.eml");
-    let out = openssl(
-        &["cms", "-verify", "-in", "dec.eml", "-CAfile", "data/ca.pem"],
-        d,
+    assert!(
+        gw.verify(Path::new("dec.eml"), &[])
+            .contains("for your eyes")
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("for your eyes"));
 }
 
 #[test]
@@ -753,19 +727,6 @@ fn token_unavailable_keeps_mail_queued_and_nothing_goes_out_unsigned() {
             hsm::softhsm::MODULE
         ),
     );
-    let verify = |path: &Path| {
-        openssl(
-            &[
-                "cms",
-                "-verify",
-                "-in",
-                path.to_str().unwrap(),
-                "-CAfile",
-                gw.data().join("ca.pem").to_str().unwrap(),
-            ],
-            gw.dir.path(),
-        )
-    };
     gw.send(&[
         "--from",
         "alice@example.com",
@@ -775,7 +736,7 @@ fn token_unavailable_keeps_mail_queued_and_nothing_goes_out_unsigned() {
         "before the token went away",
     ]);
     let got = gw.maildir("outbox", 1);
-    verify(&got[0].0);
+    gw.verify(&got[0].0, &[]);
 
     // The token goes away (SoftHSM2's token directory vanishes, as a network HSM would).
     let tokens = hsm_dir.join("tokens");
@@ -827,8 +788,7 @@ fn token_unavailable_keeps_mail_queued_and_nothing_goes_out_unsigned() {
         .iter()
         .find(|(_, t)| !t.contains("before the token"))
         .unwrap();
-    let out = verify(path);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("while the token is away"));
+    assert!(gw.verify(path, &[]).contains("while the token is away"));
     // Signing works for new senders again too.
     gw.send(&[
         "--from",
@@ -933,17 +893,7 @@ fn remote_users_authenticate_over_tls_and_send_only_as_themselves() {
     );
     let got = gw.maildir("outbox", 1);
     assert!(got[0].1.contains("with ESMTPSA"), "{}", got[0].1);
-    openssl(
-        &[
-            "cms",
-            "-verify",
-            "-in",
-            got[0].0.to_str().unwrap(),
-            "-CAfile",
-            gw.data().join("ca.pem").to_str().unwrap(),
-        ],
-        gw.dir.path(),
-    );
+    gw.verify(&got[0].0, &[]);
     // A removed account stops working without a restart.
     let out = Command::new(env!("CARGO_BIN_EXE_smimegw"))
         .args([
@@ -1049,20 +999,7 @@ fn policy_by_domain_and_sender_chooses_signing_encryption_format_and_algorithms(
             .find(|(_, t)| t.contains(&format!("Subject: from {from}")))
             .unwrap_or_else(|| panic!("nothing from {from}: {got:?}"))
     };
-    let verify = |path: &Path| {
-        let out = openssl(
-            &[
-                "cms",
-                "-verify",
-                "-in",
-                path.to_str().unwrap(),
-                "-CAfile",
-                "data/ca.pem",
-            ],
-            d,
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let verify = |path: &Path| gw.verify(path, &[]);
 
     // The domain's rules: opaque, SHA-512.
     let (path, text) = find("alice@example.com");

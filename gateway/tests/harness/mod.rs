@@ -221,6 +221,22 @@ impl Gateway {
         }
     }
 
+    /// `openssl cms -verify` of `message` (relative paths from the gateway's directory)
+    /// against the gateway's CA, with `extra` arguments; the content it verified.
+    pub fn verify(&self, message: &Path, extra: &[&str]) -> String {
+        let ca = self.data().join("ca.pem");
+        let mut args = vec![
+            "cms",
+            "-verify",
+            "-in",
+            message.to_str().unwrap(),
+            "-CAfile",
+            ca.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        String::from_utf8_lossy(&openssl(&args, self.dir.path()).stdout).into_owned()
+    }
+
     /// Waits until the one queued message has had `n` delivery attempts; returns its first
     /// recipient's last error.
     pub fn wait_attempts(&self, n: u64) -> String {
