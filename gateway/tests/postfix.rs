@@ -27,7 +27,7 @@ fn postfix_upstream_and_downstream() {
     outsider(&d, "bob", "bob@example.net");
 
     // The Internet side: delivers example.net, sends example.com to the gateway.
-    let mx = Postfix::start(
+    let mx = Postfix::start_with_login(
         "mx",
         mx_port,
         &format!(
@@ -35,10 +35,10 @@ fn postfix_upstream_and_downstream() {
              relay_domains = example.com\n\
              transport_maps = inline:{{ example.com=smtp:[127.0.0.1]:{gw_port} }}\n\
              smtp_tls_security_level = may\n\
-             {}{}",
-            Postfix::tls_lines(&d, "mx"),
-            Postfix::sasl_lines(&d, "mx", "smimegw", "hop-secret-42")
+             {}",
+            Postfix::tls_lines(&d, "mx")
         ),
+        Some(("smimegw", "hop-secret-42")),
     );
     // The gateway logs in at the Internet side (a smarthost that wants AUTH); the password
     // comes from a file, never from the configuration.

@@ -47,6 +47,17 @@ impl Postfix {
     /// Starts `name`.test on 127.0.0.1:`port`; `main` is appended to main.cf. Mail for its
     /// `virtual_mailbox_domains` lands in the Maildir [`Postfix::mailbox`].
     pub fn start(name: &str, port: u16, main: &str) -> Postfix {
+        Self::start_with_login(name, port, main, None)
+    }
+
+    /// [`Postfix::start`], and with `login` (user, password) its SMTP server offers AUTH
+    /// PLAIN/LOGIN (Cyrus SASL, over TLS only) for that one account.
+    pub fn start_with_login(
+        name: &str,
+        port: u16,
+        main: &str,
+        login: Option<(&str, &str)>,
+    ) -> Postfix {
         assert!(
             Path::new(MASTER).exists(),
             "Postfix is not installed: run tests/run, which installs postfix"
@@ -91,20 +102,10 @@ impl Postfix {
              {main}\n",
             d = d.display()
         );
-        std::fs::write(d.join("conf/main.cf"), main_cf).unwrap();
-        // Debian's Postfix reads the Cyrus SASL configuration from $config_directory/sasl/,
-        // whatever cyrus_sasl_config_path says.
-        if let Some(path) = main
-            .lines()
-            .find_map(|l| l.strip_prefix("cyrus_sasl_config_path = "))
-        {
-            std::fs::create_dir_all(d.join("conf/sasl")).unwrap();
-            std::fs::copy(
-                Path::new(path.trim()).join("smtpd.conf"),
-                d.join("conf/sasl/smtpd.conf"),
-            )
-            .unwrap();
-        }
+        let sasl = login.map_or(String::new(), |(user, password)| {
+            sasl_account(&d.join("conf"), name, user, password)
+        });
+        std::fs::write(d.join("conf/main.cf"), main_cf + &sasl).unwrap();
         std::fs::write(
             d.join("conf/master.cf"),
             format!("127.0.0.1:{port} inet n - n - - smtpd\n{MASTER_CF}"),
@@ -205,50 +206,46 @@ impl Postfix {
     }
 }
 
-impl Postfix {
-    /// A Cyrus SASL database in `dir` with one account (`user` in realm `NAME.test`) and the
-    /// main.cf lines that offer AUTH PLAIN/LOGIN with it, over TLS only.
-    pub fn sasl_lines(dir: &Path, name: &str, user: &str, password: &str) -> String {
-        let sasl = dir.join(format!("{name}-sasl"));
-        std::fs::create_dir_all(&sasl).unwrap();
-        let db = sasl.join("sasldb2");
-        let mut child = Command::new("saslpasswd2")
-            .args(["-p", "-c", "-f"])
-            .arg(&db)
-            .args(["-u", &format!("{name}.test"), user])
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("saslpasswd2 runs (tests/run installs sasl2-bin)");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(password.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success());
-        // smtpd runs as postfix and reads the database.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::write(
-            sasl.join("smtpd.conf"),
-            format!(
-                "pwcheck_method: auxprop\nauxprop_plugin: sasldb\nsasldb_path: {}\nmech_list: PLAIN LOGIN\n",
-                db.display()
-            ),
-        )
+/// A Cyrus SASL database with one account (`user` in realm `NAME.test`) in `conf/sasl/`, where
+/// Debian's Postfix reads its SASL configuration (whatever `cyrus_sasl_config_path` says);
+/// returns the main.cf lines that offer AUTH with it, over TLS only.
+fn sasl_account(conf: &Path, name: &str, user: &str, password: &str) -> String {
+    let sasl = conf.join("sasl");
+    std::fs::create_dir_all(&sasl).unwrap();
+    let db = sasl.join("sasldb2");
+    let mut child = Command::new("saslpasswd2")
+        .args(["-p", "-c", "-f"])
+        .arg(&db)
+        .args(["-u", &format!("{name}.test"), user])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("saslpasswd2 runs (tests/run installs sasl2-bin)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(password.as_bytes())
         .unwrap();
+    assert!(child.wait().unwrap().success());
+    // smtpd runs as postfix and reads the database.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(
+        sasl.join("smtpd.conf"),
         format!(
-            "smtpd_sasl_auth_enable = yes\n\
-             smtpd_sasl_type = cyrus\n\
-             smtpd_sasl_path = smtpd\n\
-             cyrus_sasl_config_path = {}\n\
-             smtpd_sasl_local_domain = {name}.test\n\
-             smtpd_tls_auth_only = yes\n",
-            sasl.display()
-        )
-    }
+            "pwcheck_method: auxprop\nauxprop_plugin: sasldb\nsasldb_path: {}\nmech_list: PLAIN LOGIN\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    format!(
+        "smtpd_sasl_auth_enable = yes\n\
+         smtpd_sasl_type = cyrus\n\
+         smtpd_sasl_path = smtpd\n\
+         smtpd_sasl_local_domain = {name}.test\n\
+         smtpd_tls_auth_only = yes\n"
+    )
 }
 
 impl Drop for Postfix {
