@@ -152,14 +152,7 @@ fn inbound_is_decrypted_verified_and_the_certificate_harvested_for_replies() {
     let d = gw.dir.path();
 
     // Alice writes first: her certificate is issued, and Bob gets it in her signed mail.
-    gw.send(&[
-        "--from",
-        "alice@example.com",
-        "--to",
-        "bob@example.net",
-        "--body",
-        "hello bob",
-    ]);
+    gw.mail("alice@example.com", "bob@example.net", "hello bob");
     let got = gw.maildir("outbox", 1);
     gw.verify(&got[0].0, &["-signer", "alice.pem", "-out", "/dev/null"]);
 
@@ -193,14 +186,7 @@ fn inbound_is_decrypted_verified_and_the_certificate_harvested_for_replies() {
     assert!(gw.data().join("certs/bob@example.net.der").exists());
 
     // Now Alice's mail to Bob is encrypted (and signed), and Bob's OpenSSL opens it.
-    gw.send(&[
-        "--from",
-        "alice@example.com",
-        "--to",
-        "bob@example.net",
-        "--body",
-        "for your eyes",
-    ]);
+    gw.mail("alice@example.com", "bob@example.net", "for your eyes");
     let got = gw.maildir("outbox", 2);
     let (path, text) = got
         .iter()
@@ -328,14 +314,7 @@ fn next_hop_down_then_back() {
         "",
         &format!("[delivery.outbound]\nnext_hop = \"127.0.0.1:{hop_port}\"\ntls = \"off\"\n"),
     );
-    gw.send(&[
-        "--from",
-        "alice@example.com",
-        "--to",
-        "bob@example.net",
-        "--body",
-        "queued while down",
-    ]);
+    gw.mail("alice@example.com", "bob@example.net", "queued while down");
     // The message waits in the queue with the reason.
     let last = gw.wait_attempts(1);
     assert!(last.contains("cannot connect"), "{last}");
@@ -351,14 +330,7 @@ fn next_hop_down_then_back() {
     gw.wait_queue_empty();
     // The next messages reuse the open session (RSET, then MAIL): one connection for all.
     for body in ["second", "third"] {
-        gw.send(&[
-            "--from",
-            "alice@example.com",
-            "--to",
-            "bob@example.net",
-            "--body",
-            body,
-        ]);
+        gw.mail("alice@example.com", "bob@example.net", body);
         let msg = rx
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| panic!("{}", gw.log()));
@@ -527,22 +499,8 @@ fn queue_command_lists_shows_retries_and_deletes() {
         "first_retry = \"1h\"",
         &format!("[delivery.outbound]\nnext_hop = \"127.0.0.1:{hop_port}\"\ntls = \"off\"\n"),
     );
-    gw.send(&[
-        "--from",
-        "alice@example.com",
-        "--to",
-        "bob@example.net",
-        "--body",
-        "one",
-    ]);
-    gw.send(&[
-        "--from",
-        "alice@example.com",
-        "--to",
-        "carol@example.net",
-        "--body",
-        "two",
-    ]);
+    gw.mail("alice@example.com", "bob@example.net", "one");
+    gw.mail("alice@example.com", "carol@example.net", "two");
     gw.wait_until("two first attempts", || {
         gw.queued()
             .iter()
@@ -686,14 +644,7 @@ fn malformed_smtp_gets_clear_replies_and_harms_no_one_else() {
     assert!(got.contains("221"), "{got}");
 
     // Others are unaffected.
-    gw.send(&[
-        "--from",
-        "bob@example.net",
-        "--to",
-        "alice@example.com",
-        "--body",
-        "still here",
-    ]);
+    gw.mail("bob@example.net", "alice@example.com", "still here");
     let got = gw.maildir("inbox", 2);
     gw.wait_queue_empty();
     assert_eq!(
@@ -727,14 +678,11 @@ fn token_unavailable_keeps_mail_queued_and_nothing_goes_out_unsigned() {
             hsm::softhsm::MODULE
         ),
     );
-    gw.send(&[
-        "--from",
+    gw.mail(
         "alice@example.com",
-        "--to",
         "bob@example.net",
-        "--body",
         "before the token went away",
-    ]);
+    );
     let got = gw.maildir("outbox", 1);
     gw.verify(&got[0].0, &[]);
 
@@ -745,14 +693,11 @@ fn token_unavailable_keeps_mail_queued_and_nothing_goes_out_unsigned() {
     std::fs::create_dir(&tokens).unwrap();
 
     // A known sender's mail is accepted and waits, with the reason.
-    gw.send(&[
-        "--from",
+    gw.mail(
         "alice@example.com",
-        "--to",
         "bob@example.net",
-        "--body",
         "while the token is away",
-    ]);
+    );
     let last = gw.wait_attempts(2);
     assert!(
         last.starts_with("4.") && last.contains("unavailable"),
@@ -790,14 +735,7 @@ fn token_unavailable_keeps_mail_queued_and_nothing_goes_out_unsigned() {
         .unwrap();
     assert!(gw.verify(path, &[]).contains("while the token is away"));
     // Signing works for new senders again too.
-    gw.send(&[
-        "--from",
-        "carol@example.com",
-        "--to",
-        "bob@example.net",
-        "--body",
-        "carol again",
-    ]);
+    gw.mail("carol@example.com", "bob@example.net", "carol again");
     gw.maildir("outbox", 3);
 }
 

@@ -202,6 +202,11 @@ impl Gateway {
         text
     }
 
+    /// Sends a message with `body` from `from` to `to` and expects `250` to the data.
+    pub fn mail(&self, from: &str, to: &str, body: &str) -> String {
+        self.send(&["--from", from, "--to", to, "--body", body])
+    }
+
     /// Waits until the Maildir `DATA/which/new` holds `n` messages; returns them in order.
     pub fn maildir(&self, which: &str, n: usize) -> Vec<(PathBuf, String)> {
         wait_maildir(&self.data().join(which), n, || self.log())
