@@ -28,6 +28,7 @@ pub struct Config {
     pub inbound: Route,
     pub queue: QueueConfig,
     pub policy: Policy,
+    pub board: BoardConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +140,15 @@ pub struct CaConfig {
     pub organization: String,
     /// Issue a certificate for an internal sender who has none, on first use.
     pub issue_on_first_use: bool,
+}
+
+/// The appliance's hardware (`[board]`); nothing by default (a server or a laptop).
+#[derive(Debug, Clone, Default)]
+pub struct BoardConfig {
+    /// The hardware watchdog device (`/dev/watchdog`): opened at start and petted while the
+    /// gateway is healthy (SMTP accepting, token answering), so a hung gateway resets the
+    /// machine.
+    pub watchdog: Option<PathBuf>,
 }
 
 /// TLS towards a next hop.
@@ -430,6 +440,14 @@ mod raw {
         pub queue: QueueRaw,
         #[serde(default)]
         pub policy: PolicyRaw,
+        #[serde(default)]
+        pub board: BoardRaw,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct BoardRaw {
+        pub watchdog: Option<PathBuf>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -847,6 +865,9 @@ mod raw {
                 outbound,
                 inbound,
                 queue,
+                board: BoardConfig {
+                    watchdog: self.board.watchdog,
+                },
                 policy: Policy {
                     default,
                     domains,

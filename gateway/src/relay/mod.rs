@@ -2,6 +2,7 @@
 //! ([`crate::spool`]), the queue that runs the [`pipeline`] (policy and S/MIME) and
 //! [`deliver`]s, and the bounces ([`dsn`]).
 
+pub mod board;
 pub mod control;
 pub mod deliver;
 pub mod dsn;
@@ -307,8 +308,20 @@ impl Relay {
             tasks.spawn(listener::accept_loop(self.clone(), l));
         }
         tasks.spawn(queue::run(self.clone()));
+        let (stop_board, stopped) = tokio::sync::watch::channel(false);
+        let board = self
+            .config
+            .board
+            .watchdog
+            .clone()
+            .map(|path| tokio::spawn(board::run(self.clone(), path, stopped)));
         shutdown.await;
         tasks.abort_all();
+        // The watchdog is disarmed last: an orderly stop must not reset the machine.
+        if let Some(b) = board {
+            let _ = stop_board.send(true);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), b).await;
+        }
         Ok(())
     }
 }
