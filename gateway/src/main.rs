@@ -38,6 +38,8 @@ enum Command {
     Queue(cli::queue::QueueArgs),
     /// SMTP AUTH accounts for clients outside the internal networks: add, remove, list.
     Users(cli::users::UsersArgs),
+    /// The administration console on this terminal (the appliance's serial console).
+    Console(cli::console::ConsoleArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cli::serve::run(args, &mut out),
         Command::Queue(args) => cli::queue::run(args, &mut out),
         Command::Users(args) => cli::users::run(args, &mut out),
+        Command::Console(args) => cli::console::run(args, &mut out),
     };
     let flushed = out.flush();
     match result.and(flushed.map_err(CliError::Output)) {

@@ -31,6 +31,8 @@ pub enum UsersError {
     },
     #[error("{0:?} is not a user name: use the user's email address (user@domain)")]
     BadName(String),
+    #[error("{0:?} is not a login name: 1 to 32 of a-z, 0-9, '.', '_', '-'")]
+    BadLogin(String),
     #[error("the password is empty")]
     EmptyPassword,
     #[error("password hashing failed: {0}")]
@@ -44,9 +46,46 @@ fn io(path: &Path, source: std::io::Error) -> UsersError {
     }
 }
 
+/// What an accounts file names its accounts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Names {
+    /// Email addresses (SMTP AUTH: the account is the sender).
+    Addresses,
+    /// Login names (administrators: `admin`, `ops.jane`).
+    Logins,
+}
+
+impl Names {
+    /// A name as stored (lower case), or why it is not one.
+    pub fn normalize(self, name: &str) -> Result<String, UsersError> {
+        match self {
+            Names::Addresses => normalize(name),
+            Names::Logins => {
+                let n = name.trim().to_ascii_lowercase();
+                let ok = (1..=32).contains(&n.len())
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+                if ok {
+                    Ok(n)
+                } else {
+                    Err(UsersError::BadLogin(name.to_string()))
+                }
+            }
+        }
+    }
+
+    fn header(self) -> &'static str {
+        match self {
+            Names::Addresses => "# smimegw SMTP AUTH accounts: address:argon2id-hash\n",
+            Names::Logins => "# smimegw administrators: login:argon2id-hash\n",
+        }
+    }
+}
+
 /// The accounts of one file, reloaded when the file changes.
 pub struct UserStore {
     path: PathBuf,
+    names: Names,
     loaded: Mutex<Loaded>,
     /// Checked against when the user is unknown, so the answer takes as long either way.
     decoy: String,
@@ -77,8 +116,13 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((m.modified().ok()?, m.len()))
 }
 
-/// Reads the accounts; a missing file has none.
+/// Reads the SMTP accounts; a missing file has none.
 pub fn read(path: &Path) -> Result<BTreeMap<String, String>, UsersError> {
+    read_as(path, Names::Addresses)
+}
+
+/// Reads an accounts file of `names`; a missing file has none.
+pub fn read_as(path: &Path, names: Names) -> Result<BTreeMap<String, String>, UsersError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
@@ -96,9 +140,12 @@ pub fn read(path: &Path) -> Result<BTreeMap<String, String>, UsersError> {
             reason: reason.into(),
         };
         let Some((user, hash)) = line.split_once(':') else {
-            return Err(bad("want address:argon2id-hash"));
+            return Err(bad(match names {
+                Names::Addresses => "want address:argon2id-hash",
+                Names::Logins => "want login:argon2id-hash",
+            }));
         };
-        let user = normalize(user).map_err(|e| bad(&e.to_string()))?;
+        let user = names.normalize(user).map_err(|e| bad(&e.to_string()))?;
         if PasswordHash::new(hash).is_err() || !hash.starts_with("$argon2") {
             return Err(bad("the hash is not an Argon2 PHC string ($argon2id$...)"));
         }
@@ -120,8 +167,18 @@ pub fn hash(password: &str) -> Result<String, UsersError> {
         .map_err(|e| UsersError::Hash(e.to_string()))
 }
 
-/// Writes the accounts: a new file beside the old one (0600), synced, then renamed over it.
+/// Writes the SMTP accounts: see [`write_as`].
 pub fn write(path: &Path, users: &BTreeMap<String, String>) -> Result<(), UsersError> {
+    write_as(path, users, Names::Addresses)
+}
+
+/// Writes an accounts file: a new file beside the old one (0600), synced, then renamed over
+/// it.
+pub fn write_as(
+    path: &Path,
+    users: &BTreeMap<String, String>,
+    names: Names,
+) -> Result<(), UsersError> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
     let tmp = path.with_extension("tmp");
@@ -132,7 +189,7 @@ pub fn write(path: &Path, users: &BTreeMap<String, String>) -> Result<(), UsersE
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| io(&tmp, e))?;
-    let mut text = String::from("# smimegw SMTP AUTH accounts: address:argon2id-hash\n");
+    let mut text = String::from(names.header());
     for (u, h) in users {
         text.push_str(&format!("{u}:{h}\n"));
     }
@@ -156,10 +213,16 @@ impl std::fmt::Debug for UserStore {
 }
 
 impl UserStore {
-    /// Opens the accounts file (it may not exist yet: no accounts until it does).
+    /// Opens the SMTP accounts file (it may not exist yet: no accounts until it does).
     pub fn open(path: &Path) -> Result<UserStore, UsersError> {
-        let users = read(path)?;
+        UserStore::open_as(path, Names::Addresses)
+    }
+
+    /// Opens an accounts file of `names`.
+    pub fn open_as(path: &Path, names: Names) -> Result<UserStore, UsersError> {
+        let users = read_as(path, names)?;
         Ok(UserStore {
+            names,
             path: path.to_path_buf(),
             loaded: Mutex::new(Loaded {
                 stamp: stamp(path),
@@ -180,9 +243,9 @@ impl UserStore {
             let mut l = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
             let now = stamp(&self.path);
             if now != l.stamp {
-                match read(&self.path) {
+                match read_as(&self.path, self.names) {
                     Ok(users) => {
-                        tracing::info!(file = %self.path.display(), users = users.len(), "SMTP accounts reloaded");
+                        tracing::info!(file = %self.path.display(), users = users.len(), "accounts reloaded");
                         l.users = users;
                         l.stamp = now;
                     }
@@ -190,7 +253,7 @@ impl UserStore {
                     Err(e) => return Err(e),
                 }
             }
-            let name = normalize(user).ok();
+            let name = self.names.normalize(user).ok();
             let stored = name.as_ref().and_then(|n| l.users.get(n).cloned());
             (name, stored)
         };

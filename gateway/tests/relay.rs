@@ -248,65 +248,6 @@ fn required_encryption_without_a_certificate_bounces_and_the_subject_tag_forces_
     gw.wait_queue_empty();
 }
 
-/// A minimal SMTP sink (the next hop) that accepts everything and hands back each message.
-fn sink(listener: TcpListener) -> std::sync::mpsc::Receiver<String> {
-    sink_counting(listener).0
-}
-
-/// A next hop that also counts the connections made to it.
-fn sink_counting(
-    listener: TcpListener,
-) -> (
-    std::sync::mpsc::Receiver<String>,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = connections.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { return };
-            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let mut w = conn.try_clone().unwrap();
-                let mut r = BufReader::new(conn);
-                w.write_all(b"220 sink ESMTP\r\n").unwrap();
-                let mut data = String::new();
-                let mut in_data = false;
-                let mut line = String::new();
-                while r.read_line(&mut line).unwrap_or(0) > 0 {
-                    if in_data {
-                        if line == ".\r\n" {
-                            in_data = false;
-                            w.write_all(b"250 2.0.0 sunk\r\n").unwrap();
-                            let _ = tx.send(std::mem::take(&mut data));
-                        } else {
-                            data.push_str(&line);
-                        }
-                    } else {
-                        let cmd = line.to_ascii_uppercase();
-                        let reply: &[u8] = if cmd.starts_with("EHLO") {
-                            b"250-sink\r\n250 PIPELINING\r\n"
-                        } else if cmd.starts_with("DATA") {
-                            in_data = true;
-                            b"354 go\r\n"
-                        } else if cmd.starts_with("QUIT") {
-                            let _ = w.write_all(b"221 bye\r\n");
-                            return;
-                        } else {
-                            b"250 ok\r\n"
-                        };
-                        w.write_all(reply).unwrap();
-                    }
-                    line.clear();
-                }
-            });
-        }
-    });
-    (rx, connections)
-}
-
 #[test]
 fn next_hop_down_then_back() {
     let hop_port = free_port();

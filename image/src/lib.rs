@@ -557,8 +557,15 @@ fn packages(files: &[PathBuf]) -> Vec<String> {
     let mut names = std::collections::BTreeSet::new();
     for f in files {
         // dpkg knows the paths it installed; a merged /usr shows /lib as /usr/lib or not.
-        let candidates = [f.clone(), fs::canonicalize(f).unwrap_or_else(|_| f.clone())];
-        for c in candidates {
+        let real = fs::canonicalize(f).unwrap_or_else(|_| f.clone());
+        let unmerged = |p: &Path| p.strip_prefix("/usr").ok().map(|r| Path::new("/").join(r));
+        let candidates = [
+            Some(f.clone()),
+            Some(real.clone()),
+            unmerged(f),
+            unmerged(&real),
+        ];
+        for c in candidates.into_iter().flatten() {
             if let Ok(out) = run(Command::new("dpkg").arg("-S").arg(&c)) {
                 if let Some((pkgs, _)) = out.lines().next().and_then(|l| l.split_once(": ")) {
                     for p in pkgs.split(", ") {

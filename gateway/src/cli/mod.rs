@@ -1,5 +1,6 @@
 //! The subcommands of `smimegw`, one module each, and the plain-text table writer they share.
 
+pub mod console;
 pub mod message;
 pub mod queue;
 pub mod serve;

@@ -58,7 +58,15 @@ pub fn run(args: QueueArgs, out: &mut dyn Write) -> Result<(), CliError> {
     if request.contains('\n') {
         return Err(CliError::Usage("a queue id is one word".into()));
     }
-    let path = socket_path(&data);
+    let answer = control_request(&data, &request)?;
+    out.write_all(answer.as_bytes())?;
+    Ok(())
+}
+
+/// One request to the running gateway's control socket (`DATA/control.sock`); its answer
+/// (lines after `ok`), or the gateway's error.
+pub fn control_request(data: &std::path::Path, request: &str) -> Result<String, CliError> {
+    let path = socket_path(data);
     let mut conn = UnixStream::connect(&path).map_err(|e| {
         CliError::Gateway(format!(
             "cannot reach the gateway through {} ({e}); is `smimegw serve` running with this data directory?",
@@ -81,9 +89,11 @@ pub fn run(args: QueueArgs, out: &mut dyn Write) -> Result<(), CliError> {
             "unexpected answer from the gateway: {first:?}"
         )));
     }
+    let mut answer = String::new();
     for line in lines {
         let line = line.map_err(|e| CliError::Gateway(format!("control socket: {e}")))?;
-        writeln!(out, "{line}")?;
+        answer.push_str(&line);
+        answer.push('\n');
     }
-    Ok(())
+    Ok(answer)
 }

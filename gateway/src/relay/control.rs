@@ -59,6 +59,67 @@ fn age(secs: u64) -> String {
     }
 }
 
+/// A date as YYYY-MM-DD (UTC).
+fn day(secs: u64) -> String {
+    let (y, m, d, ..) = crate::smime::asn1::civil(secs);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The gateway at a glance: what the consoles show first.
+async fn status(relay: &Arc<Relay>) -> Result<String, String> {
+    let r = relay.clone();
+    let queued = tokio::task::spawn_blocking(move || r.spool.recover_list())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?
+        .len();
+    let token = relay.keys.token().clone();
+    let info = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::task::spawn_blocking(move || token.info()),
+    )
+    .await;
+    let token = match info {
+        Ok(Ok(Ok(i))) => format!("{} ({}, {}): answering", i.label, i.backend, i.model),
+        Ok(Ok(Err(e))) => format!("NOT ANSWERING: {e}"),
+        _ => "NOT ANSWERING: no reply within 5 s".into(),
+    };
+    let c = &relay.config;
+    let route = |r: &crate::config::Route| match r {
+        crate::config::Route::Maildir(p) => format!("Maildir {}", p.display()),
+        crate::config::Route::Smtp { host, port, .. } => format!("SMTP {host}:{port}"),
+    };
+    let up = relay.started.elapsed().map(|d| d.as_secs()).unwrap_or(0);
+    let mut out = String::new();
+    let _ = writeln!(out, "version:    {}", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(out, "gateway:    running for {}", age(up));
+    let listen: Vec<String> = c.server.listen.iter().map(|a| a.to_string()).collect();
+    let _ = writeln!(
+        out,
+        "smtp:       {} ({})",
+        listen.join(", "),
+        c.server.hostname
+    );
+    let _ = writeln!(out, "queue:      {queued} message(s)");
+    let _ = writeln!(out, "token:      {token}");
+    let _ = writeln!(
+        out,
+        "keys:       {} address(es)",
+        relay.keys.entries().len()
+    );
+    let _ = writeln!(out, "outbound:   {}", route(&c.outbound));
+    let _ = writeln!(out, "inbound:    {}", route(&c.inbound));
+    let _ = writeln!(
+        out,
+        "watchdog:   {}",
+        c.board
+            .watchdog
+            .as_ref()
+            .map_or("none".to_string(), |p| p.display().to_string())
+    );
+    Ok(out)
+}
+
 fn last_error(e: &Envelope) -> String {
     e.recipients
         .iter()
@@ -175,8 +236,32 @@ async fn handle(relay: &Arc<Relay>, line: &str) -> Result<String, String> {
                 Err(e) => Err(e.to_string()),
             }
         }
+        ("status", None) => status(relay).await,
+        ("certificates", None) => {
+            let mut out = String::new();
+            let _ = writeln!(
+                out,
+                "{:<36}  {:<10}  {:<10}  KEY",
+                "ADDRESS", "FROM", "UNTIL"
+            );
+            let entries = relay.keys.entries();
+            for (address, e) in &entries {
+                let state = if e.not_after < now { " (expired)" } else { "" };
+                let _ = writeln!(
+                    out,
+                    "{:<36}  {:<10}  {:<10}  {}{state}",
+                    address,
+                    day(e.not_before),
+                    day(e.not_after),
+                    e.label
+                );
+            }
+            let _ = writeln!(out, "{} address(es) with a signing key", entries.len());
+            Ok(out)
+        }
         _ => Err(format!(
-            "unknown request {line:?} (list, show ID, retry [ID], delete ID)"
+            "unknown request {line:?} (status, certificates, list, show ID, retry [ID], \
+             delete ID)"
         )),
     }
 }

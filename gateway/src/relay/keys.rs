@@ -126,6 +126,17 @@ impl Keys {
         &self.token
     }
 
+    /// Every address we sign as, with its key, in address order.
+    pub fn entries(&self) -> Vec<(String, KeyEntry)> {
+        let mut all: Vec<(String, KeyEntry)> = self
+            .index
+            .read()
+            .map(|i| i.iter().map(|(a, e)| (a.clone(), e.clone())).collect())
+            .unwrap_or_default();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
     /// The trust anchor of our own CA, if there is one.
     pub fn ca_cert(&self) -> Option<&[u8]> {
         self.ca.as_ref().map(|c| c.cert.as_slice())

@@ -43,6 +43,8 @@ pub struct Relay {
     pub delivery: Arc<deliver::Pool>,
     /// SMTP AUTH accounts (`server.auth_users`).
     pub users: Option<crate::users::UserStore>,
+    /// When this gateway started (the console's uptime).
+    pub started: std::time::SystemTime,
 }
 
 /// A start-up failure, for the administrator.
@@ -253,6 +255,7 @@ impl Relay {
         let hop_auth_inbound = login(&config.inbound, "delivery.inbound.auth_password")?;
         let queue = queue::Queue::new(config.queue.concurrency);
         Ok(Relay {
+            started: std::time::SystemTime::now(),
             hop_auth_outbound,
             hop_auth_inbound,
             delivery: Arc::default(),

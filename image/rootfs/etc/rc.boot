@@ -41,6 +41,14 @@ if [ -b $disk ]; then
     fi
 fi
 if grep -qs " /data " /proc/mounts; then
+    # A factory reset asked for on the console (smimegw console: factory-reset).
+    if [ -f /data/etc/factory-reset ]; then
+        say "factory reset: erasing the data disk"
+        for f in /data/* /data/.[!.]*; do
+            [ -e "$f" ] && [ "$f" != /data/lost+found ] && rm -rf "$f"
+        done
+        sync
+    fi
     mkdir -p /data/etc /data/smimegw /data/token /data/log
     data=yes
 else

@@ -1,0 +1,542 @@
+//! `smimegw console`: administration on a terminal. The appliance runs it on its serial
+//! port (ttyS0); init starts it again after each sign-out. Sign in (the first time: choose
+//! the `admin` password), then one command per line; plain text within 80 columns.
+//!
+//! What the gateway knows (status, certificates, queue) comes from the running gateway's
+//! control socket; network settings go to a file the appliance's boot applies
+//! (`network.conf` beside the configuration); reboot and factory reset ask for
+//! confirmation.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use smimegw::config::Config;
+use smimegw::users::{self, Names, UserStore};
+use zeroize::Zeroizing;
+
+use super::queue::control_request;
+use crate::error::CliError;
+
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// The gateway's configuration file (its data directory holds the administrators).
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// The gateway's data directory (default: the configuration's, else ./var).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+
+    /// The appliance's network settings (default: network.conf beside the configuration).
+    #[arg(long, value_name = "FILE")]
+    network: Option<PathBuf>,
+}
+
+/// Failed sign-ins before the console pauses.
+const MAX_FAILURES: u32 = 5;
+/// The pause after [`MAX_FAILURES`].
+const LOCKOUT: Duration = Duration::from_secs(60);
+/// Shortest administrator password.
+const MIN_PASSWORD: usize = 10;
+
+const HELP: &str = "\
+Commands:
+  status                      the gateway, token, queue and next hops at a glance
+  certificates                internal users' signing certificates
+  queue [list]                queued messages
+  queue show ID | retry [ID] | delete ID
+  network                     show the network settings
+  network dhcp                address by DHCP
+  network static ADDRESS/PREFIX GATEWAY [DNS,...]
+  network hostname NAME | ntp SERVER[,SERVER]
+                              (network settings apply at the next reboot)
+  passwd                      change your password
+  reboot                      restart the appliance (asks first)
+  factory-reset               erase keys, certificates, queue and settings (asks first)
+  help                        this list
+  logout                      sign out (also: exit, quit, Ctrl-D)
+";
+
+pub fn run(args: ConsoleArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let stdin = std::io::stdin();
+    let tty = stdin.is_terminal();
+    let mut input = stdin.lock();
+    let config_path = args.config.clone();
+    let data = match (&args.data, &config_path) {
+        (Some(d), _) => d.clone(),
+        (None, Some(c)) => match Config::load(c, None) {
+            Ok(cfg) => cfg.data_dir,
+            Err(e) => {
+                writeln!(out, "smimegw console: {e}")?;
+                writeln!(
+                    out,
+                    "The console needs the gateway's settings (on the data disk)."
+                )?;
+                out.flush()?;
+                // init starts the console again: not in a tight loop.
+                std::thread::sleep(Duration::from_secs(10));
+                return Err(CliError::Usage(e.to_string()));
+            }
+        },
+        (None, None) => PathBuf::from("./var"),
+    };
+    let network = args.network.clone().unwrap_or_else(|| {
+        config_path
+            .as_deref()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("."))
+            .join("network.conf")
+    });
+    let mut c = Console {
+        input: &mut input,
+        out,
+        tty,
+        data,
+        network,
+        user: String::new(),
+    };
+    c.session()
+}
+
+struct Console<'a> {
+    input: &'a mut dyn BufRead,
+    out: &'a mut dyn Write,
+    tty: bool,
+    data: PathBuf,
+    network: PathBuf,
+    user: String,
+}
+
+impl Console<'_> {
+    fn admins_path(&self) -> PathBuf {
+        self.data.join("admins")
+    }
+
+    fn session(&mut self) -> Result<(), CliError> {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        let version = std::fs::read_to_string("/etc/smimegw/version")
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|_| env!("CARGO_PKG_VERSION").to_string());
+        writeln!(self.out)?;
+        writeln!(self.out, "smimegw {version} console on {host}")?;
+        let admins = users::read_as(&self.admins_path(), Names::Logins).map_err(users_error)?;
+        let signed_in = if admins.is_empty() {
+            self.first_admin()?
+        } else {
+            self.sign_in()?
+        };
+        if !signed_in {
+            return Ok(());
+        }
+        writeln!(
+            self.out,
+            "Signed in as {}. Type help for commands.",
+            self.user
+        )?;
+        loop {
+            write!(self.out, "smimegw> ")?;
+            self.out.flush()?;
+            let Some(line) = self.line()? else {
+                writeln!(self.out)?;
+                return Ok(());
+            };
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                [] => {}
+                ["logout" | "exit" | "quit"] => {
+                    writeln!(self.out, "Signed out.")?;
+                    return Ok(());
+                }
+                ["help" | "?", ..] => write!(self.out, "{HELP}")?,
+                rest => {
+                    if let Err(e) = self.command(rest) {
+                        writeln!(self.out, "error: {e}")?;
+                    }
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, words: &[&str]) -> Result<(), CliError> {
+        match words {
+            ["status"] => self.gateway("status"),
+            ["certificates" | "certs"] => self.gateway("certificates"),
+            ["queue"] | ["queue", "list"] => self.gateway("list"),
+            ["queue", "show", id] => self.gateway(&format!("show {id}")),
+            ["queue", "retry"] => self.gateway("retry"),
+            ["queue", "retry", id] => self.gateway(&format!("retry {id}")),
+            ["queue", "delete", id] => self.gateway(&format!("delete {id}")),
+            ["network"] | ["network", "show"] => self.network_show(),
+            ["network", rest @ ..] => self.network_set(rest),
+            ["passwd"] => self.passwd(),
+            ["reboot"] => {
+                if self.confirm("Reboot the appliance now? Type yes:", "yes")? {
+                    self.reboot()
+                } else {
+                    writeln!(self.out, "Not rebooted.")?;
+                    Ok(())
+                }
+            }
+            ["factory-reset"] => self.factory_reset(),
+            _ => {
+                writeln!(
+                    self.out,
+                    "Unknown command {:?}. Type help for the list.",
+                    words.join(" ")
+                )?;
+                Ok(())
+            }
+        }
+    }
+
+    /// A line from the terminal without its end; `None` at the end of input.
+    fn line(&mut self) -> Result<Option<String>, CliError> {
+        let mut line = String::new();
+        if self.input.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        Ok(Some(line.trim_end_matches(['\r', '\n']).to_string()))
+    }
+
+    /// A secret typed with echo off (on a terminal).
+    fn secret(&mut self, prompt: &str) -> Result<Option<Zeroizing<String>>, CliError> {
+        write!(self.out, "{prompt}")?;
+        self.out.flush()?;
+        let echo_off = self.tty && stty("-echo");
+        let mut line = Zeroizing::new(String::new());
+        let n = self.input.read_line(&mut line);
+        if echo_off {
+            stty("echo");
+        }
+        writeln!(self.out)?;
+        if n? == 0 {
+            return Ok(None);
+        }
+        let s = line.trim_end_matches(['\r', '\n']).to_string();
+        Ok(Some(Zeroizing::new(s)))
+    }
+
+    fn confirm(&mut self, question: &str, want: &str) -> Result<bool, CliError> {
+        write!(self.out, "{question} ")?;
+        self.out.flush()?;
+        Ok(self.line()?.is_some_and(|l| l.trim() == want))
+    }
+
+    /// No administrator yet (first boot): whoever holds the console chooses the `admin`
+    /// password.
+    fn first_admin(&mut self) -> Result<bool, CliError> {
+        writeln!(
+            self.out,
+            "No administrator exists yet. Choose the password for \"admin\" \
+             (at least {MIN_PASSWORD} characters)."
+        )?;
+        let Some(pw) = self.new_password()? else {
+            return Ok(false);
+        };
+        let mut admins = users::read_as(&self.admins_path(), Names::Logins).map_err(users_error)?;
+        if !admins.is_empty() {
+            // Someone else did it meanwhile (the web console): sign in normally.
+            return self.sign_in();
+        }
+        admins.insert("admin".into(), users::hash(&pw).map_err(users_error)?);
+        users::write_as(&self.admins_path(), &admins, Names::Logins).map_err(users_error)?;
+        audit("admin", "administrator password set");
+        self.user = "admin".into();
+        Ok(true)
+    }
+
+    /// A new password typed twice; `None` at the end of input.
+    fn new_password(&mut self) -> Result<Option<Zeroizing<String>>, CliError> {
+        loop {
+            let Some(a) = self.secret("New password: ")? else {
+                return Ok(None);
+            };
+            if a.chars().count() < MIN_PASSWORD {
+                writeln!(self.out, "Too short: at least {MIN_PASSWORD} characters.")?;
+                continue;
+            }
+            let Some(b) = self.secret("Again: ")? else {
+                return Ok(None);
+            };
+            if *a != *b {
+                writeln!(self.out, "The two do not match.")?;
+                continue;
+            }
+            return Ok(Some(a));
+        }
+    }
+
+    /// Login and password; a growing pause after each failure, and a longer one (then the
+    /// console ends, and init starts a new one) after [`MAX_FAILURES`].
+    fn sign_in(&mut self) -> Result<bool, CliError> {
+        let store = UserStore::open_as(&self.admins_path(), Names::Logins).map_err(users_error)?;
+        for failures in 0..MAX_FAILURES {
+            write!(self.out, "login: ")?;
+            self.out.flush()?;
+            let Some(login) = self.line()? else {
+                return Ok(false);
+            };
+            if login.trim().is_empty() {
+                continue;
+            }
+            let Some(pw) = self.secret("Password: ")? else {
+                return Ok(false);
+            };
+            if let Some(user) = store.verify(&login, &pw).map_err(users_error)? {
+                audit(&user, "signed in");
+                self.user = user;
+                return Ok(true);
+            }
+            audit(login.trim(), "sign-in failed");
+            std::thread::sleep(Duration::from_secs(1 << failures.min(4)));
+            writeln!(self.out, "Sign-in failed.")?;
+        }
+        writeln!(
+            self.out,
+            "Too many failed sign-ins: the console is locked for {} s.",
+            LOCKOUT.as_secs()
+        )?;
+        self.out.flush()?;
+        std::thread::sleep(LOCKOUT);
+        Ok(false)
+    }
+
+    fn gateway(&mut self, request: &str) -> Result<(), CliError> {
+        let answer = control_request(&self.data, request)?;
+        self.out.write_all(answer.as_bytes())?;
+        Ok(())
+    }
+
+    fn network_show(&mut self) -> Result<(), CliError> {
+        let settings = read_network(&self.network)?;
+        if settings.is_empty() {
+            writeln!(self.out, "mode:       dhcp (the default)")?;
+        }
+        for (k, v) in &settings {
+            writeln!(self.out, "{:<11} {v}", format!("{k}:"))?;
+        }
+        writeln!(self.out, "(stored in {})", self.network.display())?;
+        Ok(())
+    }
+
+    fn network_set(&mut self, words: &[&str]) -> Result<(), CliError> {
+        let mut settings = read_network(&self.network)?;
+        let set = |s: &mut Vec<(String, String)>, k: &str, v: String| {
+            s.retain(|(key, _)| key != k);
+            s.push((k.to_string(), v));
+        };
+        match words {
+            ["dhcp"] => {
+                set(&mut settings, "mode", "dhcp".into());
+                settings.retain(|(k, _)| !["address", "gateway", "dns"].contains(&k.as_str()));
+            }
+            ["static", address, gateway, dns @ ..] if dns.len() <= 1 => {
+                check_cidr(address)?;
+                check_ip(gateway)?;
+                set(&mut settings, "mode", "static".into());
+                set(&mut settings, "address", address.to_string());
+                set(&mut settings, "gateway", gateway.to_string());
+                if let Some(d) = dns.first() {
+                    for s in d.split(',') {
+                        check_ip(s)?;
+                    }
+                    set(&mut settings, "dns", d.to_string());
+                }
+            }
+            ["hostname", name] => {
+                let ok = !name.is_empty()
+                    && name.len() <= 253
+                    && name.split('.').all(|l| {
+                        !l.is_empty()
+                            && l.len() <= 63
+                            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                            && !l.starts_with('-')
+                    });
+                if !ok {
+                    return Err(CliError::Usage(format!("{name:?} is not a host name")));
+                }
+                set(&mut settings, "hostname", name.to_ascii_lowercase());
+            }
+            ["ntp", servers] => {
+                for s in servers.split(',') {
+                    if s.is_empty() || s.contains(|c: char| c.is_whitespace() || c == '=') {
+                        return Err(CliError::Usage(format!("{s:?} is not an NTP server")));
+                    }
+                }
+                set(&mut settings, "ntp", servers.to_string());
+            }
+            _ => {
+                return Err(CliError::Usage(
+                    "network dhcp | static ADDRESS/PREFIX GATEWAY [DNS,...] | hostname NAME \
+                     | ntp SERVER[,SERVER]"
+                        .into(),
+                ));
+            }
+        }
+        write_network(&self.network, &settings)?;
+        audit(&self.user, &format!("network {}", words.join(" ")));
+        writeln!(self.out, "Saved; applied at the next reboot.")?;
+        Ok(())
+    }
+
+    fn passwd(&mut self) -> Result<(), CliError> {
+        let store = UserStore::open_as(&self.admins_path(), Names::Logins).map_err(users_error)?;
+        let Some(old) = self.secret("Current password: ")? else {
+            return Ok(());
+        };
+        if store
+            .verify(&self.user, &old)
+            .map_err(users_error)?
+            .is_none()
+        {
+            std::thread::sleep(Duration::from_secs(1));
+            writeln!(self.out, "That is not your password; nothing changed.")?;
+            return Ok(());
+        }
+        let Some(new) = self.new_password()? else {
+            return Ok(());
+        };
+        let mut admins = users::read_as(&self.admins_path(), Names::Logins).map_err(users_error)?;
+        admins.insert(self.user.clone(), users::hash(&new).map_err(users_error)?);
+        users::write_as(&self.admins_path(), &admins, Names::Logins).map_err(users_error)?;
+        audit(&self.user, "password changed");
+        writeln!(self.out, "Password changed.")?;
+        Ok(())
+    }
+
+    fn reboot(&mut self) -> Result<(), CliError> {
+        audit(&self.user, "reboot");
+        writeln!(self.out, "Rebooting.")?;
+        self.out.flush()?;
+        let status = std::process::Command::new("reboot").status();
+        match status {
+            Ok(s) if s.success() => Ok(()),
+            Ok(s) => Err(CliError::Gateway(format!("reboot failed ({s})"))),
+            Err(e) => Err(CliError::Gateway(format!("reboot: {e}"))),
+        }
+    }
+
+    /// Asks twice (the password again, then the words), leaves a mark the boot acts on, and
+    /// reboots: the boot erases the data disk before anything uses it.
+    fn factory_reset(&mut self) -> Result<(), CliError> {
+        writeln!(
+            self.out,
+            "A factory reset erases the data disk: the token with every private key, the\n\
+             certificates, the queued mail, the settings and the administrators."
+        )?;
+        let store = UserStore::open_as(&self.admins_path(), Names::Logins).map_err(users_error)?;
+        let Some(pw) = self.secret("Your password: ")? else {
+            return Ok(());
+        };
+        if store
+            .verify(&self.user, &pw)
+            .map_err(users_error)?
+            .is_none()
+        {
+            std::thread::sleep(Duration::from_secs(1));
+            writeln!(self.out, "That is not your password; nothing erased.")?;
+            return Ok(());
+        }
+        if !self.confirm("Type \"erase everything\" to go on:", "erase everything")? {
+            writeln!(self.out, "Nothing erased.")?;
+            return Ok(());
+        }
+        let mark = self
+            .network
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("factory-reset");
+        std::fs::write(&mark, format!("requested by {}\n", self.user)).map_err(|source| {
+            CliError::Read {
+                path: mark.clone(),
+                source,
+            }
+        })?;
+        audit(&self.user, "factory reset requested");
+        self.reboot()
+    }
+}
+
+/// An administrator's action, to syslog (the appliance keeps it; elsewhere it goes where
+/// syslog goes). Console output stays clean.
+fn audit(user: &str, what: &str) {
+    let _ = std::process::Command::new("logger")
+        .args(["-t", "smimegw-console", "-p", "auth.notice"])
+        .arg(format!("{user}: {what}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+fn users_error(e: users::UsersError) -> CliError {
+    CliError::Usage(e.to_string())
+}
+
+fn check_ip(s: &str) -> Result<(), CliError> {
+    s.parse::<IpAddr>()
+        .map(|_| ())
+        .map_err(|_| CliError::Usage(format!("{s:?} is not an IP address")))
+}
+
+fn check_cidr(s: &str) -> Result<(), CliError> {
+    let bad = || CliError::Usage(format!("{s:?} is not ADDRESS/PREFIX (like 192.0.2.10/24)"));
+    let (a, p) = s.split_once('/').ok_or_else(bad)?;
+    let ip: IpAddr = a.parse().map_err(|_| bad())?;
+    let p: u8 = p.parse().map_err(|_| bad())?;
+    if p > if ip.is_ipv4() { 32 } else { 128 } {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// `key=value` lines, in file order; a missing file is empty.
+fn read_network(path: &Path) -> Result<Vec<(String, String)>, CliError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(CliError::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    Ok(text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect())
+}
+
+/// Written beside, synced, renamed over: a power cut leaves the old or the new settings.
+fn write_network(path: &Path, settings: &[(String, String)]) -> Result<(), CliError> {
+    let mut text = String::from("# smimegw network settings (smimegw console: network)\n");
+    for (k, v) in settings {
+        text.push_str(&format!("{k}={v}\n"));
+    }
+    let tmp = path.with_extension("new");
+    let err = |source| CliError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    f.write_all(text.as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)?;
+    Ok(())
+}
+
+/// `stty ARG` on our standard input (echo off and on for passwords; no unsafe termios).
+fn stty(arg: &str) -> bool {
+    std::process::Command::new("stty")
+        .arg(arg)
+        .stdin(std::process::Stdio::inherit())
+        .status()
+        .is_ok_and(|s| s.success())
+}
