@@ -368,6 +368,13 @@ fn appliance_boots_relays_signed_mail_and_recovers() {
     let (verdict, signer) = verify(dir.path(), &first, &ca, "first");
     assert!(verdict.contains("Verification successful"), "{verdict}");
 
+    // The image is read-only; the data disk is not.
+    let ro = m.shell("touch /etc/x 2>&1; touch /data/x && echo data-writable; rm -f /data/x");
+    assert!(
+        ro.contains("Read-only file system") && ro.contains("data-writable"),
+        "{ro}"
+    );
+
     // Supervision: a killed gateway is started again.
     m.restart_gateway("-9");
 
