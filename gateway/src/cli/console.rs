@@ -33,6 +33,10 @@ pub struct ConsoleArgs {
     /// The appliance's network settings (default: network.conf beside the configuration).
     #[arg(long, value_name = "FILE")]
     network: Option<PathBuf>,
+
+    /// What `reboot` and `factory-reset` run (tests replace it).
+    #[arg(long, value_name = "COMMAND", default_value = "reboot", hide = true)]
+    reboot_command: String,
 }
 
 /// Failed sign-ins before the console pauses.
@@ -96,6 +100,7 @@ pub fn run(args: ConsoleArgs, out: &mut dyn Write) -> Result<(), CliError> {
         tty,
         data,
         network,
+        reboot_command: args.reboot_command.clone(),
         user: String::new(),
     };
     c.session()
@@ -107,6 +112,7 @@ struct Console<'a> {
     tty: bool,
     data: PathBuf,
     network: PathBuf,
+    reboot_command: String,
     user: String,
 }
 
@@ -384,18 +390,28 @@ impl Console<'_> {
         Ok(())
     }
 
-    fn passwd(&mut self) -> Result<(), CliError> {
+    /// Asks the signed-in administrator's password again (before a change that matters);
+    /// says `refusal` when it is wrong.
+    fn password_again(&mut self, prompt: &str, refusal: &str) -> Result<bool, CliError> {
         let store = UserStore::open_as(&self.admins_path(), Names::Logins).map_err(users_error)?;
-        let Some(old) = self.secret("Current password: ")? else {
-            return Ok(());
+        let Some(pw) = self.secret(prompt)? else {
+            return Ok(false);
         };
         if store
-            .verify(&self.user, &old)
+            .verify(&self.user, &pw)
             .map_err(users_error)?
-            .is_none()
+            .is_some()
         {
-            std::thread::sleep(Duration::from_secs(1));
-            writeln!(self.out, "That is not your password; nothing changed.")?;
+            return Ok(true);
+        }
+        audit(&self.user, "wrong password confirming a change");
+        std::thread::sleep(Duration::from_secs(1));
+        writeln!(self.out, "That is not your password; {refusal}.")?;
+        Ok(false)
+    }
+
+    fn passwd(&mut self) -> Result<(), CliError> {
+        if !self.password_again("Current password: ", "nothing changed")? {
             return Ok(());
         }
         let Some(new) = self.new_password()? else {
@@ -413,7 +429,7 @@ impl Console<'_> {
         audit(&self.user, "reboot");
         writeln!(self.out, "Rebooting.")?;
         self.out.flush()?;
-        let status = std::process::Command::new("reboot").status();
+        let status = std::process::Command::new(&self.reboot_command).status();
         match status {
             Ok(s) if s.success() => Ok(()),
             Ok(s) => Err(CliError::Gateway(format!("reboot failed ({s})"))),
@@ -429,17 +445,7 @@ impl Console<'_> {
             "A factory reset erases the data disk: the token with every private key, the\n\
              certificates, the queued mail, the settings and the administrators."
         )?;
-        let store = UserStore::open_as(&self.admins_path(), Names::Logins).map_err(users_error)?;
-        let Some(pw) = self.secret("Your password: ")? else {
-            return Ok(());
-        };
-        if store
-            .verify(&self.user, &pw)
-            .map_err(users_error)?
-            .is_none()
-        {
-            std::thread::sleep(Duration::from_secs(1));
-            writeln!(self.out, "That is not your password; nothing erased.")?;
+        if !self.password_again("Your password: ", "nothing erased")? {
             return Ok(());
         }
         if !self.confirm("Type \"erase everything\" to go on:", "erase everything")? {
