@@ -177,6 +177,18 @@ pub enum Route {
     Maildir(PathBuf),
 }
 
+/// What an administrator reads: `Maildir PATH` or `SMTP HOST:PORT (TLS mode)`.
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Route::Maildir(p) => write!(f, "Maildir {}", p.display()),
+            Route::Smtp {
+                host, port, tls, ..
+            } => write!(f, "SMTP {host}:{port} (TLS {tls:?})"),
+        }
+    }
+}
+
 /// The account the gateway logs in with at a next hop. The password comes from the
 /// environment or a file (as the token PIN does), never from this configuration.
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use hsm::Token;
-use smimegw::config::{Config, Route, TokenConfig};
+use smimegw::config::{Config, TokenConfig};
 use smimegw::relay::Relay;
 
 use crate::error::CliError;
@@ -88,12 +88,6 @@ pub fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), CliError> {
 
 fn print_summary(relay: &Relay, dev: bool, out: &mut dyn Write) -> Result<(), CliError> {
     let c = &relay.config;
-    let route = |r: &Route| match r {
-        Route::Maildir(p) => format!("Maildir {}", p.display()),
-        Route::Smtp {
-            host, port, tls, ..
-        } => format!("SMTP {host}:{port} (TLS {tls:?})"),
-    };
     let listen: Vec<String> = c.server.listen.iter().map(|a| a.to_string()).collect();
     let networks: Vec<String> = c
         .server
@@ -127,8 +121,8 @@ fn print_summary(relay: &Relay, dev: bool, out: &mut dyn Write) -> Result<(), Cl
             c.data_dir.join("ca.pem").display()
         )?;
     }
-    writeln!(out, "  outbound to  {}", route(&c.outbound))?;
-    writeln!(out, "  inbound to   {}", route(&c.inbound))?;
+    writeln!(out, "  outbound to  {}", c.outbound)?;
+    writeln!(out, "  inbound to   {}", c.inbound)?;
     if let (true, Some(addr)) = (dev, c.server.listen.first()) {
         writeln!(
             out,

@@ -85,10 +85,6 @@ async fn status(relay: &Arc<Relay>) -> Result<String, String> {
         _ => "NOT ANSWERING: no reply within 5 s".into(),
     };
     let c = &relay.config;
-    let route = |r: &crate::config::Route| match r {
-        crate::config::Route::Maildir(p) => format!("Maildir {}", p.display()),
-        crate::config::Route::Smtp { host, port, .. } => format!("SMTP {host}:{port}"),
-    };
     let up = relay.started.elapsed().map(|d| d.as_secs()).unwrap_or(0);
     let mut out = String::new();
     let _ = writeln!(out, "version:    {}", env!("CARGO_PKG_VERSION"));
@@ -107,8 +103,8 @@ async fn status(relay: &Arc<Relay>) -> Result<String, String> {
         "keys:       {} address(es)",
         relay.keys.entries().len()
     );
-    let _ = writeln!(out, "outbound:   {}", route(&c.outbound));
-    let _ = writeln!(out, "inbound:    {}", route(&c.inbound));
+    let _ = writeln!(out, "outbound:   {}", c.outbound);
+    let _ = writeln!(out, "inbound:    {}", c.inbound);
     let _ = writeln!(
         out,
         "watchdog:   {}",
