@@ -3,6 +3,7 @@
 
 pub mod ca;
 pub mod config;
+pub mod fsutil;
 pub mod relay;
 pub mod smime;
 pub mod smtp;

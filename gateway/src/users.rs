@@ -6,7 +6,6 @@
 //! without a restart.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -179,29 +178,11 @@ pub fn write_as(
     users: &BTreeMap<String, String>,
     names: Names,
 ) -> Result<(), UsersError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| io(&tmp, e))?;
     let mut text = String::from(names.header());
     for (u, h) in users {
         text.push_str(&format!("{u}:{h}\n"));
     }
-    f.write_all(text.as_bytes()).map_err(|e| io(&tmp, e))?;
-    f.sync_all().map_err(|e| io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io(path, e))?;
-    if let Some(d) = dir
-        && let Ok(d) = std::fs::File::open(d)
-    {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    crate::fsutil::replace_file(path, text.as_bytes(), 0o600).map_err(|e| io(path, e))
 }
 
 impl std::fmt::Debug for UserStore {

@@ -33,7 +33,7 @@ pub use crate::error::{Error, Result};
 pub use crate::keymat::{CertSummary, KeyKind, cert_summary, spki_key_id};
 pub use crate::memory::MemoryToken;
 pub use crate::p12::{ImportBundle, read_pkcs12};
-pub use crate::pin::{Pin, PinSource};
+pub use crate::pin::{EchoGuard, Pin, PinSource};
 pub use crate::pkcs11::{Pkcs11Options, Pkcs11Token};
 pub use crate::soft::SoftToken;
 pub use crate::uri::{ObjectType, Pkcs11Uri};

@@ -154,13 +154,16 @@ fn prompt(what: &str) -> Result<Pin> {
 }
 
 /// Turns terminal echo off for as long as it lives, using `stty` (no unsafe termios calls).
-struct EchoGuard<'a> {
+/// For passwords typed on a terminal: here and on the gateway's console.
+#[derive(Debug)]
+pub struct EchoGuard<'a> {
     tty: &'a std::fs::File,
     restored: bool,
 }
 
 impl<'a> EchoGuard<'a> {
-    fn off(tty: &'a std::fs::File) -> Self {
+    /// Echo off on `tty` (left alone when it is no terminal or `stty` fails).
+    pub fn off(tty: &'a std::fs::File) -> Self {
         let ok = stty(tty, "-echo");
         EchoGuard { tty, restored: !ok }
     }

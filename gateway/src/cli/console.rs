@@ -9,6 +9,7 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::IpAddr;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -94,7 +95,9 @@ pub fn run(args: ConsoleArgs, out: &mut dyn Write) -> Result<(), CliError> {
             .unwrap_or(Path::new("."))
             .join("network.conf")
     });
+    let store = UserStore::open_as(&data.join("admins"), Names::Logins).map_err(users_error)?;
     let mut c = Console {
+        store,
         input: &mut input,
         out,
         tty,
@@ -107,6 +110,8 @@ pub fn run(args: ConsoleArgs, out: &mut dyn Write) -> Result<(), CliError> {
 }
 
 struct Console<'a> {
+    /// The administrators (reread when the file changes).
+    store: UserStore,
     input: &'a mut dyn BufRead,
     out: &'a mut dyn Write,
     tty: bool,
@@ -117,8 +122,8 @@ struct Console<'a> {
 }
 
 impl Console<'_> {
-    fn admins_path(&self) -> PathBuf {
-        self.data.join("admins")
+    fn admins_path(&self) -> &Path {
+        self.store.path()
     }
 
     fn session(&mut self) -> Result<(), CliError> {
@@ -130,7 +135,7 @@ impl Console<'_> {
             .unwrap_or_else(|_| env!("CARGO_PKG_VERSION").to_string());
         writeln!(self.out)?;
         writeln!(self.out, "smimegw {version} console on {host}")?;
-        let admins = users::read_as(&self.admins_path(), Names::Logins).map_err(users_error)?;
+        let admins = users::read_as(self.admins_path(), Names::Logins).map_err(users_error)?;
         let signed_in = if admins.is_empty() {
             self.first_admin()?
         } else {
@@ -213,12 +218,15 @@ impl Console<'_> {
     fn secret(&mut self, prompt: &str) -> Result<Option<Zeroizing<String>>, CliError> {
         write!(self.out, "{prompt}")?;
         self.out.flush()?;
-        let echo_off = self.tty && stty("-echo");
+        let stdin = self
+            .tty
+            .then(|| std::io::stdin().as_fd().try_clone_to_owned().ok())
+            .flatten()
+            .map(std::fs::File::from);
+        let echo = stdin.as_ref().map(hsm::EchoGuard::off);
         let mut line = Zeroizing::new(String::new());
         let n = self.input.read_line(&mut line);
-        if echo_off {
-            stty("echo");
-        }
+        drop(echo);
         writeln!(self.out)?;
         if n? == 0 {
             return Ok(None);
@@ -244,13 +252,13 @@ impl Console<'_> {
         let Some(pw) = self.new_password()? else {
             return Ok(false);
         };
-        let mut admins = users::read_as(&self.admins_path(), Names::Logins).map_err(users_error)?;
+        let mut admins = users::read_as(self.admins_path(), Names::Logins).map_err(users_error)?;
         if !admins.is_empty() {
             // Someone else did it meanwhile (the web console): sign in normally.
             return self.sign_in();
         }
         admins.insert("admin".into(), users::hash(&pw).map_err(users_error)?);
-        users::write_as(&self.admins_path(), &admins, Names::Logins).map_err(users_error)?;
+        users::write_as(self.admins_path(), &admins, Names::Logins).map_err(users_error)?;
         audit("admin", "administrator password set");
         self.user = "admin".into();
         Ok(true)
@@ -280,7 +288,6 @@ impl Console<'_> {
     /// Login and password; a growing pause after each failure, and a longer one (then the
     /// console ends, and init starts a new one) after [`MAX_FAILURES`].
     fn sign_in(&mut self) -> Result<bool, CliError> {
-        let store = UserStore::open_as(&self.admins_path(), Names::Logins).map_err(users_error)?;
         for failures in 0..MAX_FAILURES {
             write!(self.out, "login: ")?;
             self.out.flush()?;
@@ -293,7 +300,7 @@ impl Console<'_> {
             let Some(pw) = self.secret("Password: ")? else {
                 return Ok(false);
             };
-            if let Some(user) = store.verify(&login, &pw).map_err(users_error)? {
+            if let Some(user) = self.store.verify(&login, &pw).map_err(users_error)? {
                 audit(&user, "signed in");
                 self.user = user;
                 return Ok(true);
@@ -393,11 +400,11 @@ impl Console<'_> {
     /// Asks the signed-in administrator's password again (before a change that matters);
     /// says `refusal` when it is wrong.
     fn password_again(&mut self, prompt: &str, refusal: &str) -> Result<bool, CliError> {
-        let store = UserStore::open_as(&self.admins_path(), Names::Logins).map_err(users_error)?;
         let Some(pw) = self.secret(prompt)? else {
             return Ok(false);
         };
-        if store
+        if self
+            .store
             .verify(&self.user, &pw)
             .map_err(users_error)?
             .is_some()
@@ -417,9 +424,9 @@ impl Console<'_> {
         let Some(new) = self.new_password()? else {
             return Ok(());
         };
-        let mut admins = users::read_as(&self.admins_path(), Names::Logins).map_err(users_error)?;
+        let mut admins = users::read_as(self.admins_path(), Names::Logins).map_err(users_error)?;
         admins.insert(self.user.clone(), users::hash(&new).map_err(users_error)?);
-        users::write_as(&self.admins_path(), &admins, Names::Logins).map_err(users_error)?;
+        users::write_as(self.admins_path(), &admins, Names::Logins).map_err(users_error)?;
         audit(&self.user, "password changed");
         writeln!(self.out, "Password changed.")?;
         Ok(())
@@ -526,23 +533,8 @@ fn write_network(path: &Path, settings: &[(String, String)]) -> Result<(), CliEr
     for (k, v) in settings {
         text.push_str(&format!("{k}={v}\n"));
     }
-    let tmp = path.with_extension("new");
-    let err = |source| CliError::Read {
+    smimegw::fsutil::replace_file(path, text.as_bytes(), 0o644).map_err(|source| CliError::Read {
         path: path.to_path_buf(),
         source,
-    };
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(text.as_bytes()).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)?;
-    Ok(())
-}
-
-/// `stty ARG` on our standard input (echo off and on for passwords; no unsafe termios).
-fn stty(arg: &str) -> bool {
-    std::process::Command::new("stty")
-        .arg(arg)
-        .stdin(std::process::Stdio::inherit())
-        .status()
-        .is_ok_and(|s| s.success())
+    })
 }
