@@ -230,16 +230,18 @@ pub fn build(opts: &Options) -> Result<Report, Error> {
     let kernel = scratch.join("vmlinuz");
     fs::copy(&kernel_src, &kernel).map_err(io_err(kernel_src.display()))?;
     fs::write(scratch.join("manifest.txt"), &manifest).map_err(io_err("manifest.txt"))?;
+    // Each file read once: its own digest, and the image's over both.
+    let (kernel_bytes, initramfs_bytes) = (read(&kernel)?, read(&initramfs)?);
     let mut h = Sha256::new();
-    h.update(read(&kernel)?);
-    h.update(read(&initramfs)?);
+    h.update(&kernel_bytes);
+    h.update(&initramfs_bytes);
     let digest = hex(&h.finalize());
     fs::write(
         scratch.join("SHA256SUMS"),
         format!(
             "{}  vmlinuz\n{}  initramfs.img\n",
-            hex(&Sha256::digest(read(&kernel)?)),
-            hex(&Sha256::digest(read(&initramfs)?))
+            hex(&Sha256::digest(&kernel_bytes)),
+            hex(&Sha256::digest(&initramfs_bytes))
         ),
     )
     .map_err(io_err("SHA256SUMS"))?;
