@@ -7,14 +7,16 @@
 //! - [`Watchdog`]: the hardware watchdog (`/dev/watchdog` on Linux: [`LinuxWatchdog`]);
 //! - [`Board`]: all of them together. The gateway calls [`Board::poll`] a few times a second
 //!   with its [`Health`]; the board updates the LEDs, pets the watchdog only while the gateway
-//!   is healthy (SMTP accepting and token reachable, no tamper), and reports [`Event`]s: a
+//!   is healthy (SMTP accepting and token reachable), and reports [`Event`]s: a
 //!   tamper (latched until an administrator clears it: the gateway then logs out of the token
 //!   and stops signing and decrypting, keeping mail queued) and a factory-reset request (the
 //!   button held; the console asks for confirmation).
 //!
 //! Time is passed in (milliseconds from any origin), so everything is testable without
-//! sleeping; [`sim`] has pins and a watchdog for tests and for running without hardware.
+//! sleeping; [`sim`] has pins and a watchdog for tests, [`pins`] the backends the gateway
+//! chooses from (GPIO character device, files, simulated).
 
+pub mod pins;
 pub mod sim;
 
 use embedded_hal::digital::{InputPin, OutputPin};
@@ -291,10 +293,12 @@ where
         }
     }
 
-    /// Whether the watchdog is petted: up, accepting mail, token reachable, not tampered.
-    /// While booting it is petted too, so a slow start does not reset the machine.
+    /// Whether the watchdog is petted: up, accepting mail, token reachable. While booting it
+    /// is petted too, so a slow start does not reset the machine. A tamper does not stop the
+    /// petting: the gateway has stopped signing and decrypting on purpose and keeps mail
+    /// queued; resetting would only loop while the chassis stays open.
     pub fn healthy(&self, health: Health) -> bool {
-        !self.tampered && (health.booting || (health.smtp_accepting && health.token_reachable))
+        health.booting || (health.smtp_accepting && health.token_reachable)
     }
 
     pub fn tampered(&self) -> bool {

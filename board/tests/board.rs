@@ -121,7 +121,7 @@ fn the_watchdog_is_petted_only_while_healthy() {
 }
 
 #[test]
-fn an_opened_chassis_is_reported_once_latched_and_starves_the_watchdog() {
+fn an_opened_chassis_is_reported_once_and_latched_and_the_watchdog_still_petted() {
     let mut r = rig();
     r.board.poll(0, UP).unwrap();
     // A bounce shorter than the settle time is nothing.
@@ -143,11 +143,11 @@ fn an_opened_chassis_is_reported_once_latched_and_starves_the_watchdog() {
     }
     assert!(r.board.tampered());
     assert_eq!(r.board.status(UP), Status::Tamper);
-    assert_eq!(r.dog.pets(), pets, "no pets while tampered");
+    assert_eq!(r.dog.pets(), pets + 3, "a tamper is no hang: still petted");
     r.board.clear_tamper();
     r.board.poll(600, UP).unwrap();
     assert_eq!(r.leds(), (true, false, false));
-    assert_eq!(r.dog.pets(), pets + 1);
+    assert!(!r.board.tampered());
 }
 
 #[test]
@@ -203,4 +203,59 @@ fn the_linux_watchdog_writes_pets_and_the_magic_close() {
     let e = board::LinuxWatchdog::open(&dir.join("missing")).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn file_pins_drive_a_board_a_tester_can_open_the_chassis_of() {
+    use board::pins::Pins;
+    let dir = std::env::temp_dir().join(format!("board-pins-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let p = Pins::files(&dir).unwrap();
+    // Created closed and released.
+    assert_eq!(std::fs::read_to_string(dir.join("tamper")).unwrap(), "0\n");
+    assert_eq!(std::fs::read_to_string(dir.join("button")).unwrap(), "1\n");
+    let dog = SimWatchdog::default();
+    let mut b = Board::new(
+        StatusLeds::new(p.green, p.amber, p.red),
+        p.tamper,
+        p.button,
+        dog.clone(),
+        Timing::default(),
+    );
+    let leds = || ["green", "amber", "red"].map(|n| std::fs::read_to_string(dir.join(n)).unwrap());
+    assert!(b.poll(0, UP).unwrap().is_empty());
+    assert_eq!(leds(), ["1\n", "0\n", "0\n"]);
+    std::fs::write(dir.join("tamper"), "1").unwrap();
+    assert!(b.poll(1000, UP).unwrap().is_empty());
+    assert_eq!(b.poll(2000, UP).unwrap(), vec![Event::Tamper]);
+    assert_eq!(leds(), ["0\n", "1\n", "1\n"]);
+    // A file that says something else is an error naming it, not a guess.
+    std::fs::write(dir.join("button"), "pressed").unwrap();
+    let e = b.poll(3000, UP).unwrap_err();
+    assert!(e.to_string().contains("button: expected 0 or 1"), "{e}");
+    // A missing input file reads as its resting level.
+    std::fs::remove_file(dir.join("button")).unwrap();
+    assert!(b.poll(4000, UP).unwrap().is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn gpio_lines_are_checked_and_a_missing_chip_is_named() {
+    use board::pins::{Lines, Pins};
+    let lines = Lines {
+        green: 1,
+        amber: 2,
+        red: 3,
+        tamper: 3,
+        button: 5,
+    };
+    let e = Pins::gpio(std::path::Path::new("/dev/gpiochip0"), &lines).unwrap_err();
+    assert_eq!(e.to_string(), "GPIO lines: line 3 is given two jobs");
+    let lines = Lines { tamper: 4, ..lines };
+    let e = Pins::gpio(std::path::Path::new("/nonexistent/gpiochip9"), &lines).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with("GPIO lines [1, 2, 3, 4, 5] on /nonexistent/gpiochip9: "),
+        "{msg}"
+    );
 }
