@@ -135,6 +135,17 @@ pub trait Watchdog {
     fn disarm(&mut self) -> std::io::Result<()>;
 }
 
+/// No watchdog (a board without one, or not configured).
+impl<W: Watchdog> Watchdog for Option<W> {
+    fn pet(&mut self) -> std::io::Result<()> {
+        self.as_mut().map_or(Ok(()), W::pet)
+    }
+
+    fn disarm(&mut self) -> std::io::Result<()> {
+        self.as_mut().map_or(Ok(()), W::disarm)
+    }
+}
+
 /// Linux's watchdog device (`/dev/watchdog`): any write pets it; writing `V` before closing
 /// stops it (the "magic close"), otherwise closing leaves it running.
 #[derive(Debug)]
@@ -303,6 +314,12 @@ where
 
     pub fn tampered(&self) -> bool {
         self.tampered
+    }
+
+    /// A tamper latched before this start (the gateway keeps the latch on its data disk):
+    /// shown at once, no new [`Event::Tamper`].
+    pub fn mark_tampered(&mut self) {
+        self.tampered = true;
     }
 
     /// An administrator inspected the chassis: signing and decrypting may resume (after the

@@ -149,6 +149,30 @@ pub struct BoardConfig {
     /// gateway is healthy (SMTP accepting, token answering), so a hung gateway resets the
     /// machine.
     pub watchdog: Option<PathBuf>,
+    /// The LEDs, the tamper switch and the reset button.
+    pub pins: BoardPins,
+}
+
+/// Where the board's pins are (`[board] gpio_chip` + `gpio_lines`, or `pin_dir`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum BoardPins {
+    /// None connected (a server, a laptop): no LEDs, the chassis closed.
+    #[default]
+    None,
+    /// Lines of a GPIO chip (the appliance's board).
+    Gpio {
+        chip: PathBuf,
+        lines: board::pins::Lines,
+    },
+    /// One file per pin in a directory (QEMU, which has no GPIO).
+    Files(PathBuf),
+}
+
+impl BoardConfig {
+    /// Whether the board task has anything to do.
+    pub fn is_used(&self) -> bool {
+        self.watchdog.is_some() || self.pins != BoardPins::None
+    }
 }
 
 /// TLS towards a next hop.
@@ -460,6 +484,19 @@ mod raw {
     #[serde(deny_unknown_fields)]
     pub struct BoardRaw {
         pub watchdog: Option<PathBuf>,
+        pub gpio_chip: Option<PathBuf>,
+        pub gpio_lines: Option<LinesRaw>,
+        pub pin_dir: Option<PathBuf>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct LinesRaw {
+        pub green: u32,
+        pub amber: u32,
+        pub red: u32,
+        pub tamper: u32,
+        pub button: u32,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -596,6 +633,35 @@ mod raw {
                 Ok(a.to_ascii_lowercase())
             }
             _ => Err(format!("{key}: {a:?} is not an email address")),
+        }
+    }
+
+    fn board_pins(
+        chip: Option<PathBuf>,
+        lines: Option<LinesRaw>,
+        dir: Option<PathBuf>,
+    ) -> Result<BoardPins, String> {
+        match (chip, lines, dir) {
+            (None, None, None) => Ok(BoardPins::None),
+            (None, None, Some(dir)) => Ok(BoardPins::Files(dir)),
+            (Some(chip), Some(l), None) => {
+                let lines = board::pins::Lines {
+                    green: l.green,
+                    amber: l.amber,
+                    red: l.red,
+                    tamper: l.tamper,
+                    button: l.button,
+                };
+                Ok(BoardPins::Gpio { chip, lines })
+            }
+            (Some(_), None, None) => Err(
+                "board.gpio_chip: needs board.gpio_lines (green, amber, red, tamper, button)"
+                    .into(),
+            ),
+            (None, Some(_), None) => Err("board.gpio_lines: needs board.gpio_chip".into()),
+            _ => Err(
+                "board.pin_dir: give either pin_dir or gpio_chip with gpio_lines, not both".into(),
+            ),
         }
     }
 
@@ -879,6 +945,11 @@ mod raw {
                 queue,
                 board: BoardConfig {
                     watchdog: self.board.watchdog,
+                    pins: board_pins(
+                        self.board.gpio_chip,
+                        self.board.gpio_lines,
+                        self.board.pin_dir.map(|d| base.join(d)),
+                    )?,
                 },
                 policy: Policy {
                     default,
@@ -1006,5 +1077,38 @@ mod tests {
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_size("50M").unwrap(), 50 << 20);
         assert!(parse_size("-1").is_err());
+    }
+
+    #[test]
+    fn board_pins_are_gpio_lines_or_files_never_both() {
+        let c = parse(
+            "[board]\ngpio_chip = \"/dev/gpiochip0\"\n\
+             gpio_lines = { green = 5, amber = 6, red = 7, tamper = 12, button = 13 }",
+        )
+        .unwrap();
+        assert!(matches!(c.board.pins, BoardPins::Gpio { ref chip, lines }
+            if chip == Path::new("/dev/gpiochip0") && lines.tamper == 12));
+        assert!(c.board.is_used());
+        let c = parse("[board]\npin_dir = \"/run/smimegw/board\"").unwrap();
+        assert_eq!(c.board.pins, BoardPins::Files("/run/smimegw/board".into()));
+        assert!(!parse("").unwrap().board.is_used());
+        for (text, msg) in [
+            (
+                "gpio_chip = \"/dev/gpiochip0\"",
+                "board.gpio_chip: needs board.gpio_lines",
+            ),
+            (
+                "gpio_lines = { green = 5, amber = 6, red = 7, tamper = 12, button = 13 }",
+                "board.gpio_lines: needs board.gpio_chip",
+            ),
+            (
+                "pin_dir = \"/x\"\ngpio_chip = \"/dev/gpiochip0\"",
+                "board.pin_dir: give either",
+            ),
+            ("gpio_lines = { green = 5 }", "missing field `amber`"),
+        ] {
+            let e = parse(&format!("[board]\n{text}")).unwrap_err();
+            assert!(e.contains(msg), "{text}: {e}");
+        }
     }
 }

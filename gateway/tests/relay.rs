@@ -922,3 +922,145 @@ fn policy_by_domain_and_sender_chooses_signing_encryption_format_and_algorithms(
     );
     assert!(verify(&d.join("ops.eml")).contains("body from ops@example.com"));
 }
+
+/// `smimegw console` on the gateway's data directory, `input` typed through a pipe.
+fn console(gw: &Gateway, input: &str) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_smimegw"))
+        .args(["console", "--data", "data", "--network", "network.conf"])
+        .current_dir(gw.dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[test]
+fn an_opened_chassis_stops_signing_and_decrypting_until_cleared_and_mail_waits() {
+    common::softhsm_conf();
+    let dir = tempfile::tempdir().unwrap();
+    let hsm_dir = dir.path().join("softhsm");
+    hsm::softhsm::init_dev_token(&hsm_dir, "gw-tamper", "test-passphrase").unwrap();
+    outsider(dir.path(), "bob", "bob@example.net");
+    std::fs::create_dir_all(dir.path().join("data/trust")).unwrap();
+    std::fs::copy(
+        dir.path().join("bob.pem"),
+        dir.path().join("data/trust/bob.pem"),
+    )
+    .unwrap();
+    let mut gw = Gateway::start_in(
+        dir,
+        "",
+        &format!(
+            "[token]\nuri = \"pkcs11:token=gw-tamper?module-path={}\"\npin = \"env:SMIMEGW_PIN\"\n\
+             [board]\npin_dir = \"pins\"\n",
+            hsm::softhsm::MODULE
+        ),
+    );
+    let d = gw.dir.path().to_path_buf();
+    let pins = d.join("pins");
+    let leds = || {
+        ["green", "amber", "red"].map(|n| {
+            std::fs::read_to_string(pins.join(n))
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        })
+    };
+    gw.wait_until("the ready LED", || leds() == ["1", "0", "0"]);
+    gw.mail("alice@example.com", "bob@example.net", "before the tamper");
+    let got = gw.maildir("outbox", 1);
+    gw.verify(&got[0].0, &["-signer", "alice.pem", "-out", "/dev/null"]);
+
+    // The chassis is opened.
+    std::fs::write(pins.join("tamper"), "1\n").unwrap();
+    gw.wait_until("the tamper LEDs", || leds() == ["0", "1", "1"]);
+    assert!(gw.data().join("tamper").exists());
+    assert!(
+        gw.log().contains("TAMPER: the chassis was opened"),
+        "{}",
+        gw.log()
+    );
+    assert!(gw.log().contains("logged out of the token"), "{}", gw.log());
+
+    // Outbound mail is accepted and waits: not signed, not sent unsigned.
+    gw.mail("alice@example.com", "bob@example.net", "during the tamper");
+    let last = gw.wait_attempts(1);
+    assert!(
+        last.starts_with("4.7.1") && last.contains("the chassis was opened"),
+        "{last}"
+    );
+    // Inbound encrypted mail waits too: not decrypted.
+    let enc = bob_signed_and_encrypted(&d, "secret from bob", "re: tamper");
+    std::fs::write(d.join("reply.eml"), &enc).unwrap();
+    gw.send(&[
+        "--from",
+        "bob@example.net",
+        "--to",
+        "alice@example.com",
+        "--data",
+        d.join("reply.eml").to_str().unwrap(),
+    ]);
+    gw.wait_until("both messages deferred", || {
+        let q = gw.queued();
+        q.len() == 2 && q.iter().all(|e| e["attempts"].as_u64() >= Some(1))
+    });
+
+    // Closing the chassis and pulling the power clears nothing.
+    std::fs::write(pins.join("tamper"), "0\n").unwrap();
+    gw.crash_and_restart();
+    gw.wait_until("the tamper LEDs after the restart", || {
+        leds() == ["0", "1", "1"]
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(gw.queued().len(), 2);
+    assert_eq!(gw.maildir("outbox", 1).len(), 1, "nothing went out");
+    assert!(!gw.data().join("inbox/new").exists() || gw.maildir("inbox", 0).is_empty());
+
+    // Logged out (at start, after reading the certificates) and not logged in again since.
+    let log = gw.log();
+    let after = &log[log.rfind("logged out of the token").unwrap()..];
+    assert!(
+        !after.contains("PKCS#11 token opened"),
+        "logged in again while tampered:\n{after}"
+    );
+
+    // An administrator inspects the machine and clears it on the console.
+    let out = console(
+        &gw,
+        "correct horse battery\ncorrect horse battery\n\
+         status\n\
+         tamper\n\
+         tamper clear\nwrong password\n\
+         tamper clear\ncorrect horse battery\n\
+         logout\n",
+    );
+    for want in [
+        "tamper:     the chassis was opened at ",
+        "SIGNING AND DECRYPTING STOPPED",
+        "signing and decrypting are stopped; mail waits in the queue",
+        "That is not your password; tamper not cleared.",
+        "signing and decrypting resume, the queue is retried",
+    ] {
+        assert!(out.contains(want), "no {want:?} in:\n{out}");
+    }
+    assert!(!gw.data().join("tamper").exists());
+    gw.wait_until("the ready LED again", || leds() == ["1", "0", "0"]);
+    let got = gw.maildir("outbox", 2);
+    let (path, _) = got
+        .iter()
+        .find(|(_, t)| !t.contains("before the tamper"))
+        .unwrap();
+    assert!(gw.verify(path, &[]).contains("during the tamper"));
+    let got = gw.maildir("inbox", 1);
+    assert!(got[0].1.contains("secret from bob"), "{}", got[0].1);
+    gw.wait_queue_empty();
+}

@@ -430,4 +430,12 @@ pub trait Token: Send + Sync + fmt::Debug {
     /// and key unwrap. Like a content key placed on the host, Z is per message; the private
     /// key stays in the token.
     fn ecdh(&self, key: &KeyRef, peer_point: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>>;
+
+    /// Ends the logged-in state: a PKCS#11 token logs out and closes its idle sessions (busy
+    /// ones close when returned). The next operation logs in again with the PIN read at start,
+    /// so a caller that must stop using the keys (a tamper) refuses before calling. The
+    /// software token holds no login (keys are decrypted per use): nothing to do.
+    fn logout(&self) -> Result<()> {
+        Ok(())
+    }
 }

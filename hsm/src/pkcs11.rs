@@ -434,11 +434,37 @@ impl Pool {
             st.retired = Some(Arc::downgrade(ctx));
             st.ctx = None;
         }
+        Self::close_idle(ctx, false);
+    }
+
+    /// Closes the idle sessions of `ctx`, logging out first when asked (the login is the
+    /// application's, so one C_Logout ends it for every session).
+    fn close_idle(ctx: &Ctx, logout: bool) {
         if let Ok(mut s) = ctx.sessions.lock() {
+            if logout && let Some(session) = s.idle.first() {
+                let _ = session.logout();
+            }
             let n = s.idle.len();
             s.idle.clear();
             s.open = s.open.saturating_sub(n);
         }
+    }
+
+    /// Retires the open context on purpose: logged out, idle sessions closed.
+    fn logout(&self) -> Result<()> {
+        let ctx = {
+            let mut st = self.state.lock().map_err(poison)?;
+            let ctx = st.ctx.take();
+            if let Some(c) = &ctx {
+                st.retired = Some(Arc::downgrade(c));
+            }
+            ctx
+        };
+        if let Some(ctx) = ctx {
+            Self::close_idle(&ctx, true);
+            tracing::info!(token = %self.name, "logged out of the token");
+        }
+        Ok(())
     }
 
     fn unavailable(&self, reason: impl Into<String>) -> Error {
@@ -1396,6 +1422,10 @@ impl Token for Pkcs11Token {
             .ok_or_else(|| {
                 Error::Unsupported("ECDH: the token did not give the shared secret".into())
             })
+    }
+
+    fn logout(&self) -> Result<()> {
+        self.pool.logout()
     }
 }
 

@@ -108,5 +108,11 @@ fn failures_are_clear_and_the_pool_recovers() {
         recovered,
         "the pool did not recover after the token came back"
     );
+
+    // A deliberate logout (a tamper): the sessions close; whoever is allowed to use the token
+    // next logs in again.
+    t.logout().unwrap();
+    t.logout().unwrap();
+    assert_eq!(t.sign(&key, alg, &digest).unwrap().len(), 256);
     t.delete(&label).unwrap();
 }

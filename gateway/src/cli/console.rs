@@ -58,6 +58,9 @@ Commands:
   network static ADDRESS/PREFIX GATEWAY [DNS,...]
   network hostname NAME | ntp SERVER[,SERVER]
                               (network settings apply at the next reboot)
+  tamper                      whether the chassis was opened
+  tamper clear                after inspecting it: resume signing and decrypting
+                              (asks for your password)
   passwd                      change your password
   reboot                      restart the appliance (asks first)
   factory-reset               erase keys, certificates, queue and settings (asks first)
@@ -184,6 +187,15 @@ impl Console<'_> {
             ["queue", "delete", id] => self.gateway(&format!("delete {id}")),
             ["network"] | ["network", "show"] => self.network_show(),
             ["network", rest @ ..] => self.network_set(rest),
+            ["tamper"] => self.gateway("tamper"),
+            ["tamper", "clear"] => {
+                if self.password_again("Your password: ", "tamper not cleared")? {
+                    audit(&self.user, "tamper cleared");
+                    self.gateway("tamper-clear")
+                } else {
+                    Ok(())
+                }
+            }
             ["passwd"] => self.passwd(),
             ["reboot"] => {
                 if self.confirm("Reboot the appliance now? Type yes:", "yes")? {

@@ -4,19 +4,22 @@
 //! token is gone, stops petting and the watchdog resets the machine. On an orderly shutdown
 //! the watchdog is disarmed.
 //!
-//! Only the watchdog is configurable today (`[board] watchdog`); LEDs, tamper switch and
-//! reset button are held by simulated pins until a GPIO backend is configured.
+//! The LEDs, the tamper switch and the reset button are GPIO lines (`[board] gpio_chip`,
+//! `gpio_lines`), files (`pin_dir`, for QEMU) or nothing. An opened chassis trips the
+//! [`Tamper`](super::tamper::Tamper) latch: logged out of the token, signing and decrypting
+//! stopped, mail kept queued; the latch is cleared from the console. The reset button held
+//! ten seconds asks for a factory reset, which the console confirms.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use board::sim::SimPin;
-use board::{Board, Health, LinuxWatchdog, StatusLeds, Timing};
+use board::pins::{Pin, Pins};
+use board::{Board, Event, Health, LinuxWatchdog, StatusLeds, Timing};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Relay;
+use crate::config::BoardPins;
 
 /// How long a probe may take before it counts as a failure.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -24,76 +27,155 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// watchdog is petted).
 const BOOT_GRACE: Duration = Duration::from_secs(60);
 
-/// Runs until `stop` fires, then disarms the watchdog.
-pub async fn run(relay: Arc<Relay>, path: PathBuf, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let opened = tokio::task::spawn_blocking({
-        let path = path.clone();
-        move || LinuxWatchdog::open(&path)
+/// Opens what `[board]` names; errors are logged and leave that part out.
+async fn open(relay: &Relay) -> (Pins, Option<LinuxWatchdog>) {
+    let cfg = relay.config.board.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        let pins = match &cfg.pins {
+            BoardPins::None => Ok(Pins::simulated()),
+            BoardPins::Files(dir) => Pins::files(dir),
+            BoardPins::Gpio { chip, lines } => Pins::gpio(chip, lines),
+        };
+        let pins = pins.unwrap_or_else(|e| {
+            tracing::error!("board: {e}; running without LEDs, tamper switch and button");
+            Pins::simulated()
+        });
+        let watchdog = cfg
+            .watchdog
+            .as_ref()
+            .and_then(|path| match LinuxWatchdog::open(path) {
+                Ok(w) => {
+                    tracing::info!(
+                        path = %path.display(),
+                        "watchdog armed: petted while SMTP and the token answer"
+                    );
+                    Some(w)
+                }
+                Err(e) => {
+                    tracing::error!(path = %path.display(), "watchdog: cannot open: {e}");
+                    None
+                }
+            });
+        (pins, watchdog)
     })
     .await;
-    let watchdog = match opened {
-        Ok(Ok(w)) => w,
-        Ok(Err(e)) => {
-            tracing::error!(path = %path.display(), "watchdog: cannot open: {e}");
-            return;
-        }
-        Err(e) => {
-            tracing::error!("watchdog: {e}");
-            return;
-        }
-    };
-    tracing::info!(path = %path.display(), "watchdog armed: petted while SMTP and the token answer");
-    let leds = StatusLeds::new(SimPin::new(false), SimPin::new(false), SimPin::new(false));
-    // No switch and no button: the chassis closed (low), the button up (high).
-    let mut board = Board::new(
-        leds,
-        SimPin::new(false),
-        SimPin::new(true),
-        watchdog,
-        Timing::default(),
-    );
+    opened.unwrap_or_else(|e| {
+        tracing::error!("board: {e}");
+        (Pins::simulated(), None)
+    })
+}
+
+/// Runs until `stop` fires, then disarms the watchdog.
+pub async fn run(relay: Arc<Relay>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let (pins, watchdog) = open(&relay).await;
+    let leds: StatusLeds<Pin, Pin, Pin> = StatusLeds::new(pins.green, pins.amber, pins.red);
+    let mut board = Board::new(leds, pins.tamper, pins.button, watchdog, Timing::default());
     let started = Instant::now();
     let mut booting = true;
     let mut last = Health::default();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_error = String::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut health = Health {
+        booting: true,
+        ..Health::default()
+    };
+    let mut probed = None::<Instant>;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => break,
         }
-        let smtp_accepting = probe_smtp(&relay).await;
-        let token_reachable = probe_token(&relay).await;
-        if booting && ((smtp_accepting && token_reachable) || started.elapsed() > BOOT_GRACE) {
-            booting = false;
-        }
-        let health = Health {
-            smtp_accepting,
-            token_reachable,
-            booting,
-            updating: false,
-        };
-        let healthy = smtp_accepting && token_reachable;
-        if health != last {
-            if !booting && !healthy {
-                tracing::error!(
-                    smtp_accepting,
-                    token_reachable,
-                    "unhealthy: the watchdog is no longer petted"
-                );
-            } else if !booting {
-                tracing::info!("healthy: the watchdog is petted");
+        // The inputs are sampled four times a second (debouncing, the button's hold time);
+        // the probes run once a second.
+        if probed.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            probed = Some(Instant::now());
+            let smtp_accepting = probe_smtp(&relay).await;
+            let token_reachable = probe_token(&relay).await;
+            if booting && ((smtp_accepting && token_reachable) || started.elapsed() > BOOT_GRACE) {
+                booting = false;
             }
-            last = health;
+            health = Health {
+                smtp_accepting,
+                token_reachable,
+                booting,
+                updating: false,
+            };
+            let healthy = smtp_accepting && token_reachable;
+            if health != last {
+                if !booting && !healthy {
+                    tracing::error!(
+                        smtp_accepting,
+                        token_reachable,
+                        "unhealthy: the watchdog is no longer petted"
+                    );
+                } else if !booting {
+                    tracing::info!("healthy: the watchdog is petted");
+                }
+                last = health;
+            }
+        }
+        // The latch lives in the relay (and on disk): the board shows it and follows a clear.
+        match (relay.tamper.is_tripped(), board.tampered()) {
+            (true, false) => board.mark_tampered(),
+            (false, true) => board.clear_tamper(),
+            _ => {}
         }
         let now_ms = started.elapsed().as_millis() as u64;
-        if let Err(e) = board.poll(now_ms, health) {
-            tracing::warn!("board: {e}");
+        match board.poll(now_ms, health) {
+            Ok(events) => {
+                last_error.clear();
+                for e in events {
+                    act(&relay, e).await;
+                }
+            }
+            Err(e) => {
+                let e = e.to_string();
+                if e != last_error {
+                    tracing::warn!("board: {e}");
+                    last_error = e;
+                }
+            }
         }
     }
     match board.shutdown() {
-        Ok(()) => tracing::info!("watchdog disarmed"),
+        Ok(()) => tracing::info!("board stopped (watchdog disarmed)"),
         Err(e) => tracing::warn!("watchdog: cannot disarm: {e}"),
+    }
+}
+
+async fn act(relay: &Arc<Relay>, event: Event) {
+    match event {
+        Event::Tamper => {
+            let r = relay.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                let tripped = r.tamper.trip("the chassis was opened");
+                // Logged out whatever the latch file did: the keys stop now.
+                let logout = r.keys.token().logout();
+                (tripped, logout)
+            })
+            .await;
+            match done {
+                Ok((tripped, logout)) => {
+                    if let Err(e) = tripped {
+                        tracing::error!("tamper: cannot record the latch on disk: {e}");
+                    }
+                    if let Err(e) = logout {
+                        tracing::error!("tamper: logging out of the token: {e}");
+                    }
+                    tracing::error!(
+                        "TAMPER: the chassis was opened; logged out of the token, signing and \
+                         decrypting stopped, mail stays queued until an administrator clears \
+                         it (console: tamper clear)"
+                    );
+                }
+                Err(e) => tracing::error!("tamper: {e}"),
+            }
+        }
+        Event::FactoryResetRequested => tracing::warn!(
+            "the reset button was held: sign in on the console and run factory-reset to \
+             confirm the factory reset"
+        ),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The control socket, `DATA/control.sock` (owner only): how `smimegw queue` talks to the
-//! running gateway. One request line per connection (`list`, `show ID`, `retry`, `retry ID`,
-//! `delete ID`); the answer is text, its first line `ok` or `error: REASON`.
+//! running gateway. One request line per connection (`status`, `certificates`, `tamper`,
+//! `tamper-clear`, `list`, `show ID`, `retry`, `retry ID`, `delete ID`); the answer is text,
+//! its first line `ok` or `error: REASON`.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -102,6 +103,13 @@ async fn status(relay: &Arc<Relay>) -> Result<String, String> {
         out,
         "keys:       {} address(es)",
         relay.keys.entries().len()
+    );
+    let _ = writeln!(
+        out,
+        "tamper:     {}",
+        relay.tamper.state().map_or("none".to_string(), |w| format!(
+            "{w}: SIGNING AND DECRYPTING STOPPED (tamper clear)"
+        ))
     );
     let _ = writeln!(out, "outbound:   {}", c.outbound);
     let _ = writeln!(out, "inbound:    {}", c.inbound);
@@ -255,9 +263,33 @@ async fn handle(relay: &Arc<Relay>, line: &str) -> Result<String, String> {
             let _ = writeln!(out, "{} address(es) with a signing key", entries.len());
             Ok(out)
         }
+        ("tamper", None) => Ok(match relay.tamper.state() {
+            Some(w) => {
+                format!("{w}\nsigning and decrypting are stopped; mail waits in the queue\n")
+            }
+            None => "no tamper\n".into(),
+        }),
+        ("tamper-clear", None) => {
+            let r = relay.clone();
+            let cleared = tokio::task::spawn_blocking(move || r.tamper.clear())
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("cannot remove the tamper mark: {e}"))?;
+            match cleared {
+                Some(w) => {
+                    tracing::warn!("tamper cleared by the administrator (was: {w})");
+                    // What waited for the keys goes now.
+                    relay.queue.retry_all();
+                    Ok(format!(
+                        "cleared ({w}); signing and decrypting resume, the queue is retried\n"
+                    ))
+                }
+                None => Ok("no tamper to clear\n".into()),
+            }
+        }
         _ => Err(format!(
-            "unknown request {line:?} (status, certificates, list, show ID, retry [ID], \
-             delete ID)"
+            "unknown request {line:?} (status, certificates, tamper, tamper-clear, list, \
+             show ID, retry [ID], delete ID)"
         )),
     }
 }

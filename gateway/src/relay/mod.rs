@@ -10,6 +10,7 @@ pub mod keys;
 pub mod listener;
 pub mod pipeline;
 pub mod queue;
+pub mod tamper;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -45,6 +46,8 @@ pub struct Relay {
     pub users: Option<crate::users::UserStore>,
     /// When this gateway started (the console's uptime).
     pub started: std::time::SystemTime,
+    /// The tamper latch; while tripped the token refuses private-key work.
+    pub tamper: Arc<tamper::Tamper>,
 }
 
 /// A start-up failure, for the administrator.
@@ -190,6 +193,9 @@ impl Relay {
     pub fn open(config: Config, token: Arc<dyn Token>) -> Result<Relay, StartError> {
         let data = config.data_dir.clone();
         std::fs::create_dir_all(&data).map_err(|e| file_error("data directory", &data, e))?;
+        let tamper = Arc::new(tamper::Tamper::load(&data));
+        let guarded = Arc::new(tamper::Guarded::new(token, tamper.clone()));
+        let token: Arc<dyn Token> = guarded.clone();
         let ca = if config.ca.enabled {
             Some(Ca::open_or_create(
                 token.as_ref(),
@@ -212,6 +218,15 @@ impl Relay {
             }
         }
         let keys = Keys::load(token, ca, config.ca.issue_on_first_use)?;
+        if let Some(what) = tamper.state() {
+            // The certificates were read (mail is still accepted); the keys are not used.
+            tracing::error!(
+                "TAMPER: {what}; signing and decrypting stay stopped until an administrator \
+                 clears it (console: tamper clear)"
+            );
+            let _ = keys.token().logout();
+        }
+        guarded.opened();
         let certs_dir = data.join("certs");
         let certs =
             CertStore::open(&certs_dir).map_err(|e| file_error("directory", &certs_dir, e))?;
@@ -256,6 +271,7 @@ impl Relay {
         let queue = queue::Queue::new(config.queue.concurrency);
         Ok(Relay {
             started: std::time::SystemTime::now(),
+            tamper,
             hop_auth_outbound,
             hop_auth_inbound,
             delivery: Arc::default(),
@@ -315,9 +331,8 @@ impl Relay {
         let board = self
             .config
             .board
-            .watchdog
-            .clone()
-            .map(|path| tokio::spawn(board::run(self.clone(), path, stopped)));
+            .is_used()
+            .then(|| tokio::spawn(board::run(self.clone(), stopped)));
         shutdown.await;
         tasks.abort_all();
         // The watchdog is disarmed last: an orderly stop must not reset the machine.

@@ -614,7 +614,17 @@ fn open_and_annotate(
     let mut inner = BufWriter::new(scratch()?);
     let mut make =
         || -> std::io::Result<Box<dyn crate::smime::open::Buffer>> { Ok(Box::new(scratch()?)) };
-    let opened = open_stream(src, holders, &mut make, &mut inner)?;
+    let mut opened = open_stream(src, holders, &mut make, &mut inner)?;
+    // A token that cannot be asked now (gone, or stopped by a tamper) is no verdict on the
+    // message: it waits in the queue rather than going out undecrypted.
+    if opened
+        .stopped
+        .as_ref()
+        .is_some_and(SmimeError::is_temporary)
+        && let Some(e) = opened.stopped.take()
+    {
+        return Err(e);
+    }
     let mut inner = inner
         .into_inner()
         .map_err(|e| SmimeError::Io(e.into_error()))?;
