@@ -7,5 +7,6 @@ pub mod fsutil;
 pub mod relay;
 pub mod smime;
 pub mod smtp;
+pub mod sntp;
 pub mod spool;
 pub mod users;

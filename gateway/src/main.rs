@@ -40,6 +40,8 @@ enum Command {
     Users(cli::users::UsersArgs),
     /// The administration console on this terminal (the appliance's serial console).
     Console(cli::console::ConsoleArgs),
+    /// Ask NTP servers for the time; with --set, set the clock from it.
+    Sntp(cli::sntp::SntpArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
         Command::Queue(args) => cli::queue::run(args, &mut out),
         Command::Users(args) => cli::users::run(args, &mut out),
         Command::Console(args) => cli::console::run(args, &mut out),
+        Command::Sntp(args) => cli::sntp::run(args, &mut out),
     };
     let flushed = out.flush();
     match result.and(flushed.map_err(CliError::Output)) {

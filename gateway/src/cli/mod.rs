@@ -4,6 +4,7 @@ pub mod console;
 pub mod message;
 pub mod queue;
 pub mod serve;
+pub mod sntp;
 pub mod table;
 pub mod token;
 pub mod users;

@@ -120,17 +120,32 @@ static)
     for s in $(echo "$dns" | tr ',' ' '); do echo "nameserver $s"; done >/run/resolv.conf
     ;;
 *)
-    udhcpc -i eth0 -s /etc/udhcpc.script -q -n -t 5 -T 1 >/dev/null 2>&1 ||
+    udhcpc -i eth0 -s /etc/udhcpc.script -O ntpsrv -q -n -t 5 -T 1 >/dev/null 2>&1 ||
         say "network: no DHCP answer on eth0"
     ;;
 esac
 
-# Clock: from the board's real-time clock (UTC).
-hwclock -s -u 2>/dev/null
-
-# Logs: a 1 MiB ring in memory (logread shows it; busybox's syslogd here cannot rotate files).
-syslogd -C1024
+# Logs: on the data disk (/data/log/messages, rotated by smimegw-housekeeping), kept over
+# reboots; without a data disk, a 1 MiB ring in memory (logread shows it).
+if [ -n "$data" ]; then
+    mkdir -p /data/log
+    chmod 750 /data/log
+    syslogd -O /data/log/messages
+else
+    syslogd -C1024
+fi
 klogd
+logger -t smimegw-boot "appliance $(cat /etc/smimegw/version) booting"
+
+# Clock: from the board's real-time clock (UTC), then NTP when servers are known and
+# answer (smimegw-clock: the console's ntp setting, else DHCP's).
+hwclock -s -u 2>/dev/null
+if clock=$(smimegw-clock 2>&1); then
+    [ -n "$clock" ] && say "clock: $clock"
+else
+    say "clock: NTP failed: $clock"
+fi
+smimegw-housekeeping </dev/null >/dev/null 2>&1 &
 
 umask 022
 mount -o remount,ro / || say "the root file system stays writable"
