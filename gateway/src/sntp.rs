@@ -166,13 +166,7 @@ fn query_addr(server: &str, addr: SocketAddr, timeout: Duration) -> Result<Sampl
 }
 
 /// Checks an answer to our request and computes the offset.
-fn answer(
-    server: &str,
-    addr: SocketAddr,
-    p: &[u8],
-    t1: f64,
-    t4: f64,
-) -> Result<Sample, SntpError> {
+fn answer(server: &str, addr: SocketAddr, p: &[u8], t1: f64, t4: f64) -> Result<Sample, SntpError> {
     let bad = |reason: &str| SntpError::Bad {
         server: server.to_string(),
         reason: reason.to_string(),
@@ -315,9 +309,12 @@ mod tests {
         .unwrap();
         assert!((sample.offset + 5.0).abs() < 1.0, "{sample:?}");
         let silent = server(|_| vec![]);
-        let errs = first_answer(&[silent.clone(), String::new()], Duration::from_secs(1))
-            .unwrap_err();
-        assert_eq!(errs[0].to_string(), format!("{silent}: no answer within 1 s"));
+        let errs =
+            first_answer(&[silent.clone(), String::new()], Duration::from_secs(1)).unwrap_err();
+        assert_eq!(
+            errs[0].to_string(),
+            format!("{silent}: no answer within 1 s")
+        );
         assert_eq!(errs[1].to_string(), ": cannot resolve: empty name");
     }
 

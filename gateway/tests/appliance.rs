@@ -2,8 +2,10 @@
 //! QEMU with `qemu/run` (KVM when usable, else TCG), and use it as an admin and a mail
 //! client would: the serial console (first sign-in, status, queue), mail in through the
 //! forwarded SMTP port, out to a sink on this host, signed (checked by OpenSSL against the
-//! appliance's CA); then a reboot that keeps queue, key and settings, a killed gateway that
-//! init restarts, and a hung gateway that the watchdog answers with a reset.
+//! appliance's CA); then a reboot that keeps queue, key, settings and logs and sets the
+//! clock from an NTP server on this host, a killed gateway that init restarts, an opened
+//! chassis (QEMU's board pins are files) that stops signing until the console clears it,
+//! and a hung gateway that the watchdog answers with a reset.
 //!
 //! The guest's second serial port carries a root shell (`DEBUG_SHELL`), used to look
 //! inside (the CA certificate, the gateway's process).
@@ -180,7 +182,7 @@ impl Machine {
             assert!(
                 Instant::now() < deadline,
                 "the gateway was not restarted:\n{}",
-                self.shell("logread | tail -20")
+                self.shell("tail -n 20 /data/log/messages")
             );
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -215,10 +217,38 @@ impl Machine {
             out.status.success(),
             "swaks: {text}{}\n{}",
             String::from_utf8_lossy(&out.stderr),
-            self.shell("logread | tail -20")
+            self.shell("tail -n 20 /data/log/messages")
         );
         text
     }
+}
+
+/// An SNTP server on this host (UDP, loopback) whose clock runs `skew` seconds ahead; the
+/// guest reaches it at 10.0.2.2. Returns its port.
+fn ntp_server(skew: f64) -> u16 {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut req = [0u8; 48];
+        while let Ok((n, from)) = sock.recv_from(&mut req) {
+            if n < 48 {
+                continue;
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64();
+            let t = smimegw::sntp::timestamp(now + skew).to_be_bytes();
+            let mut p = [0u8; 48];
+            p[0] = 0x24; // version 4, server
+            p[1] = 2; // stratum
+            p[24..32].copy_from_slice(&req[40..48]);
+            p[32..40].copy_from_slice(&t);
+            p[40..48].copy_from_slice(&t);
+            let _ = sock.send_to(&p, from);
+        }
+    });
+    port
 }
 
 /// A 220 greeting on the forwarded port (QEMU accepts the connection itself; only the
@@ -362,7 +392,12 @@ fn appliance_boots_relays_signed_mail_and_recovers() {
     m.swaks("alice@example.com", "bob@example.net", "signed inside QEMU");
     let first = rx
         .recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|_| panic!("nothing delivered:\n{}", m.shell("logread | tail -30")));
+        .unwrap_or_else(|_| {
+            panic!(
+                "nothing delivered:\n{}",
+                m.shell("tail -n 30 /data/log/messages")
+            )
+        });
     assert!(first.contains("multipart/signed"), "{first}");
     std::fs::write(&ca, m.shell("cat /data/smimegw/ca.pem")).unwrap();
     let (verdict, signer) = verify(dir.path(), &first, &ca, "first");
@@ -397,6 +432,10 @@ fn appliance_boots_relays_signed_mail_and_recovers() {
     m.shell(&format!(
         "sed -i 's/10.0.2.2:9/10.0.2.2:{hop_port2}/' /data/etc/smimegw.toml"
     ));
+    // The clock: an NTP server on this host an hour ahead, applied at the next boot.
+    let ntp_port = ntp_server(3600.0);
+    m.type_line(&format!("network ntp 10.0.2.2:{ntp_port}"));
+    m.expect("smimegw> ", Duration::from_secs(10));
     m.type_line("reboot");
     m.expect("Type yes:", Duration::from_secs(10));
     m.type_line("yes");
@@ -404,6 +443,12 @@ fn appliance_boots_relays_signed_mail_and_recovers() {
     assert!(
         !rebooting.contains("first boot"),
         "the second boot is no first boot:\n{rebooting}"
+    );
+    assert!(
+        rebooting.contains(&format!("smimegw: clock: 10.0.2.2:{ntp_port} ("))
+            && rebooting.contains("offset +3")
+            && rebooting.contains("clock set"),
+        "the clock was not set by NTP:\n{rebooting}"
     );
     m.wait_smtp(Duration::from_secs(120));
     m.expect("login: ", Duration::from_secs(60));
@@ -414,12 +459,13 @@ fn appliance_boots_relays_signed_mail_and_recovers() {
     m.expect("smimegw> ", Duration::from_secs(10));
     m.type_line("queue retry");
     m.expect("due now", Duration::from_secs(30));
+    m.expect("smimegw> ", Duration::from_secs(10));
     let second = rx
         .recv_timeout(Duration::from_secs(180))
         .unwrap_or_else(|_| {
             panic!(
                 "the queued message was lost:\n{}",
-                m.shell("logread | tail -30")
+                m.shell("tail -n 30 /data/log/messages")
             )
         });
     assert!(second.contains("queued over a reboot"), "{second}");
@@ -429,6 +475,59 @@ fn appliance_boots_relays_signed_mail_and_recovers() {
         signer, signer2,
         "the same key and certificate after the reboot"
     );
+    let guest: f64 = m.shell("date +%s").trim().parse().unwrap();
+    let host = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (guest - host - 3600.0).abs() < 60.0,
+        "guest clock {guest}, host {host}: not an hour ahead"
+    );
+    // The logs of both boots are on the data disk, the first sign-in among them.
+    let log = m.shell("cat /data/log/messages");
+    assert_eq!(log.matches("smimegw-boot: appliance").count(), 2, "{log}");
+    assert!(log.contains("administrator password set"), "{log}");
+
+    // The chassis is opened: signing stops, mail waits, the console clears it.
+    m.shell("echo 1 > /run/smimegw/board/tamper");
+    let start = Instant::now();
+    while m
+        .shell("cat /run/smimegw/board/amber /run/smimegw/board/red")
+        .split_whitespace()
+        .ne(["1", "1"])
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no tamper LEDs:\n{}",
+            m.shell("tail -n 20 /data/log/messages")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    m.swaks("alice@example.com", "dave@example.net", "held by a tamper");
+    m.type_line("tamper");
+    let tamper = m.expect("smimegw> ", Duration::from_secs(30));
+    assert!(tamper.contains("the chassis was opened at"), "{tamper}");
+    assert!(
+        rx.recv_timeout(Duration::from_secs(5)).is_err(),
+        "mail went out while tampered"
+    );
+    m.shell("echo 0 > /run/smimegw/board/tamper");
+    m.type_line("tamper clear");
+    m.expect("Your password:", Duration::from_secs(10));
+    m.type_line("correct horse battery");
+    m.expect("signing and decrypting resume", Duration::from_secs(30));
+    let third = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| {
+            panic!(
+                "nothing delivered after the tamper was cleared:\n{}",
+                m.shell("tail -n 30 /data/log/messages")
+            )
+        });
+    assert!(third.contains("held by a tamper"), "{third}");
+    let (verdict, _) = verify(dir.path(), &third, &ca, "third");
+    assert!(verdict.contains("Verification successful"), "{verdict}");
 
     // A hung gateway: the watchdog resets the machine.
     let boots = m.output().matches(BOOTED).count();

@@ -32,11 +32,12 @@ pub fn run(args: SntpArgs, out: &mut dyn Write) -> Result<(), CliError> {
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect();
-    let sample = sntp::first_answer(&servers, Duration::from_secs(args.timeout.max(1)))
-        .map_err(|errors| {
+    let sample = sntp::first_answer(&servers, Duration::from_secs(args.timeout.max(1))).map_err(
+        |errors| {
             let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
             CliError::Gateway(format!("no NTP server answered: {}", all.join("; ")))
-        })?;
+        },
+    )?;
     writeln!(
         out,
         "{} ({}): offset {:+.3} s, round trip {:.0} ms, stratum {}",
@@ -57,9 +58,8 @@ pub fn run(args: SntpArgs, out: &mut dyn Write) -> Result<(), CliError> {
 fn set_clock(offset: f64) -> Result<(), CliError> {
     use rustix::time::{ClockId, Timespec, clock_gettime, clock_settime};
     let now = clock_gettime(ClockId::Realtime);
-    let nanos = now.tv_sec as i128 * 1_000_000_000
-        + now.tv_nsec as i128
-        + (offset * 1e9).round() as i128;
+    let nanos =
+        now.tv_sec as i128 * 1_000_000_000 + now.tv_nsec as i128 + (offset * 1e9).round() as i128;
     let when = Timespec {
         tv_sec: nanos.div_euclid(1_000_000_000) as i64,
         tv_nsec: nanos.rem_euclid(1_000_000_000) as i64,

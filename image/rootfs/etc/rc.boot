@@ -135,6 +135,11 @@ else
     syslogd -C1024
 fi
 klogd
+i=0
+while [ ! -S /dev/log ] && [ $i -lt 20 ]; do
+    sleep 0.1
+    i=$((i + 1))
+done
 logger -t smimegw-boot "appliance $(cat /etc/smimegw/version) booting"
 
 # Clock: from the board's real-time clock (UTC), then NTP when servers are known and
