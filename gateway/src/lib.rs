@@ -1,6 +1,7 @@
 //! smimegw: the S/MIME gateway. The library holds the engine and the protocol cores;
 //! `main.rs` is the command.
 
+pub mod admin;
 pub mod ca;
 pub mod config;
 pub mod fsutil;
@@ -9,4 +10,5 @@ pub mod smime;
 pub mod smtp;
 pub mod sntp;
 pub mod spool;
+pub mod store;
 pub mod users;

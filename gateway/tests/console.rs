@@ -1,13 +1,25 @@
 //! `smimegw console` driven through a pipe, as the serial line would drive it (no gateway
 //! running): the first sign-in, network settings and their checks, a password change, the
-//! factory-reset confirmation, and sign-in failures. The appliance test drives it over
-//! QEMU's serial port with a gateway behind it.
+//! factory-reset confirmation, and sign-in failures. Then through a pseudo-terminal (util-
+//! linux `script`) with a gateway behind it: passwords not echoed, certificates, trust
+//! anchors imported from a file and a FirstClass folder (and used at once: a signature
+//! through an imported intermediate passes, mail to an imported correspondent is encrypted),
+//! bad imports refused, the queue, the audit log. The appliance test drives it over QEMU's
+//! serial port.
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
+mod common;
+mod harness;
+
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::openssl;
+use harness::{Gateway, header_value};
 
 /// Runs the console on `dir` with `input` typed; its output.
 fn console(dir: &Path, input: &str) -> String {
@@ -104,4 +116,405 @@ fn console_first_sign_in_settings_password_and_reset() {
         "dhcp drops the static address: {net}"
     );
     assert!(net.contains("hostname=gw1.example.com"), "{net}");
+}
+
+/// The console on a pseudo-terminal: `script` gives it one, we type into `script`'s stdin
+/// and read what the terminal shows (our typing echoed, except where echo is off).
+struct Pty {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    out: Arc<Mutex<Vec<u8>>>,
+    seen: usize,
+}
+
+impl Pty {
+    fn start(dir: &Path) -> Pty {
+        let cmd = format!(
+            "{} console --data data --network network.conf --reboot-command true",
+            env!("CARGO_BIN_EXE_smimegw")
+        );
+        let mut child = Command::new("script")
+            .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+            .current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("script runs (util-linux)");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let o = out.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                o.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Pty {
+            child,
+            stdin,
+            out,
+            seen: 0,
+        }
+    }
+
+    fn all(&self) -> String {
+        String::from_utf8_lossy(&self.out.lock().unwrap()).replace('\r', "")
+    }
+
+    /// Waits for `needle` after what was seen; returns the text up to and including it.
+    fn expect(&mut self, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let all = self.all();
+            if let Some(i) = all[self.seen.min(all.len())..].find(needle) {
+                let end = self.seen + i + needle.len();
+                let got = all[self.seen..end].to_string();
+                self.seen = end;
+                return got;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no {needle:?} on the terminal:\n{}",
+                &all[self.seen.min(all.len())..]
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn line(&mut self, text: &str) {
+        self.stdin
+            .write_all(format!("{text}\n").as_bytes())
+            .unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// Types a command at the prompt; its output up to the next prompt.
+    fn command(&mut self, text: &str) -> String {
+        self.line(text);
+        self.expect("smimegw> ")
+    }
+}
+
+impl Drop for Pty {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A root CA, an intermediate under it, and Carol's and Erin's certificates under it,
+/// made by OpenSSL in `dir`.
+fn pki(dir: &Path) {
+    std::fs::write(
+        dir.join("ca.ext"),
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n",
+    )
+    .unwrap();
+    for who in ["carol", "erin"] {
+        std::fs::write(
+            dir.join(format!("{who}.ext")),
+            format!(
+                "basicConstraints=critical,CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n\
+                 extendedKeyUsage=emailProtection\nsubjectAltName=email:{who}@example.net\n"
+            ),
+        )
+        .unwrap();
+    }
+    let key_and_csr = |name: &str, subj: &str| {
+        openssl(
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                subj,
+            ],
+            dir,
+        );
+    };
+    let sign = |name: &str, ca: &str, ext: &str| {
+        openssl(
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                &format!("{ca}.pem"),
+                "-CAkey",
+                &format!("{ca}.key"),
+                "-CAcreateserial",
+                "-days",
+                "365",
+                "-out",
+                &format!("{name}.pem"),
+                "-extfile",
+                ext,
+            ],
+            dir,
+        );
+    };
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "root.key",
+            "-out",
+            "root.pem",
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=Test Root CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+        dir,
+    );
+    key_and_csr("int", "/CN=Test Intermediate CA");
+    sign("int", "root", "ca.ext");
+    key_and_csr("carol", "/CN=Carol");
+    sign("carol", "int", "carol.ext");
+    key_and_csr("erin", "/CN=Erin");
+    sign("erin", "int", "erin.ext");
+}
+
+#[test]
+fn console_on_a_terminal_imports_trust_and_shows_certificates_and_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    pki(&d);
+    // A FirstClass-style folder: CA certificates as ca.NAME, a correspondent by address.
+    let folder = d.join("SSL Certificates");
+    // (The console runs in the gateway's directory, where this folder is.)
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::copy(d.join("int.pem"), folder.join("ca.testintermediate")).unwrap();
+    std::fs::copy(d.join("carol.pem"), folder.join("carol@example.net")).unwrap();
+    std::fs::copy(d.join("erin.pem"), folder.join("Erin@Example.net")).unwrap();
+    std::fs::write(folder.join("readme.txt"), "not a certificate").unwrap();
+    std::fs::copy(
+        d.join("root.pem"),
+        folder.join(format!("ca.{}", "x".repeat(70))),
+    )
+    .unwrap();
+    std::fs::write(d.join("notes.txt"), "hello").unwrap();
+    std::fs::write(d.join("huge.pem"), vec![b'A'; 2 << 20]).unwrap();
+
+    let gw = Gateway::start_in(dir, "", "");
+    gw.mail(
+        "alice@example.com",
+        "dave@example.net",
+        "a certificate for alice",
+    );
+    gw.maildir("outbox", 1);
+
+    let mut t = Pty::start(gw.dir.path());
+    t.expect("New password:");
+    t.line("correct horse battery");
+    t.expect("Again:");
+    t.line("correct horse battery");
+    t.expect("Signed in as admin");
+    t.expect("smimegw> ");
+
+    let certs = t.command("certificates");
+    assert!(certs.contains("alice@example.com"), "{certs}");
+    assert!(
+        certs.contains("1 address(es) with a signing key"),
+        "{certs}"
+    );
+
+    // Bad imports are refused with the reason, and change nothing.
+    for (cmd, want) in [
+        (
+            "trust import carol.pem",
+            "is not a CA certificate (an end-entity certificate for carol@example.net)",
+        ),
+        ("trust import carol.key", "holds a private key"),
+        ("trust import notes.txt", "without a PEM certificate"),
+        ("trust import huge.pem", "too large for a certificate file"),
+        ("trust import missing.pem", "cannot read missing.pem"),
+    ] {
+        let out = t.command(cmd);
+        assert!(out.contains(want), "{cmd}: {out}");
+    }
+    let trust = t.command("trust");
+    assert!(trust.contains("0 trusted CA certificate(s)"), "{trust}");
+
+    // Carol signs to Alice through the intermediate (not in her message): not yet trusted.
+    let signed = carol_signs(&d);
+    let deliver = |text: &str| {
+        std::fs::write(d.join("carol.eml"), text).unwrap();
+        gw.send(&[
+            "--from",
+            "carol@example.net",
+            "--to",
+            "alice@example.com",
+            "--data",
+            d.join("carol.eml").to_str().unwrap(),
+        ]);
+    };
+    deliver(&signed);
+    let got = gw.maildir("inbox", 1);
+    assert!(
+        header_value(&got[0].1, "X-SMIME-Status")
+            .unwrap()
+            .starts_with("neutral"),
+        "{}",
+        got[0].1
+    );
+
+    // The root from a file, the rest from the folder.
+    let out = t.command("trust import root.pem");
+    assert!(out.contains("added trusted (root): Test Root CA"), "{out}");
+    let out = t.command("trust import root.pem");
+    assert!(out.contains("already held: Test Root CA"), "{out}");
+    let out = t.command("trust import SSL Certificates");
+    for want in [
+        "added trusted (intermediate): Test Intermediate CA",
+        // Carol's certificate came with her signed mail already.
+        "already held: Carol",
+        "added correspondent: erin@example.net",
+        "skipped readme.txt: neither an email address nor ca.NAME",
+        "skipped ca.xxxx",
+        "under 64 characters",
+    ] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    let trust = t.command("trust");
+    assert!(trust.contains("2 trusted CA certificate(s)"), "{trust}");
+    assert!(trust.contains("Test Intermediate CA"), "{trust}");
+    for line in trust.lines() {
+        assert!(
+            line.chars().count() <= 80,
+            "wider than 80 columns: {line:?}"
+        );
+    }
+    let out = t.command("correspondents");
+    assert!(
+        out.contains("carol@example.net")
+            && out.contains("erin@example.net")
+            && out.contains("2 certificate(s)"),
+        "{out}"
+    );
+
+    // At once: Carol's next signature passes, Alice's mail to Carol is encrypted to her.
+    deliver(&carol_signs(&d));
+    let got = gw.maildir("inbox", 2);
+    let status: Vec<&str> = got
+        .iter()
+        .filter_map(|(_, t)| header_value(t, "X-SMIME-Status"))
+        .collect();
+    assert!(
+        status.contains(&"pass; signed by carol@example.net"),
+        "{status:?}"
+    );
+    gw.mail("alice@example.com", "carol@example.net", "for carol only");
+    let out = gw.maildir("outbox", 2);
+    let (path, text) = out
+        .iter()
+        .find(|(_, t)| t.contains("carol@example.net"))
+        .unwrap();
+    assert!(
+        text.contains("enveloped-data") && !text.contains("for carol only"),
+        "{text}"
+    );
+    openssl(
+        &[
+            "cms",
+            "-decrypt",
+            "-in",
+            path.to_str().unwrap(),
+            "-recip",
+            "carol.pem",
+            "-inkey",
+            "carol.key",
+            "-out",
+            "carol-dec.eml",
+        ],
+        &d,
+    );
+    assert!(
+        std::fs::read_to_string(d.join("carol-dec.eml"))
+            .unwrap()
+            .contains("for carol only")
+    );
+
+    // Removing asks for the password; the queue and the audit log.
+    let fp = {
+        let line = trust.lines().find(|l| l.contains("Test Root CA")).unwrap();
+        line.split_whitespace().last().unwrap().to_string()
+    };
+    t.line(&format!("trust remove {fp}"));
+    t.expect("Your password:");
+    t.line("correct horse battery");
+    let out = t.expect("smimegw> ");
+    assert!(out.contains("removed anchor: Test Root CA"), "{out}");
+    let queue = t.command("queue");
+    assert!(queue.contains("0 message(s) queued"), "{queue}");
+    let audit = t.command("audit");
+    for want in [
+        "admin (serial console): trust import\n    root.pem: anchor Test Root CA (",
+        "admin (serial console): folder import\n    SSL Certificates: external Erin (",
+        "intermediate Test",
+        "admin (serial console): trust remove\n    anchor Test Root CA",
+    ] {
+        assert!(audit.contains(want), "{want}: {audit}");
+    }
+    for line in audit.lines() {
+        assert!(
+            line.chars().count() <= 80,
+            "wider than 80 columns: {line:?}"
+        );
+    }
+    t.line("logout");
+    t.expect("Signed out.");
+    let all = t.all();
+    assert!(
+        !all.contains("correct horse"),
+        "a password was echoed on the terminal:\n{all}"
+    );
+}
+
+/// Carol's signed message to Alice (OpenSSL; only her own certificate in it).
+fn carol_signs(d: &Path) -> String {
+    std::fs::write(
+        d.join("carol.txt"),
+        "Content-Type: text/plain\r\n\r\nfrom carol\r\n",
+    )
+    .unwrap();
+    let out = openssl(
+        &[
+            "cms",
+            "-sign",
+            "-in",
+            "carol.txt",
+            "-signer",
+            "carol.pem",
+            "-inkey",
+            "carol.key",
+            "-from",
+            "carol@example.net",
+            "-to",
+            "alice@example.com",
+            "-subject",
+            "hi",
+        ],
+        d,
+    );
+    String::from_utf8(out.stdout).unwrap()
 }

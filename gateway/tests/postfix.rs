@@ -155,7 +155,7 @@ fn postfix_upstream_and_downstream() {
         ),
         "{text}"
     );
-    assert!(g.join("data/certs/bob@example.net.der").exists());
+    assert_eq!(held_for(&g.join("data"), "bob@example.net").len(), 1);
     assert!(
         text.contains("by gw.example.com (smimegw) with ESMTPS"),
         "Postfix mx used STARTTLS to the gateway: {text}"

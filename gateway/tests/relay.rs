@@ -183,7 +183,12 @@ fn inbound_is_decrypted_verified_and_the_certificate_harvested_for_replies() {
         "{text}"
     );
     assert_eq!(header_value(text, "Subject"), Some("re: hello"));
-    assert!(gw.data().join("certs/bob@example.net.der").exists());
+    let held = held_for(&gw.data(), "bob@example.net");
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(
+        held[0].source,
+        "harvested from signed mail from bob@example.net"
+    );
 
     // Now Alice's mail to Bob is encrypted (and signed), and Bob's OpenSSL opens it.
     gw.mail("alice@example.com", "bob@example.net", "for your eyes");
@@ -853,6 +858,13 @@ fn policy_by_domain_and_sender_chooses_signing_encryption_format_and_algorithms(
          hash = \"sha384\"\n\
          cipher = \"aes-128-gcm\"\n",
     );
+    // The file harvested before the store existed was moved into it.
+    assert!(
+        gw.data()
+            .join("certs.imported/bob@example.net.der")
+            .exists()
+    );
+    assert_eq!(held_for(&gw.data(), "bob@example.net").len(), 1);
     let d = gw.dir.path();
     for (from, to) in [
         ("alice@example.com", "carol@example.org"),

@@ -3,9 +3,10 @@
 //! the `admin` password), then one command per line; plain text within 80 columns.
 //!
 //! What the gateway knows (status, certificates, queue) comes from the running gateway's
-//! control socket; network settings go to a file the appliance's boot applies
-//! (`network.conf` beside the configuration); reboot and factory reset ask for
-//! confirmation.
+//! control socket; trust anchors, correspondents and the audit log from the certificate
+//! store (`DATA/store.sqlite`, through `smimegw::admin`, as the web console will); network
+//! settings go to a file the appliance's boot applies (`network.conf` beside the
+//! configuration); reboot and factory reset ask for confirmation.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::IpAddr;
@@ -14,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
+use smimegw::admin::{self, Actor};
 use smimegw::config::Config;
+use smimegw::store::{Kind, SqliteStore, Store};
 use smimegw::users::{self, Names, UserStore};
 use zeroize::Zeroizing;
 
@@ -61,6 +64,12 @@ Commands:
   tamper                      whether the chassis was opened
   tamper clear                after inspecting it: resume signing and decrypting
                               (asks for your password)
+  trust                       trusted root and intermediate CA certificates
+  trust import PATH           a certificate file, or a FirstClass folder (ca.NAME
+                              files trusted, files named by address: correspondents)
+  trust remove FINGERPRINT    stop trusting one (asks for your password)
+  correspondents [ADDRESS]    correspondents' certificates (to encrypt to them)
+  audit [N]                   the last N administrator actions (default 20)
   passwd                      change your password
   reboot                      restart the appliance (asks first)
   factory-reset               erase keys, certificates, queue and settings (asks first)
@@ -108,6 +117,7 @@ pub fn run(args: ConsoleArgs, out: &mut dyn Write) -> Result<(), CliError> {
         network,
         reboot_command: args.reboot_command.clone(),
         user: String::new(),
+        certs: None,
     };
     c.session()
 }
@@ -122,6 +132,8 @@ struct Console<'a> {
     network: PathBuf,
     reboot_command: String,
     user: String,
+    /// The certificate store, opened on first use.
+    certs: Option<SqliteStore>,
 }
 
 impl Console<'_> {
@@ -196,6 +208,21 @@ impl Console<'_> {
                     Ok(())
                 }
             }
+            ["trust"] => self.trust_list(),
+            // A path may have spaces ("SSL Certificates"), quoted or not.
+            ["trust", "import", path @ ..] if !path.is_empty() => {
+                let path = path.join(" ");
+                let path = path.trim_matches(|c| c == '"' || c == '\'');
+                self.trust_import(Path::new(path))
+            }
+            ["trust", "remove", fp] => self.trust_remove(fp),
+            ["correspondents"] => self.correspondents(None),
+            ["correspondents", address] => self.correspondents(Some(address)),
+            ["audit"] => self.audit_log(20),
+            ["audit", n] => match n.parse() {
+                Ok(n) => self.audit_log(n),
+                Err(_) => Err(CliError::Usage(format!("{n:?} is not a number"))),
+            },
             ["passwd"] => self.passwd(),
             ["reboot"] => {
                 if self.confirm("Reboot the appliance now? Type yes:", "yes")? {
@@ -429,6 +456,149 @@ impl Console<'_> {
         Ok(false)
     }
 
+    fn cert_store(&mut self) -> Result<&SqliteStore, CliError> {
+        if self.certs.is_none() {
+            let store = SqliteStore::open(&self.data.join("store.sqlite"))
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            self.certs = Some(store);
+        }
+        self.certs
+            .as_ref()
+            .ok_or_else(|| CliError::Usage("no certificate store".into()))
+    }
+
+    fn actor(&self) -> Actor {
+        Actor {
+            who: self.user.clone(),
+            origin: "serial console".into(),
+        }
+    }
+
+    fn trust_list(&mut self) -> Result<(), CliError> {
+        let held = self.cert_store()?.list(None).map_err(store_error)?;
+        let trusted: Vec<_> = held.iter().filter(|s| s.kind != Kind::External).collect();
+        writeln!(
+            self.out,
+            "{:<12}  {:<36}  {:<10}  FINGERPRINT",
+            "KIND", "NAME", "UNTIL"
+        )?;
+        for s in &trusted {
+            writeln!(
+                self.out,
+                "{:<12}  {:<36}  {:<10}  {}",
+                s.kind.as_str(),
+                fit(&admin::short_name(&s.info), 36),
+                day(s.info.not_after),
+                &s.info.fingerprint[..16]
+            )?;
+        }
+        writeln!(
+            self.out,
+            "{} trusted CA certificate(s) (and the built-in CA)",
+            trusted.len()
+        )?;
+        Ok(())
+    }
+
+    fn trust_import(&mut self, path: &Path) -> Result<(), CliError> {
+        let actor = self.actor();
+        let now = smimegw::spool::now();
+        let report = if path.is_dir() {
+            admin::import_folder(self.cert_store()?, &actor, path, now)
+        } else {
+            let bytes = read_upload(path)?;
+            let name = path.display().to_string();
+            admin::import_trust(self.cert_store()?, &actor, &name, &bytes, now)
+        }
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+        for (kind, c) in &report.added {
+            let what = match kind {
+                Kind::Anchor => "trusted (root)",
+                Kind::Intermediate => "trusted (intermediate)",
+                Kind::External => "correspondent",
+            };
+            let name = if *kind == Kind::External {
+                c.addresses.join(", ")
+            } else {
+                admin::short_name(c)
+            };
+            writeln!(self.out, "added {what}: {name} ({})", &c.fingerprint[..16])?;
+        }
+        for c in &report.known {
+            writeln!(self.out, "already held: {}", admin::short_name(c))?;
+        }
+        for (name, why) in &report.skipped {
+            writeln!(self.out, "skipped {name}: {why}")?;
+        }
+        audit(&self.user, &format!("trust import {}", path.display()));
+        Ok(())
+    }
+
+    fn trust_remove(&mut self, fp: &str) -> Result<(), CliError> {
+        if !self.password_again("Your password: ", "nothing removed")? {
+            return Ok(());
+        }
+        let actor = self.actor();
+        let removed = admin::remove_trust(self.cert_store()?, &actor, fp)
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        writeln!(
+            self.out,
+            "removed {}: {} ({})",
+            removed.kind.as_str(),
+            admin::short_name(&removed.info),
+            &removed.info.fingerprint[..16]
+        )?;
+        audit(&self.user, &format!("trust remove {fp}"));
+        Ok(())
+    }
+
+    fn correspondents(&mut self, address: Option<&str>) -> Result<(), CliError> {
+        let store = self.cert_store()?;
+        let held = match address {
+            Some(a) => store.for_address(a),
+            None => store.list(Some(Kind::External)),
+        }
+        .map_err(store_error)?;
+        let held: Vec<_> = held
+            .into_iter()
+            .filter(|s| s.kind == Kind::External)
+            .collect();
+        writeln!(
+            self.out,
+            "{:<36}  {:<10}  {:<10}  FINGERPRINT",
+            "ADDRESS", "FROM", "UNTIL"
+        )?;
+        for s in &held {
+            writeln!(
+                self.out,
+                "{:<36}  {:<10}  {:<10}  {}",
+                fit(&s.info.addresses.join(","), 36),
+                day(s.info.not_before),
+                day(s.info.not_after),
+                &s.info.fingerprint[..16]
+            )?;
+        }
+        writeln!(self.out, "{} certificate(s)", held.len())?;
+        Ok(())
+    }
+
+    fn audit_log(&mut self, n: usize) -> Result<(), CliError> {
+        let entries = self.cert_store()?.audit_log(n).map_err(store_error)?;
+        for e in entries.iter().rev() {
+            let (y, mo, d, h, mi, _) = smimegw::smime::asn1::civil(e.at);
+            let head = format!(
+                "{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}  {} ({}): {}",
+                e.who, e.origin, e.action
+            );
+            writeln!(self.out, "{}", fit(&head, 79))?;
+            for line in wrap(&e.detail, 75) {
+                writeln!(self.out, "    {line}")?;
+            }
+        }
+        writeln!(self.out, "{} entr(y/ies)", entries.len())?;
+        Ok(())
+    }
+
     fn passwd(&mut self) -> Result<(), CliError> {
         if !self.password_again("Current password: ", "nothing changed")? {
             return Ok(());
@@ -496,6 +666,71 @@ fn audit(user: &str, what: &str) {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status();
+}
+
+fn store_error(e: smimegw::store::StoreError) -> CliError {
+    CliError::Usage(e.to_string())
+}
+
+/// At most `n` characters (an ellipsis marks a cut).
+fn fit(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+        t.push('~');
+        t
+    }
+}
+
+/// `text` in lines of at most `width` characters, broken at spaces (a longer word is cut).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        let mut word = word.to_string();
+        while word.chars().count() > width {
+            if !line.is_empty() {
+                lines.push(std::mem::take(&mut line));
+            }
+            let head: String = word.chars().take(width).collect();
+            word = word.chars().skip(width).collect();
+            lines.push(head);
+        }
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(&word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+fn day(secs: u64) -> String {
+    let (y, m, d, ..) = smimegw::smime::asn1::civil(secs);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// A file to import, refused before reading when it is too large.
+fn read_upload(path: &Path) -> Result<Vec<u8>, CliError> {
+    let read = |source| CliError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let len = std::fs::metadata(path).map_err(read)?.len();
+    if len > admin::MAX_UPLOAD as u64 {
+        return Err(CliError::Usage(format!(
+            "{}: {len} bytes is too large for a certificate file (at most {})",
+            path.display(),
+            admin::MAX_UPLOAD
+        )));
+    }
+    std::fs::read(path).map_err(read)
 }
 
 fn users_error(e: users::UsersError) -> CliError {

@@ -4,18 +4,19 @@
 //!   certificates name. With the built-in CA, a sender without a certificate (or with an
 //!   expired one) gets one on first use.
 //! - [`CertStore`]: external correspondents' certificates, harvested from the signed mail
-//!   they send (`DATA/certs/ADDRESS.der`, the one valid longest kept), used to encrypt to
-//!   them.
+//!   they send or imported, in the [`Store`]; the best valid one is used to encrypt to them.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
 use der::Decode;
 use hsm::{ObjectType, Token};
 
+use crate::admin;
 use crate::ca::{CA_LABEL, Ca};
 use crate::smime::trust;
+use crate::store::{Added, CertInfo, Kind, Store};
 
 /// A key in the token with its certificate.
 #[derive(Debug, Clone)]
@@ -195,73 +196,72 @@ impl Keys {
     }
 }
 
-/// External correspondents' certificates.
+/// External correspondents' certificates, kept in the [`Store`]: harvested from the signed
+/// mail they send, or imported by an administrator.
 #[derive(Debug)]
 pub struct CertStore {
-    dir: PathBuf,
-    index: RwLock<HashMap<String, Vec<u8>>>,
+    store: Arc<dyn Store>,
 }
 
 impl CertStore {
-    /// Reads `dir` (creating it).
-    pub fn open(dir: &Path) -> std::io::Result<CertStore> {
-        std::fs::create_dir_all(dir)?;
-        let mut index = HashMap::new();
-        for e in std::fs::read_dir(dir)? {
-            let e = e?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(addr) = name.strip_suffix(".der")
-                && let Ok(der) = std::fs::read(e.path())
-            {
-                index.insert(addr.to_ascii_lowercase(), der);
+    /// Over `store`; certificates harvested into `legacy_dir` (`DATA/certs/ADDRESS.der`, before
+    /// the store existed) are moved into it, the directory renamed `certs.imported`.
+    pub fn open(store: Arc<dyn Store>, legacy_dir: &Path) -> std::io::Result<CertStore> {
+        if legacy_dir.is_dir() {
+            let mut moved = 0;
+            for e in std::fs::read_dir(legacy_dir)?.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(addr) = name.strip_suffix(".der")
+                    && let Ok(der) = std::fs::read(e.path())
+                    && let Some(info) = CertInfo::parse(&der)
+                {
+                    let source = format!("harvested from signed mail from {addr}");
+                    store
+                        .add(Kind::External, &info, &source)
+                        .map_err(std::io::Error::other)?;
+                    moved += 1;
+                }
             }
+            std::fs::rename(legacy_dir, legacy_dir.with_extension("imported"))?;
+            tracing::info!(moved, "harvested certificates moved into the store");
         }
-        Ok(CertStore {
-            dir: dir.to_path_buf(),
-            index: RwLock::new(index),
-        })
+        Ok(CertStore { store })
     }
 
-    /// A certificate to encrypt to `address`, valid `now`.
+    /// The certificate to encrypt to `address` at `now` (the best of those held).
     pub fn lookup(&self, address: &str, now: u64) -> Option<Vec<u8>> {
-        let a = address.to_ascii_lowercase();
-        let c = self.index.read().ok()?.get(&a).cloned()?;
-        let (nb, na) = validity(&c)?;
-        (nb <= now && now < na).then_some(c)
+        let held = match self.store.for_address(address) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!("certificate store: {e}");
+                return None;
+            }
+        };
+        let infos = held
+            .iter()
+            .filter(|s| s.kind == Kind::External)
+            .map(|s| &s.info);
+        admin::best_for_encryption(infos, address, now).map(|c| c.der.clone())
     }
 
-    /// Keeps `cert` for each address it names that `sender` is (a certificate is harvested
-    /// only for the address that sent it), when it is valid longer than the one held.
-    /// Returns whether it was kept.
+    /// Keeps `cert` when it names `sender` (a certificate is harvested only for the address
+    /// that sent it). Returns whether it was new.
     pub fn harvest(&self, sender: &str, cert: &[u8]) -> bool {
         let sender = sender.to_ascii_lowercase();
-        if !cert_addresses(cert).contains(&sender)
-            || sender.contains(['/', '\\'])
-            || sender.starts_with('.')
-        {
-            return false;
-        }
-        let Some((_, not_after)) = validity(cert) else {
+        let Some(info) = CertInfo::parse(cert) else {
             return false;
         };
-        let Ok(mut index) = self.index.write() else {
-            return false;
-        };
-        if let Some(old) = index.get(&sender)
-            && (old.as_slice() == cert
-                || validity(old).is_some_and(|(_, old_after)| old_after >= not_after))
-        {
+        if !info.addresses.contains(&sender) || info.is_ca {
             return false;
         }
-        let path = self.dir.join(format!("{sender}.der"));
-        let tmp = self.dir.join(format!(".{sender}.tmp"));
-        if std::fs::write(&tmp, cert)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .is_err()
-        {
-            return false;
+        let source = format!("harvested from signed mail from {sender}");
+        match self.store.add(Kind::External, &info, &source) {
+            Ok(Added::New) => true,
+            Ok(Added::Known) => false,
+            Err(e) => {
+                tracing::error!("certificate store: {e}");
+                false
+            }
         }
-        index.insert(sender, cert.to_vec());
-        true
     }
 }

@@ -23,6 +23,8 @@ use crate::spool::Spool;
 
 use keys::{CertStore, Keys};
 
+use crate::store::{Kind, SqliteStore, Store};
+
 /// Everything the listener and the queue share.
 pub struct Relay {
     pub config: Config,
@@ -48,6 +50,8 @@ pub struct Relay {
     pub started: std::time::SystemTime,
     /// The tamper latch; while tripped the token refuses private-key work.
     pub tamper: Arc<tamper::Tamper>,
+    /// Trust anchors, intermediates, correspondents' certificates, the audit log.
+    pub store: Arc<dyn Store>,
 }
 
 /// A start-up failure, for the administrator.
@@ -188,6 +192,26 @@ impl std::fmt::Debug for Relay {
 }
 
 impl Relay {
+    /// The trust anchors for inbound signatures (the built-in CA, `DATA/trust` files, and the
+    /// store's anchors) and the store's intermediates, read now: an import applies at once.
+    pub fn trust(&self) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        let mut anchors = self.anchors.clone();
+        let mut intermediates = Vec::new();
+        match self.store.list(None) {
+            Ok(held) => {
+                for s in held {
+                    match s.kind {
+                        Kind::Anchor => anchors.push(s.info.der),
+                        Kind::Intermediate => intermediates.push(s.info.der),
+                        Kind::External => {}
+                    }
+                }
+            }
+            Err(e) => tracing::error!("certificate store: {e}"),
+        }
+        (anchors, intermediates)
+    }
+
     /// Opens everything under the data directory: the CA (made on first start), keys,
     /// harvested certificates, trust anchors, TLS, and the spool (recovered).
     pub fn open(config: Config, token: Arc<dyn Token>) -> Result<Relay, StartError> {
@@ -227,9 +251,14 @@ impl Relay {
             let _ = keys.token().logout();
         }
         guarded.opened();
+        let store_path = data.join("store.sqlite");
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&store_path).map_err(|e| {
+                file_error("certificate store", &store_path, std::io::Error::other(e))
+            })?);
         let certs_dir = data.join("certs");
-        let certs =
-            CertStore::open(&certs_dir).map_err(|e| file_error("directory", &certs_dir, e))?;
+        let certs = CertStore::open(store.clone(), &certs_dir)
+            .map_err(|e| file_error("directory", &certs_dir, e))?;
         let spool = Spool::open(&data.join("spool"))?;
         let tls_server = Some(server_tls(&config)?);
         let ca_of = |r: &Route| match r {
@@ -272,6 +301,7 @@ impl Relay {
         Ok(Relay {
             started: std::time::SystemTime::now(),
             tamper,
+            store,
             hop_auth_outbound,
             hop_auth_inbound,
             delivery: Arc::default(),

@@ -61,6 +61,8 @@ pub struct Context<'a> {
     pub certs: &'a CertStore,
     /// Trust anchors for inbound signatures (DER).
     pub anchors: &'a [Vec<u8>],
+    /// Intermediate CA certificates the administrators imported, for path building (DER).
+    pub intermediates: &'a [Vec<u8>],
     pub now: u64,
 }
 
@@ -652,9 +654,11 @@ fn open_and_annotate(
                             // The certificate of a valid signature is kept to encrypt replies,
                             // trusted or not, as mail clients do.
                             ctx.certs.harvest(&from, cert);
+                            let mut path = certificates.clone();
+                            path.extend_from_slice(ctx.intermediates);
                             match trust::check_signer(
                                 cert,
-                                certificates,
+                                &path,
                                 ctx.anchors,
                                 ctx.now,
                                 Some(&from),

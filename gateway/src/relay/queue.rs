@@ -167,11 +167,13 @@ async fn attempt(relay: &Arc<Relay>, id: &str) {
     let r = relay.clone();
     let env2 = env.clone();
     let planned = tokio::task::spawn_blocking(move || {
+        let (anchors, intermediates) = r.trust();
         let ctx = Context {
             config: &r.config,
             keys: &r.keys,
             certs: &r.certs,
-            anchors: &r.anchors,
+            anchors: &anchors,
+            intermediates: &intermediates,
             now,
         };
         pipeline::process(&ctx, &env2, &message)

@@ -473,3 +473,13 @@ pub fn sink_counting(
     });
     (rx, connections)
 }
+
+/// The correspondents' certificates the gateway with data directory `data` holds for
+/// `address` (its certificate store).
+pub fn held_for(data: &Path, address: &str) -> Vec<smimegw::store::Stored> {
+    use smimegw::store::Store;
+    smimegw::store::SqliteStore::open(&data.join("store.sqlite"))
+        .unwrap()
+        .for_address(address)
+        .unwrap()
+}

@@ -1,0 +1,416 @@
+//! The administration core: what an administrator can do, the same from the serial
+//! console, the web console and the REST API. Each action checks its input completely before
+//! it changes anything (a bad upload changes nothing), names what was wrong, and is written
+//! to the audit log with who did it and from where.
+//!
+//! Today: trust anchors and intermediates (import from a file or a FirstClass-style folder,
+//! list, remove), correspondents' certificates from such a folder, the choice of the
+//! certificate to encrypt to, and the audit log.
+
+use std::path::Path;
+
+use crate::smime::asn1::civil;
+use crate::store::{Added, AuditEntry, CertInfo, Kind, Store, StoreError, Stored};
+
+/// The largest certificate file accepted.
+pub const MAX_UPLOAD: usize = 1 << 20;
+
+/// Who acts, from where (for the audit log).
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub who: String,
+    pub origin: String,
+}
+
+/// Why an action was refused; nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{name}: {reason}")]
+    Refused { name: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// What an import did.
+#[derive(Debug, Default)]
+pub struct ImportReport {
+    pub added: Vec<(Kind, CertInfo)>,
+    /// Held already.
+    pub known: Vec<CertInfo>,
+    /// Files of a folder left out, with the reason.
+    pub skipped: Vec<(String, String)>,
+}
+
+fn day(secs: u64) -> String {
+    let (y, m, d, ..) = civil(secs);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// A short name for a certificate: its subject's CN (else the whole subject).
+pub fn short_name(info: &CertInfo) -> String {
+    info.subject
+        .split(',')
+        .find_map(|p| p.trim().strip_prefix("CN="))
+        .unwrap_or(&info.subject)
+        .to_string()
+}
+
+/// The certificates in an uploaded file (PEM blocks or one DER certificate), each parsed.
+fn certificates_in(name: &str, bytes: &[u8]) -> Result<Vec<CertInfo>, AdminError> {
+    let refuse = |reason: String| AdminError::Refused {
+        name: name.to_string(),
+        reason,
+    };
+    if bytes.len() > MAX_UPLOAD {
+        return Err(refuse(format!(
+            "{} bytes is too large for a certificate file (at most {MAX_UPLOAD})",
+            bytes.len()
+        )));
+    }
+    if bytes.is_empty() {
+        return Err(refuse("the file is empty".into()));
+    }
+    let text = String::from_utf8_lossy(bytes);
+    if text.contains("PRIVATE KEY-----") {
+        return Err(refuse(
+            "the file holds a private key; keys go into the token (upload a PKCS#12 for a \
+             user), trust anchors are certificates only"
+                .into(),
+        ));
+    }
+    let ders = crate::ca::parse_certificates(bytes).map_err(|e| {
+        refuse(match e {
+            crate::ca::CertFileError::Damaged => "a PEM certificate block is damaged".into(),
+            crate::ca::CertFileError::NoCertificate => {
+                "a text file without a PEM certificate (-----BEGIN CERTIFICATE-----)".into()
+            }
+        })
+    })?;
+    let mut out = Vec::new();
+    for (i, der) in ders.iter().enumerate() {
+        match CertInfo::parse(der) {
+            Some(c) => out.push(c),
+            None if ders.len() == 1 && looks_like_pkcs12(der) => {
+                return Err(refuse(
+                    "a PKCS#12 file (a key with its certificate), not a certificate".into(),
+                ));
+            }
+            None if ders.len() == 1 => {
+                return Err(refuse(
+                    "not a certificate (neither PEM nor DER X.509)".into(),
+                ));
+            }
+            None => {
+                return Err(refuse(format!(
+                    "certificate {} of {} does not parse",
+                    i + 1,
+                    ders.len()
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// PFX: SEQUENCE { INTEGER 3, ContentInfo ... }.
+fn looks_like_pkcs12(der: &[u8]) -> bool {
+    hsm::ber::read(der)
+        .ok()
+        .and_then(|(t, _)| t.children().next())
+        .and_then(Result::ok)
+        .is_some_and(|v| v.number == 2 && !v.constructed && v.body == [3])
+}
+
+/// Checks certificates for trust: CA certificates only, valid now, usable as anchors.
+fn check_trust(
+    name: &str,
+    certs: &[CertInfo],
+    now: u64,
+) -> Result<Vec<(Kind, CertInfo)>, AdminError> {
+    let refuse = |reason: String| AdminError::Refused {
+        name: name.to_string(),
+        reason,
+    };
+    let mut out = Vec::new();
+    for c in certs {
+        let who = short_name(c);
+        if !c.is_ca {
+            let what = if c.addresses.is_empty() {
+                String::new()
+            } else {
+                format!(" for {}", c.addresses.join(", "))
+            };
+            return Err(refuse(format!(
+                "\"{who}\" is not a CA certificate (an end-entity certificate{what}); only \
+                 root and intermediate CA certificates are trust anchors"
+            )));
+        }
+        if c.not_after <= now {
+            return Err(refuse(format!("\"{who}\" expired on {}", day(c.not_after))));
+        }
+        if c.not_before > now {
+            return Err(refuse(format!(
+                "\"{who}\" is not valid before {}",
+                day(c.not_before)
+            )));
+        }
+        let der = rustls_pki_types::CertificateDer::from(c.der.as_slice());
+        if let Err(e) = webpki::anchor_from_trusted_cert(&der) {
+            return Err(refuse(format!("\"{who}\" cannot be a trust anchor: {e:?}")));
+        }
+        let kind = if c.self_issued {
+            Kind::Anchor
+        } else {
+            Kind::Intermediate
+        };
+        out.push((kind, c.clone()));
+    }
+    Ok(out)
+}
+
+fn record(store: &dyn Store, actor: &Actor, action: &str, detail: String) {
+    let entry = AuditEntry {
+        at: crate::spool::now(),
+        who: actor.who.clone(),
+        origin: actor.origin.clone(),
+        action: action.to_string(),
+        detail,
+    };
+    if let Err(e) = store.record(&entry) {
+        tracing::error!("audit log: {e}");
+    }
+    tracing::info!(who = %actor.who, origin = %actor.origin, "{action}: {}", entry.detail);
+}
+
+fn add_all(
+    store: &dyn Store,
+    checked: Vec<(Kind, CertInfo)>,
+    source: &str,
+    report: &mut ImportReport,
+) -> Result<(), AdminError> {
+    for (kind, c) in checked {
+        match store.add(kind, &c, source)? {
+            Added::New => report.added.push((kind, c)),
+            Added::Known => report.known.push(c),
+        }
+    }
+    Ok(())
+}
+
+/// Imports root and intermediate CA certificates from one file (`name` is how the
+/// administrator named it). All of them, or none when one is refused.
+pub fn import_trust(
+    store: &dyn Store,
+    actor: &Actor,
+    name: &str,
+    bytes: &[u8],
+    now: u64,
+) -> Result<ImportReport, AdminError> {
+    let certs = certificates_in(name, bytes)?;
+    let checked = check_trust(name, &certs, now)?;
+    let mut report = ImportReport::default();
+    add_all(
+        store,
+        checked,
+        &format!("imported from {name}"),
+        &mut report,
+    )?;
+    record(store, actor, "trust import", describe(name, &report));
+    Ok(report)
+}
+
+fn describe(name: &str, r: &ImportReport) -> String {
+    let mut parts: Vec<String> = r
+        .added
+        .iter()
+        .map(|(k, c)| {
+            format!(
+                "{} {} ({})",
+                k.as_str(),
+                short_name(c),
+                &c.fingerprint[..16]
+            )
+        })
+        .collect();
+    if !r.known.is_empty() {
+        parts.push(format!("{} already held", r.known.len()));
+    }
+    if !r.skipped.is_empty() {
+        parts.push(format!("{} skipped", r.skipped.len()));
+    }
+    format!("{name}: {}", parts.join(", "))
+}
+
+/// Imports a FirstClass-style certificate folder: files named `ca.NAME` (under 64 characters)
+/// hold root or intermediate certificates to trust; files named by an email address hold
+/// that correspondent's certificate (to encrypt to them). Other files, and files refused,
+/// are reported and left out; the rest is imported.
+pub fn import_folder(
+    store: &dyn Store,
+    actor: &Actor,
+    dir: &Path,
+    now: u64,
+) -> Result<ImportReport, AdminError> {
+    let io = |source| AdminError::Io {
+        path: dir.display().to_string(),
+        source,
+    };
+    let mut names: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .collect();
+    names.sort();
+    let mut report = ImportReport::default();
+    let source = format!("FirstClass folder {}", dir.display());
+    for (name, path) in names {
+        let outcome = (|| -> Result<Vec<(Kind, CertInfo)>, AdminError> {
+            let bytes = read_limited(&path)?;
+            if let Some(rest) = name.strip_prefix("ca.") {
+                if name.chars().count() >= 64 || rest.is_empty() {
+                    return Err(AdminError::Refused {
+                        name: name.clone(),
+                        reason: "CA file names are ca.NAME, under 64 characters".into(),
+                    });
+                }
+                let certs = certificates_in(&name, &bytes)?;
+                check_trust(&name, &certs, now)
+            } else if is_address(&name) {
+                let certs = certificates_in(&name, &bytes)?;
+                check_correspondent(&name, &certs, now).map(|c| vec![(Kind::External, c)])
+            } else {
+                Err(AdminError::Refused {
+                    name: name.clone(),
+                    reason: "neither an email address nor ca.NAME".into(),
+                })
+            }
+        })();
+        match outcome {
+            Ok(checked) => add_all(store, checked, &source, &mut report)?,
+            Err(AdminError::Refused { reason, .. }) => report.skipped.push((name, reason)),
+            Err(e) => return Err(e),
+        }
+    }
+    record(
+        store,
+        actor,
+        "folder import",
+        describe(&dir.display().to_string(), &report),
+    );
+    Ok(report)
+}
+
+fn read_limited(path: &Path) -> Result<Vec<u8>, AdminError> {
+    use std::io::Read;
+    let io = |source| AdminError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let f = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    f.take(MAX_UPLOAD as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    Ok(bytes)
+}
+
+fn is_address(name: &str) -> bool {
+    match name.rsplit_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !name.contains(|c: char| c.is_whitespace() || c == '/')
+        }
+        None => false,
+    }
+}
+
+/// The correspondent's own certificate among `certs`: names the address, is no CA, valid now.
+fn check_correspondent(name: &str, certs: &[CertInfo], now: u64) -> Result<CertInfo, AdminError> {
+    let refuse = |reason: String| AdminError::Refused {
+        name: name.to_string(),
+        reason,
+    };
+    let address = name.to_ascii_lowercase();
+    let c = certs
+        .iter()
+        .find(|c| !c.is_ca && c.addresses.contains(&address))
+        .ok_or_else(|| refuse(format!("no certificate in it names {address}")))?;
+    if c.not_after <= now {
+        return Err(refuse(format!(
+            "the certificate expired on {}",
+            day(c.not_after)
+        )));
+    }
+    if !c.can_encrypt {
+        return Err(refuse(
+            "the certificate's key usage does not allow encrypting to it".into(),
+        ));
+    }
+    Ok(c.clone())
+}
+
+/// Removes a trust anchor or intermediate (by fingerprint prefix).
+pub fn remove_trust(store: &dyn Store, actor: &Actor, prefix: &str) -> Result<Stored, AdminError> {
+    let held = store.list(None)?;
+    let p = prefix.trim().to_ascii_lowercase().replace(':', "");
+    if let Some(s) = held
+        .iter()
+        .find(|s| s.info.fingerprint.starts_with(&p) && s.kind == Kind::External)
+        && !p.is_empty()
+    {
+        return Err(AdminError::Refused {
+            name: prefix.to_string(),
+            reason: format!(
+                "\"{}\" is a correspondent's certificate, not a trust anchor",
+                short_name(&s.info)
+            ),
+        });
+    }
+    let removed = store.remove(prefix)?;
+    record(
+        store,
+        actor,
+        "trust remove",
+        format!(
+            "{} {} ({})",
+            removed.kind.as_str(),
+            short_name(&removed.info),
+            &removed.info.fingerprint[..16]
+        ),
+    );
+    Ok(removed)
+}
+
+/// The certificate to encrypt to `address` among `candidates`: valid at `now`, naming the
+/// address, allowing encryption, not a CA; the newest (latest start, then latest end, then
+/// fingerprint, so the choice is the same every time).
+pub fn best_for_encryption<'a>(
+    candidates: impl IntoIterator<Item = &'a CertInfo>,
+    address: &str,
+    now: u64,
+) -> Option<&'a CertInfo> {
+    let address = address.to_ascii_lowercase();
+    candidates
+        .into_iter()
+        .filter(|c| {
+            !c.is_ca
+                && c.can_encrypt
+                && c.not_before <= now
+                && now < c.not_after
+                && c.addresses.contains(&address)
+        })
+        .max_by(|a, b| {
+            (a.not_before, a.not_after, &a.fingerprint).cmp(&(
+                b.not_before,
+                b.not_after,
+                &b.fingerprint,
+            ))
+        })
+}

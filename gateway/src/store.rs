@@ -1,0 +1,412 @@
+//! The certificate store and the audit log: what the administrators manage and the relay
+//! reads. [`Store`] is the interface (so a PostgreSQL backend can later serve a cluster of
+//! appliances); [`SqliteStore`] is the one appliance's embedded database,
+//! `DATA/store.sqlite` (WAL, so the console and the web console write while the relay reads).
+//!
+//! Held today: trust anchors and intermediate CA certificates, correspondents' certificates
+//! (imported, later harvested and looked up), and the audit log of administrators' actions.
+//! Private keys never come here: they stay in the token.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use der::{Decode, Encode};
+use rusqlite::{Connection, OptionalExtension, params};
+use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages};
+
+use crate::smime::trust;
+
+/// What a certificate is to the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A root CA trusted for inbound signatures.
+    Anchor,
+    /// A CA certificate between a root and the signers (offered for path building only).
+    Intermediate,
+    /// A correspondent's certificate, to encrypt to them.
+    External,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Anchor => "anchor",
+            Kind::Intermediate => "intermediate",
+            Kind::External => "external",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "anchor" => Kind::Anchor,
+            "intermediate" => Kind::Intermediate,
+            "external" => Kind::External,
+            _ => return None,
+        })
+    }
+}
+
+/// What a certificate says, read once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// SHA-256 of the DER, lower-case hex.
+    pub fingerprint: String,
+    pub subject: String,
+    pub issuer: String,
+    pub serial: String,
+    /// Seconds since the epoch.
+    pub not_before: u64,
+    pub not_after: u64,
+    /// basicConstraints cA.
+    pub is_ca: bool,
+    pub self_issued: bool,
+    /// Email addresses it names (SAN rfc822Name, subject emailAddress), lower case.
+    pub addresses: Vec<String>,
+    /// The key usage, if present, allows key encipherment or key agreement (encrypting to it).
+    pub can_encrypt: bool,
+    pub der: Vec<u8>,
+}
+
+impl CertInfo {
+    /// Reads a DER certificate; `None` when it does not parse.
+    pub fn parse(der: &[u8]) -> Option<CertInfo> {
+        let c = x509_cert::Certificate::from_der(der).ok()?;
+        // Only what re-encodes to the same bytes: no trailing garbage, no BER.
+        if c.to_der().ok()?.as_slice() != der {
+            return None;
+        }
+        let tbs = c.tbs_certificate();
+        let v = tbs.validity();
+        let is_ca = matches!(
+            tbs.get_extension::<BasicConstraints>(),
+            Ok(Some((_, bc))) if bc.ca
+        );
+        let can_encrypt = match tbs.get_extension::<KeyUsage>() {
+            Ok(Some((_, ku))) => {
+                ku.0.contains(KeyUsages::KeyEncipherment) || ku.0.contains(KeyUsages::KeyAgreement)
+            }
+            Ok(None) => true,
+            Err(_) => false,
+        };
+        let mut addresses: Vec<String> = trust::addresses(&c)
+            .into_iter()
+            .map(|a| a.to_ascii_lowercase())
+            .collect();
+        addresses.sort();
+        addresses.dedup();
+        Some(CertInfo {
+            fingerprint: hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der)),
+            subject: tbs.subject().to_string(),
+            issuer: tbs.issuer().to_string(),
+            serial: hex(tbs.serial_number().as_bytes()),
+            not_before: v.not_before.to_unix_duration().as_secs(),
+            not_after: v.not_after.to_unix_duration().as_secs(),
+            is_ca,
+            self_issued: tbs.subject() == tbs.issuer(),
+            addresses,
+            can_encrypt,
+            der: der.to_vec(),
+        })
+    }
+}
+
+fn hex(b: impl AsRef<[u8]>) -> String {
+    b.as_ref().iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A certificate in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub kind: Kind,
+    pub info: CertInfo,
+    /// Where it came from ("console import of FILE", "FirstClass folder", ...).
+    pub source: String,
+    /// When it was added, seconds since the epoch.
+    pub added: u64,
+}
+
+/// Whether a certificate was new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    New,
+    /// The same certificate (same fingerprint) was there already.
+    Known,
+}
+
+/// One administrator's action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Seconds since the epoch.
+    pub at: u64,
+    /// The administrator (or "system").
+    pub who: String,
+    /// Where from: "serial console", "web 192.0.2.1", ...
+    pub origin: String,
+    pub action: String,
+    pub detail: String,
+}
+
+/// The store could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("certificate store {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("certificate store: {0}")]
+    Db(String),
+    #[error("no certificate's fingerprint starts with {0:?}")]
+    NoMatch(String),
+    #[error("{prefix:?} matches {count} certificates; give more of the fingerprint")]
+    Ambiguous { prefix: String, count: usize },
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Db(e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The store's interface: the relay, the consoles and the REST API all go through it.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Adds a certificate as `kind` (a certificate already held keeps its first kind and
+    /// source).
+    fn add(&self, kind: Kind, cert: &CertInfo, source: &str) -> Result<Added>;
+    /// The certificates of `kind` (all when `None`), oldest first.
+    fn list(&self, kind: Option<Kind>) -> Result<Vec<Stored>>;
+    /// The certificates naming `address` (any kind), oldest first.
+    fn for_address(&self, address: &str) -> Result<Vec<Stored>>;
+    /// Removes the one certificate whose fingerprint starts with `prefix` (at least 8 hex
+    /// digits); what was removed.
+    fn remove(&self, prefix: &str) -> Result<Stored>;
+    /// Appends to the audit log.
+    fn record(&self, entry: &AuditEntry) -> Result<()>;
+    /// The newest `limit` audit entries, newest first.
+    fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>>;
+}
+
+/// The embedded store: one SQLite file.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = FULL;
+CREATE TABLE IF NOT EXISTS certificates (
+    fingerprint TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    issuer TEXT NOT NULL,
+    serial TEXT NOT NULL,
+    not_before INTEGER NOT NULL,
+    not_after INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    added INTEGER NOT NULL,
+    der BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cert_addresses (
+    fingerprint TEXT NOT NULL REFERENCES certificates(fingerprint) ON DELETE CASCADE,
+    address TEXT NOT NULL,
+    PRIMARY KEY (fingerprint, address)
+);
+CREATE INDEX IF NOT EXISTS cert_addresses_by_address ON cert_addresses(address);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    who TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+PRAGMA user_version = 1;
+";
+
+impl SqliteStore {
+    /// Opens (creating) `DATA/store.sqlite`.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        let err = |e: &dyn std::fmt::Display| StoreError::Open {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        let conn = Connection::open(path).map_err(|e| err(&e))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(|e| err(&e))?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| err(&e))?;
+        if version > 1 {
+            return Err(err(&format!(
+                "made by a newer smimegw (schema {version}); this one reads schema 1"
+            )));
+        }
+        conn.execute_batch(SCHEMA).map_err(|e| err(&e))?;
+        conn.execute_batch("PRAGMA foreign_keys = ON;")
+            .map_err(|e| err(&e))?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        match self.conn.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn rows(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<Stored>> {
+        let mut st = conn.prepare(sql)?;
+        let rows = st.query_map(args, |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (kind, source, added, der) = row?;
+            // A row whose certificate no longer parses is skipped, not fatal.
+            let (Some(kind), Some(info)) = (Kind::parse(&kind), CertInfo::parse(&der)) else {
+                continue;
+            };
+            out.push(Stored {
+                kind,
+                info,
+                source,
+                added: added.max(0) as u64,
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl Store for SqliteStore {
+    fn add(&self, kind: Kind, cert: &CertInfo, source: &str) -> Result<Added> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let known: Option<String> = tx
+            .query_row(
+                "SELECT kind FROM certificates WHERE fingerprint = ?1",
+                [&cert.fingerprint],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if known.is_some() {
+            return Ok(Added::Known);
+        }
+        tx.execute(
+            "INSERT INTO certificates (fingerprint, kind, subject, issuer, serial, not_before, \
+             not_after, source, added, der) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                cert.fingerprint,
+                kind.as_str(),
+                cert.subject,
+                cert.issuer,
+                cert.serial,
+                cert.not_before as i64,
+                cert.not_after as i64,
+                source,
+                crate::spool::now() as i64,
+                cert.der,
+            ],
+        )?;
+        for a in &cert.addresses {
+            tx.execute(
+                "INSERT OR IGNORE INTO cert_addresses (fingerprint, address) VALUES (?1, ?2)",
+                params![cert.fingerprint, a],
+            )?;
+        }
+        tx.commit()?;
+        Ok(Added::New)
+    }
+
+    fn list(&self, kind: Option<Kind>) -> Result<Vec<Stored>> {
+        let conn = self.conn();
+        match kind {
+            Some(k) => Self::rows(
+                &conn,
+                "SELECT kind, source, added, der FROM certificates WHERE kind = ?1 \
+                 ORDER BY added, fingerprint",
+                &[&k.as_str()],
+            ),
+            None => Self::rows(
+                &conn,
+                "SELECT kind, source, added, der FROM certificates ORDER BY added, fingerprint",
+                &[],
+            ),
+        }
+    }
+
+    fn for_address(&self, address: &str) -> Result<Vec<Stored>> {
+        let conn = self.conn();
+        Self::rows(
+            &conn,
+            "SELECT c.kind, c.source, c.added, c.der FROM certificates c \
+             JOIN cert_addresses a ON a.fingerprint = c.fingerprint \
+             WHERE a.address = ?1 ORDER BY c.added, c.fingerprint",
+            &[&address.to_ascii_lowercase()],
+        )
+    }
+
+    fn remove(&self, prefix: &str) -> Result<Stored> {
+        let prefix = prefix.trim().to_ascii_lowercase().replace(':', "");
+        if prefix.len() < 8 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::NoMatch(prefix));
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let found = Self::rows(
+            &tx,
+            "SELECT kind, source, added, der FROM certificates WHERE fingerprint LIKE ?1 || '%'",
+            &[&prefix],
+        )?;
+        match found.len() {
+            0 => Err(StoreError::NoMatch(prefix)),
+            1 => {
+                tx.execute(
+                    "DELETE FROM certificates WHERE fingerprint = ?1",
+                    [&found[0].info.fingerprint],
+                )?;
+                tx.commit()?;
+                Ok(found
+                    .into_iter()
+                    .next()
+                    .ok_or(StoreError::NoMatch(prefix))?)
+            }
+            count => Err(StoreError::Ambiguous { prefix, count }),
+        }
+    }
+
+    fn record(&self, e: &AuditEntry) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO audit (at, who, origin, action, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![e.at as i64, e.who, e.origin, e.action, e.detail],
+        )?;
+        Ok(())
+    }
+
+    fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT at, who, origin, action, detail FROM audit ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = st.query_map([limit as i64], |r| {
+            Ok(AuditEntry {
+                at: r.get::<_, i64>(0)?.max(0) as u64,
+                who: r.get(1)?,
+                origin: r.get(2)?,
+                action: r.get(3)?,
+                detail: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+}
