@@ -19,30 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::openssl;
-use harness::{Gateway, header_value};
-
-/// Runs the console on `dir` with `input` typed; its output.
-fn console(dir: &Path, input: &str) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_smimegw"))
-        .args(["console", "--data"])
-        .arg(dir)
-        .arg("--network")
-        .arg(dir.join("network.conf"))
-        .args(["--reboot-command", "true"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-}
+use harness::{Gateway, console, header_value};
 
 #[test]
 fn console_first_sign_in_settings_password_and_reset() {

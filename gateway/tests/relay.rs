@@ -141,13 +141,7 @@ fn external_clients_may_not_relay() {
 fn inbound_is_decrypted_verified_and_the_certificate_harvested_for_replies() {
     let dir = tempfile::tempdir().unwrap();
     // Bob is outside; his certificate is trusted (as a CA bundle would make it).
-    outsider(dir.path(), "bob", "bob@example.net");
-    std::fs::create_dir_all(dir.path().join("data/trust")).unwrap();
-    std::fs::copy(
-        dir.path().join("bob.pem"),
-        dir.path().join("data/trust/bob.pem"),
-    )
-    .unwrap();
+    trusted_outsider(dir.path(), "bob", "bob@example.net");
     let gw = Gateway::start_in(dir, "", "");
     let d = gw.dir.path();
 
@@ -935,39 +929,13 @@ fn policy_by_domain_and_sender_chooses_signing_encryption_format_and_algorithms(
     assert!(verify(&d.join("ops.eml")).contains("body from ops@example.com"));
 }
 
-/// `smimegw console` on the gateway's data directory, `input` typed through a pipe.
-fn console(gw: &Gateway, input: &str) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_smimegw"))
-        .args(["console", "--data", "data", "--network", "network.conf"])
-        .current_dir(gw.dir.path())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-}
-
 #[test]
 fn an_opened_chassis_stops_signing_and_decrypting_until_cleared_and_mail_waits() {
     common::softhsm_conf();
     let dir = tempfile::tempdir().unwrap();
     let hsm_dir = dir.path().join("softhsm");
     hsm::softhsm::init_dev_token(&hsm_dir, "gw-tamper", "test-passphrase").unwrap();
-    outsider(dir.path(), "bob", "bob@example.net");
-    std::fs::create_dir_all(dir.path().join("data/trust")).unwrap();
-    std::fs::copy(
-        dir.path().join("bob.pem"),
-        dir.path().join("data/trust/bob.pem"),
-    )
-    .unwrap();
+    trusted_outsider(dir.path(), "bob", "bob@example.net");
     let mut gw = Gateway::start_in(
         dir,
         "",
@@ -1047,7 +1015,7 @@ fn an_opened_chassis_stops_signing_and_decrypting_until_cleared_and_mail_waits()
 
     // An administrator inspects the machine and clears it on the console.
     let out = console(
-        &gw,
+        &gw.data(),
         "correct horse battery\ncorrect horse battery\n\
          status\n\
          tamper\n\

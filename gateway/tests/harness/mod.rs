@@ -483,3 +483,39 @@ pub fn held_for(data: &Path, address: &str) -> Vec<smimegw::store::Stored> {
         .for_address(address)
         .unwrap()
 }
+
+/// `smimegw console` on the data directory `data` (network settings in `data/network.conf`,
+/// reboots a no-op) with `input` typed through a pipe; everything it printed.
+pub fn console(data: &Path, input: &str) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_smimegw"))
+        .args(["console", "--data"])
+        .arg(data)
+        .arg("--network")
+        .arg(data.join("network.conf"))
+        .args(["--reboot-command", "true"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// An outsider (`outsider`) whose certificate the gateway in `dir` trusts (a file in its
+/// `data/trust`).
+pub fn trusted_outsider(dir: &Path, name: &str, address: &str) {
+    outsider(dir, name, address);
+    std::fs::create_dir_all(dir.join("data/trust")).unwrap();
+    std::fs::copy(
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("data/trust/{name}.pem")),
+    )
+    .unwrap();
+}
