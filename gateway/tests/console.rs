@@ -438,6 +438,10 @@ fn console_on_a_terminal_imports_trust_and_shows_certificates_and_queue() {
     };
     t.line(&format!("trust remove {fp}"));
     t.expect("Your password:");
+    t.line("not my password");
+    t.expect("That is not your password; nothing removed.");
+    t.line(&format!("trust remove {fp}"));
+    t.expect("Your password:");
     t.line("correct horse battery");
     let out = t.expect("smimegw> ");
     assert!(out.contains("removed anchor: Test Root CA"), "{out}");
@@ -449,6 +453,8 @@ fn console_on_a_terminal_imports_trust_and_shows_certificates_and_queue() {
         "admin (serial console): folder import\n    SSL Certificates: external Erin (",
         "intermediate Test",
         "admin (serial console): trust remove\n    anchor Test Root CA",
+        "admin (serial console): administrator password set",
+        "admin (serial console): wrong password confirming a change",
     ] {
         assert!(audit.contains(want), "{want}: {audit}");
     }
@@ -461,10 +467,12 @@ fn console_on_a_terminal_imports_trust_and_shows_certificates_and_queue() {
     t.line("logout");
     t.expect("Signed out.");
     let all = t.all();
-    assert!(
-        !all.contains("correct horse"),
-        "a password was echoed on the terminal:\n{all}"
-    );
+    for secret in ["correct horse", "not my password"] {
+        assert!(
+            !all.contains(secret),
+            "a password was echoed on the terminal:\n{all}"
+        );
+    }
 }
 
 /// Carol's signed message to Alice (OpenSSL; only her own certificate in it).

@@ -202,7 +202,7 @@ impl Console<'_> {
             ["tamper"] => self.gateway("tamper"),
             ["tamper", "clear"] => {
                 if self.password_again("Your password: ", "tamper not cleared")? {
-                    audit(&self.user, "tamper cleared");
+                    self.audit(None, "tamper cleared");
                     self.gateway("tamper-clear")
                 } else {
                     Ok(())
@@ -298,7 +298,7 @@ impl Console<'_> {
         }
         admins.insert("admin".into(), users::hash(&pw).map_err(users_error)?);
         users::write_as(self.admins_path(), &admins, Names::Logins).map_err(users_error)?;
-        audit("admin", "administrator password set");
+        self.audit(Some("admin"), "administrator password set");
         self.user = "admin".into();
         Ok(true)
     }
@@ -340,11 +340,11 @@ impl Console<'_> {
                 return Ok(false);
             };
             if let Some(user) = self.store.verify(&login, &pw).map_err(users_error)? {
-                audit(&user, "signed in");
+                self.audit(Some(&user), "signed in");
                 self.user = user;
                 return Ok(true);
             }
-            audit(login.trim(), "sign-in failed");
+            self.audit(Some(login.trim()), "sign-in failed");
             std::thread::sleep(Duration::from_secs(1 << failures.min(4)));
             writeln!(self.out, "Sign-in failed.")?;
         }
@@ -431,7 +431,7 @@ impl Console<'_> {
             }
         }
         write_network(&self.network, &settings)?;
-        audit(&self.user, &format!("network {}", words.join(" ")));
+        self.audit(None, &format!("network {}", words.join(" ")));
         writeln!(self.out, "Saved; applied at the next reboot.")?;
         Ok(())
     }
@@ -450,7 +450,7 @@ impl Console<'_> {
         {
             return Ok(true);
         }
-        audit(&self.user, "wrong password confirming a change");
+        self.audit(None, "wrong password confirming a change");
         std::thread::sleep(Duration::from_secs(1));
         writeln!(self.out, "That is not your password; {refusal}.")?;
         Ok(false)
@@ -465,6 +465,23 @@ impl Console<'_> {
         self.certs
             .as_ref()
             .ok_or_else(|| CliError::Usage("no certificate store".into()))
+    }
+
+    /// An administrator's action (by `who`, else the signed-in user): to syslog, and to the
+    /// store's audit log where the web console shows it too.
+    fn audit(&mut self, who: Option<&str>, what: &str) {
+        let who = who.unwrap_or(&self.user).to_string();
+        syslog(&who, what);
+        let entry = smimegw::store::AuditEntry {
+            at: smimegw::spool::now(),
+            who,
+            origin: "serial console".into(),
+            action: what.to_string(),
+            detail: String::new(),
+        };
+        if let Ok(store) = self.cert_store() {
+            let _ = store.record(&entry);
+        }
     }
 
     fn actor(&self) -> Actor {
@@ -530,7 +547,7 @@ impl Console<'_> {
         for (name, why) in &report.skipped {
             writeln!(self.out, "skipped {name}: {why}")?;
         }
-        audit(&self.user, &format!("trust import {}", path.display()));
+        syslog(&self.user, &format!("trust import {}", path.display()));
         Ok(())
     }
 
@@ -548,7 +565,7 @@ impl Console<'_> {
             admin::short_name(&removed.info),
             &removed.info.fingerprint[..16]
         )?;
-        audit(&self.user, &format!("trust remove {fp}"));
+        syslog(&self.user, &format!("trust remove {fp}"));
         Ok(())
     }
 
@@ -609,13 +626,13 @@ impl Console<'_> {
         let mut admins = users::read_as(self.admins_path(), Names::Logins).map_err(users_error)?;
         admins.insert(self.user.clone(), users::hash(&new).map_err(users_error)?);
         users::write_as(self.admins_path(), &admins, Names::Logins).map_err(users_error)?;
-        audit(&self.user, "password changed");
+        self.audit(None, "password changed");
         writeln!(self.out, "Password changed.")?;
         Ok(())
     }
 
     fn reboot(&mut self) -> Result<(), CliError> {
-        audit(&self.user, "reboot");
+        self.audit(None, "reboot");
         writeln!(self.out, "Rebooting.")?;
         self.out.flush()?;
         let status = std::process::Command::new(&self.reboot_command).status();
@@ -652,14 +669,14 @@ impl Console<'_> {
                 source,
             }
         })?;
-        audit(&self.user, "factory reset requested");
+        self.audit(None, "factory reset requested");
         self.reboot()
     }
 }
 
 /// An administrator's action, to syslog (the appliance keeps it; elsewhere it goes where
 /// syslog goes). Console output stays clean.
-fn audit(user: &str, what: &str) {
+fn syslog(user: &str, what: &str) {
     let _ = std::process::Command::new("logger")
         .args(["-t", "smimegw-console", "-p", "auth.notice"])
         .arg(format!("{user}: {what}"))
