@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use crate::smime::asn1::civil;
+use crate::smime::asn1::day;
 use crate::store::{Added, AuditEntry, CertInfo, Kind, Store, StoreError, Stored};
 
 /// The largest certificate file accepted.
@@ -44,11 +44,6 @@ pub struct ImportReport {
     pub known: Vec<CertInfo>,
     /// Files of a folder left out, with the reason.
     pub skipped: Vec<(String, String)>,
-}
-
-fn day(secs: u64) -> String {
-    let (y, m, d, ..) = civil(secs);
-    format!("{y:04}-{m:02}-{d:02}")
 }
 
 /// A short name for a certificate: its subject's CN (else the whole subject).

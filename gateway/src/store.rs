@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use der::{Decode, Encode};
+use der::Decode;
 use rusqlite::{Connection, OptionalExtension, params};
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages};
 
@@ -70,11 +70,8 @@ pub struct CertInfo {
 impl CertInfo {
     /// Reads a DER certificate; `None` when it does not parse.
     pub fn parse(der: &[u8]) -> Option<CertInfo> {
+        // Strict DER, nothing after it.
         let c = x509_cert::Certificate::from_der(der).ok()?;
-        // Only what re-encodes to the same bytes: no trailing garbage, no BER.
-        if c.to_der().ok()?.as_slice() != der {
-            return None;
-        }
         let tbs = c.tbs_certificate();
         let v = tbs.validity();
         let is_ca = matches!(
@@ -95,10 +92,12 @@ impl CertInfo {
         addresses.sort();
         addresses.dedup();
         Some(CertInfo {
-            fingerprint: hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der)),
+            fingerprint: hsm::hex(
+                aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der).as_ref(),
+            ),
             subject: tbs.subject().to_string(),
             issuer: tbs.issuer().to_string(),
-            serial: hex(tbs.serial_number().as_bytes()),
+            serial: hsm::hex(tbs.serial_number().as_bytes()),
             not_before: v.not_before.to_unix_duration().as_secs(),
             not_after: v.not_after.to_unix_duration().as_secs(),
             is_ca,
@@ -108,10 +107,6 @@ impl CertInfo {
             der: der.to_vec(),
         })
     }
-}
-
-fn hex(b: impl AsRef<[u8]>) -> String {
-    b.as_ref().iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// A certificate in the store.

@@ -367,7 +367,8 @@ pub fn random(n: usize) -> Result<zeroize::Zeroizing<Vec<u8>>> {
     Ok(out)
 }
 
-pub(crate) fn hex(b: &[u8]) -> String {
+/// Lower-case hexadecimal, two digits a byte (fingerprints, key ids, serials).
+pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 

@@ -728,6 +728,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hex;
 
     #[test]
     fn pkcs12_kdf_matches_openssl() {
@@ -758,10 +759,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(hex(&iv), "79993dfe048d3b76");
-    }
-
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::time::Duration;
 use clap::Args;
 use smimegw::admin::{self, Actor};
 use smimegw::config::Config;
+use smimegw::smime::asn1::day;
 use smimegw::store::{Kind, SqliteStore, Store};
 use smimegw::users::{self, Names, UserStore};
 use zeroize::Zeroizing;
@@ -726,11 +727,6 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
         lines.push(line);
     }
     lines
-}
-
-fn day(secs: u64) -> String {
-    let (y, m, d, ..) = smimegw::smime::asn1::civil(secs);
-    format!("{y:04}-{m:02}-{d:02}")
 }
 
 /// A file to import, refused before reading when it is too large.

@@ -11,7 +11,6 @@
 
 mod selftest;
 
-use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -265,7 +264,7 @@ fn list(token: &dyn Token, out: &mut dyn Write) -> Result<(), CliError> {
             vec![
                 o.label.clone(),
                 type_name(o.class).to_string(),
-                hex(&o.id),
+                hsm::hex(&o.id),
                 o.description.clone(),
                 protection(o.protected).to_string(),
             ]
@@ -304,7 +303,7 @@ fn import_p12(
         &[
             ("imported", report.label),
             ("key", report.key.to_string()),
-            ("id", hex(&report.id)),
+            ("id", hsm::hex(&report.id)),
             ("certificates", report.certificates.to_string()),
             ("subject", subject),
             ("not after", not_after),
@@ -352,7 +351,7 @@ fn generate(
         &[
             ("generated", o.label),
             ("key", o.description),
-            ("id", hex(&o.id)),
+            ("id", hsm::hex(&o.id)),
             ("protected", protection(o.protected).to_string()),
         ],
     )?;
@@ -389,21 +388,13 @@ fn yes_no(b: bool) -> String {
     if b { "yes" } else { "no" }.to_string()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn hex_is_lower_case_and_padded() {
-        assert_eq!(hex(&[0x00, 0x0a, 0xff]), "000aff");
-        assert_eq!(hex(&[]), "");
+        assert_eq!(hsm::hex(&[0x00, 0x0a, 0xff]), "000aff");
+        assert_eq!(hsm::hex(&[]), "");
     }
 }

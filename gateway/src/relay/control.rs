@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 
+use crate::smime::asn1::day;
 use crate::spool::{self, Envelope, SpoolError, Status};
 
 use super::Relay;
@@ -58,12 +59,6 @@ fn age(secs: u64) -> String {
         s if s < 172_800 => format!("{}h", s / 3600),
         s => format!("{}d", s / 86_400),
     }
-}
-
-/// A date as YYYY-MM-DD (UTC).
-fn day(secs: u64) -> String {
-    let (y, m, d, ..) = crate::smime::asn1::civil(secs);
-    format!("{y:04}-{m:02}-{d:02}")
 }
 
 /// The gateway at a glance: what the consoles show first.

@@ -71,6 +71,12 @@ pub fn algorithm(oid_contents: &[u8], params: Option<&[u8]>) -> Vec<u8> {
     }
 }
 
+/// A date as YYYY-MM-DD (UTC) of seconds since the Unix epoch.
+pub fn day(unix: u64) -> String {
+    let (y, m, d, ..) = civil(unix);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 /// The civil date and time (UTC, proleptic Gregorian) of seconds since the Unix epoch:
 /// (year, month 1-12, day 1-31, hour, minute, second).
 pub fn civil(unix: u64) -> (i64, u64, u64, u64, u64, u64) {

@@ -440,8 +440,7 @@ fn boundary_for(digest: &[u8], now: u64) -> String {
     let mut seed = digest.to_vec();
     seed.extend_from_slice(&now.to_be_bytes());
     let d = Hash::Sha256.digest(&seed);
-    let hex: String = d[..12].iter().map(|b| format!("{b:02x}")).collect();
-    format!("----=_smimegw_{hex}")
+    format!("----=_smimegw_{}", hsm::hex(&d[..12]))
 }
 
 /// The signature algorithm for the signer's key.

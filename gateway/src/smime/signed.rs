@@ -274,10 +274,6 @@ fn check_signers(
     Ok(signers)
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 fn verify_signer(
     si: &Tlv<'_>,
     content_type: &[u8],
@@ -304,7 +300,7 @@ fn verify_signer(
         let cert = certificates.iter().find(|c| {
             hsm::cert_summary(c).is_ok_and(|s| s.subject_key_id.as_deref() == Some(&ski[..]))
         });
-        (format!("subject key identifier {}", hex(&ski)), cert)
+        (format!("subject key identifier {}", hsm::hex(&ski)), cert)
     } else {
         let ias = sid.items()?;
         let [issuer, serial] = ias.as_slice() else {
@@ -314,7 +310,7 @@ fn verify_signer(
             hsm::cert_summary(c)
                 .is_ok_and(|s| s.issuer_der == issuer.raw && s.serial_der == serial.raw)
         });
-        (format!("serial {}", hex(serial.body)), cert)
+        (format!("serial {}", hsm::hex(serial.body)), cert)
     };
     let mut result = SignerResult {
         cert: cert.cloned(),

@@ -23,8 +23,8 @@ use hsm::{
     Token, run_all,
 };
 
-use super::hex;
 use crate::error::CliError;
+use hsm::hex;
 
 /// What is signed: the digest of this.
 const MESSAGE: &[u8] = b"smimegw token self-test";
