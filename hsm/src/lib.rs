@@ -440,3 +440,12 @@ pub trait Token: Send + Sync + fmt::Debug {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_is_lower_case_and_padded() {
+        assert_eq!(super::hex(&[0x00, 0x0a, 0xff]), "000aff");
+        assert_eq!(super::hex(&[]), "");
+    }
+}

@@ -387,14 +387,3 @@ fn protection(p: Option<bool>) -> &'static str {
 fn yes_no(b: bool) -> String {
     if b { "yes" } else { "no" }.to_string()
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hex_is_lower_case_and_padded() {
-        assert_eq!(hsm::hex(&[0x00, 0x0a, 0xff]), "000aff");
-        assert_eq!(hsm::hex(&[]), "");
-    }
-}
