@@ -29,7 +29,7 @@ pub enum AdminError {
     Refused { name: String, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{path}: {source}")]
+    #[error("cannot read {path}: {source}")]
     Io {
         path: String,
         source: std::io::Error,
@@ -301,6 +301,7 @@ pub fn import_folder(
     Ok(report)
 }
 
+/// Reads a file to import, never more than [`MAX_UPLOAD`] bytes.
 fn read_limited(path: &Path) -> Result<Vec<u8>, AdminError> {
     use std::io::Read;
     let io = |source| AdminError::Io {
@@ -312,7 +313,29 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, AdminError> {
     f.take(MAX_UPLOAD as u64 + 1)
         .read_to_end(&mut bytes)
         .map_err(io)?;
+    if bytes.len() > MAX_UPLOAD {
+        return Err(AdminError::Refused {
+            name: path.display().to_string(),
+            reason: format!("more than {MAX_UPLOAD} bytes is too large for a certificate file"),
+        });
+    }
     Ok(bytes)
+}
+
+/// Imports from `path`: a FirstClass-style folder ([`import_folder`]), or one file of CA
+/// certificates ([`import_trust`]).
+pub fn import_path(
+    store: &dyn Store,
+    actor: &Actor,
+    path: &Path,
+    now: u64,
+) -> Result<ImportReport, AdminError> {
+    if path.is_dir() {
+        import_folder(store, actor, path, now)
+    } else {
+        let bytes = read_limited(path)?;
+        import_trust(store, actor, &path.display().to_string(), &bytes, now)
+    }
 }
 
 fn is_address(name: &str) -> bool {
@@ -353,22 +376,27 @@ fn check_correspondent(name: &str, certs: &[CertInfo], now: u64) -> Result<CertI
 
 /// Removes a trust anchor or intermediate (by fingerprint prefix).
 pub fn remove_trust(store: &dyn Store, actor: &Actor, prefix: &str) -> Result<Stored, AdminError> {
-    let held = store.list(None)?;
-    let p = prefix.trim().to_ascii_lowercase().replace(':', "");
-    if let Some(s) = held
-        .iter()
-        .find(|s| s.info.fingerprint.starts_with(&p) && s.kind == Kind::External)
-        && !p.is_empty()
-    {
-        return Err(AdminError::Refused {
-            name: prefix.to_string(),
-            reason: format!(
-                "\"{}\" is a correspondent's certificate, not a trust anchor",
-                short_name(&s.info)
-            ),
-        });
-    }
-    let removed = store.remove(prefix)?;
+    let removed = match store.remove(prefix, &[Kind::Anchor, Kind::Intermediate]) {
+        Ok(r) => r,
+        Err(StoreError::NoMatch(p)) => {
+            // Say so when the prefix names a correspondent's certificate instead.
+            let external = store.list(&[Kind::External])?;
+            let named = external
+                .iter()
+                .find(|s| p.len() >= 8 && s.info.fingerprint.starts_with(&p));
+            return Err(match named {
+                Some(s) => AdminError::Refused {
+                    name: prefix.to_string(),
+                    reason: format!(
+                        "\"{}\" is a correspondent's certificate, not a trust anchor",
+                        short_name(&s.info)
+                    ),
+                },
+                None => StoreError::NoMatch(p).into(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
     record(
         store,
         actor,

@@ -167,13 +167,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Adds a certificate as `kind` (a certificate already held keeps its first kind and
     /// source).
     fn add(&self, kind: Kind, cert: &CertInfo, source: &str) -> Result<Added>;
-    /// The certificates of `kind` (all when `None`), oldest first.
-    fn list(&self, kind: Option<Kind>) -> Result<Vec<Stored>>;
+    /// The certificates of these kinds (all when empty), oldest first.
+    fn list(&self, kinds: &[Kind]) -> Result<Vec<Stored>>;
     /// The certificates naming `address` (any kind), oldest first.
     fn for_address(&self, address: &str) -> Result<Vec<Stored>>;
-    /// Removes the one certificate whose fingerprint starts with `prefix` (at least 8 hex
-    /// digits); what was removed.
-    fn remove(&self, prefix: &str) -> Result<Stored>;
+    /// Removes the one certificate of these kinds whose fingerprint starts with `prefix` (at
+    /// least 8 hex digits); what was removed.
+    fn remove(&self, prefix: &str, kinds: &[Kind]) -> Result<Stored>;
     /// Appends to the audit log.
     fn record(&self, entry: &AuditEntry) -> Result<()>;
     /// The newest `limit` audit entries, newest first.
@@ -283,6 +283,16 @@ impl SqliteStore {
     }
 }
 
+/// A WHERE condition for these kinds (every kind when empty). Built from the fixed names,
+/// never from input.
+fn kind_filter(kinds: &[Kind]) -> String {
+    if kinds.is_empty() {
+        return "1".into();
+    }
+    let names: Vec<String> = kinds.iter().map(|k| format!("'{}'", k.as_str())).collect();
+    format!("kind IN ({})", names.join(", "))
+}
+
 impl Store for SqliteStore {
     fn add(&self, kind: Kind, cert: &CertInfo, source: &str) -> Result<Added> {
         let mut conn = self.conn();
@@ -323,21 +333,17 @@ impl Store for SqliteStore {
         Ok(Added::New)
     }
 
-    fn list(&self, kind: Option<Kind>) -> Result<Vec<Stored>> {
+    fn list(&self, kinds: &[Kind]) -> Result<Vec<Stored>> {
         let conn = self.conn();
-        match kind {
-            Some(k) => Self::rows(
-                &conn,
-                "SELECT kind, source, added, der FROM certificates WHERE kind = ?1 \
+        Self::rows(
+            &conn,
+            &format!(
+                "SELECT kind, source, added, der FROM certificates WHERE {} \
                  ORDER BY added, fingerprint",
-                &[&k.as_str()],
+                kind_filter(kinds)
             ),
-            None => Self::rows(
-                &conn,
-                "SELECT kind, source, added, der FROM certificates ORDER BY added, fingerprint",
-                &[],
-            ),
-        }
+            &[],
+        )
     }
 
     fn for_address(&self, address: &str) -> Result<Vec<Stored>> {
@@ -351,7 +357,7 @@ impl Store for SqliteStore {
         )
     }
 
-    fn remove(&self, prefix: &str) -> Result<Stored> {
+    fn remove(&self, prefix: &str, kinds: &[Kind]) -> Result<Stored> {
         let prefix = prefix.trim().to_ascii_lowercase().replace(':', "");
         if prefix.len() < 8 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(StoreError::NoMatch(prefix));
@@ -360,7 +366,11 @@ impl Store for SqliteStore {
         let tx = conn.transaction()?;
         let found = Self::rows(
             &tx,
-            "SELECT kind, source, added, der FROM certificates WHERE fingerprint LIKE ?1 || '%'",
+            &format!(
+                "SELECT kind, source, added, der FROM certificates \
+                 WHERE fingerprint LIKE ?1 || '%' AND {}",
+                kind_filter(kinds)
+            ),
             &[&prefix],
         )?;
         match found.len() {

@@ -336,14 +336,11 @@ fn console_on_a_terminal_imports_trust_and_shows_certificates_and_queue() {
     let signed = carol_signs(&d);
     let deliver = |text: &str| {
         std::fs::write(d.join("carol.eml"), text).unwrap();
-        gw.send(&[
-            "--from",
+        gw.send_file(
             "carol@example.net",
-            "--to",
             "alice@example.com",
-            "--data",
-            d.join("carol.eml").to_str().unwrap(),
-        ]);
+            &d.join("carol.eml"),
+        );
     };
     deliver(&signed);
     let got = gw.maildir("inbox", 1);

@@ -82,14 +82,11 @@ fn outbound_is_signed_except_by_destination_archive_and_header() {
         ],
         gw.dir.path(),
     );
-    gw.send(&[
-        "--from",
+    gw.send_file(
         "alice@example.com",
-        "--to",
         "carol@example.net",
-        "--data",
-        gw.dir.path().join("signed.eml").to_str().unwrap(),
-    ]);
+        &gw.dir.path().join("signed.eml"),
+    );
     let got = gw.maildir("outbox", 3);
     let carol = got
         .iter()
@@ -155,14 +152,7 @@ fn inbound_is_decrypted_verified_and_the_certificate_harvested_for_replies() {
     let mut msg = b"X-SMIME-Status: pass; forged\r\n".to_vec();
     msg.extend_from_slice(&enc);
     std::fs::write(d.join("reply.eml"), &msg).unwrap();
-    gw.send(&[
-        "--from",
-        "bob@example.net",
-        "--to",
-        "alice@example.com",
-        "--data",
-        d.join("reply.eml").to_str().unwrap(),
-    ]);
+    gw.send_file("bob@example.net", "alice@example.com", &d.join("reply.eml"));
     let got = gw.maildir("inbox", 1);
     let text = &got[0].1;
     assert!(text.contains("secret answer from bob"), "{text}");
@@ -981,14 +971,7 @@ fn an_opened_chassis_stops_signing_and_decrypting_until_cleared_and_mail_waits()
     // Inbound encrypted mail waits too: not decrypted.
     let enc = bob_signed_and_encrypted(&d, "secret from bob", "re: tamper");
     std::fs::write(d.join("reply.eml"), &enc).unwrap();
-    gw.send(&[
-        "--from",
-        "bob@example.net",
-        "--to",
-        "alice@example.com",
-        "--data",
-        d.join("reply.eml").to_str().unwrap(),
-    ]);
+    gw.send_file("bob@example.net", "alice@example.com", &d.join("reply.eml"));
     gw.wait_until("both messages deferred", || {
         let q = gw.queued();
         q.len() == 2 && q.iter().all(|e| e["attempts"].as_u64() >= Some(1))

@@ -23,6 +23,7 @@ use smimegw::users::{self, Names, UserStore};
 use zeroize::Zeroizing;
 
 use super::queue::control_request;
+use super::table::table;
 use crate::error::CliError;
 
 #[derive(Debug, Args)]
@@ -493,23 +494,22 @@ impl Console<'_> {
     }
 
     fn trust_list(&mut self) -> Result<(), CliError> {
-        let held = self.cert_store()?.list(None).map_err(store_error)?;
-        let trusted: Vec<_> = held.iter().filter(|s| s.kind != Kind::External).collect();
-        writeln!(
-            self.out,
-            "{:<12}  {:<36}  {:<10}  FINGERPRINT",
-            "KIND", "NAME", "UNTIL"
-        )?;
-        for s in &trusted {
-            writeln!(
-                self.out,
-                "{:<12}  {:<36}  {:<10}  {}",
-                s.kind.as_str(),
-                fit(&admin::short_name(&s.info), 36),
-                day(s.info.not_after),
-                &s.info.fingerprint[..16]
-            )?;
-        }
+        let trusted = self
+            .cert_store()?
+            .list(&[Kind::Anchor, Kind::Intermediate])
+            .map_err(store_error)?;
+        let rows: Vec<Vec<String>> = trusted
+            .iter()
+            .map(|s| {
+                vec![
+                    s.kind.as_str().to_string(),
+                    fit(&admin::short_name(&s.info), 36),
+                    day(s.info.not_after),
+                    s.info.fingerprint[..16].to_string(),
+                ]
+            })
+            .collect();
+        table(self.out, &["KIND", "NAME", "UNTIL", "FINGERPRINT"], &rows)?;
         writeln!(
             self.out,
             "{} trusted CA certificate(s) (and the built-in CA)",
@@ -521,14 +521,8 @@ impl Console<'_> {
     fn trust_import(&mut self, path: &Path) -> Result<(), CliError> {
         let actor = self.actor();
         let now = smimegw::spool::now();
-        let report = if path.is_dir() {
-            admin::import_folder(self.cert_store()?, &actor, path, now)
-        } else {
-            let bytes = read_upload(path)?;
-            let name = path.display().to_string();
-            admin::import_trust(self.cert_store()?, &actor, &name, &bytes, now)
-        }
-        .map_err(|e| CliError::Usage(e.to_string()))?;
+        let report = admin::import_path(self.cert_store()?, &actor, path, now)
+            .map_err(|e| CliError::Usage(e.to_string()))?;
         for (kind, c) in &report.added {
             let what = match kind {
                 Kind::Anchor => "trusted (root)",
@@ -574,28 +568,29 @@ impl Console<'_> {
         let store = self.cert_store()?;
         let held = match address {
             Some(a) => store.for_address(a),
-            None => store.list(Some(Kind::External)),
+            None => store.list(&[Kind::External]),
         }
         .map_err(store_error)?;
         let held: Vec<_> = held
             .into_iter()
             .filter(|s| s.kind == Kind::External)
             .collect();
-        writeln!(
+        let rows: Vec<Vec<String>> = held
+            .iter()
+            .map(|s| {
+                vec![
+                    fit(&s.info.addresses.join(","), 36),
+                    day(s.info.not_before),
+                    day(s.info.not_after),
+                    s.info.fingerprint[..16].to_string(),
+                ]
+            })
+            .collect();
+        table(
             self.out,
-            "{:<36}  {:<10}  {:<10}  FINGERPRINT",
-            "ADDRESS", "FROM", "UNTIL"
+            &["ADDRESS", "FROM", "UNTIL", "FINGERPRINT"],
+            &rows,
         )?;
-        for s in &held {
-            writeln!(
-                self.out,
-                "{:<36}  {:<10}  {:<10}  {}",
-                fit(&s.info.addresses.join(","), 36),
-                day(s.info.not_before),
-                day(s.info.not_after),
-                &s.info.fingerprint[..16]
-            )?;
-        }
         writeln!(self.out, "{} certificate(s)", held.len())?;
         Ok(())
     }
@@ -727,23 +722,6 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
         lines.push(line);
     }
     lines
-}
-
-/// A file to import, refused before reading when it is too large.
-fn read_upload(path: &Path) -> Result<Vec<u8>, CliError> {
-    let read = |source| CliError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let len = std::fs::metadata(path).map_err(read)?.len();
-    if len > admin::MAX_UPLOAD as u64 {
-        return Err(CliError::Usage(format!(
-            "{}: {len} bytes is too large for a certificate file (at most {})",
-            path.display(),
-            admin::MAX_UPLOAD
-        )));
-    }
-    std::fs::read(path).map_err(read)
 }
 
 fn users_error(e: users::UsersError) -> CliError {

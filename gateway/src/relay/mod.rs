@@ -197,7 +197,7 @@ impl Relay {
     pub fn trust(&self) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         let mut anchors = self.anchors.clone();
         let mut intermediates = Vec::new();
-        match self.store.list(None) {
+        match self.store.list(&[Kind::Anchor, Kind::Intermediate]) {
             Ok(held) => {
                 for s in held {
                     match s.kind {

@@ -203,6 +203,11 @@ impl Gateway {
         text
     }
 
+    /// Sends the message in the file `path` from `from` to `to` and expects `250` to the data.
+    pub fn send_file(&self, from: &str, to: &str, path: &Path) -> String {
+        self.send(&["--from", from, "--to", to, "--data", path.to_str().unwrap()])
+    }
+
     /// Sends a message with `body` from `from` to `to` and expects `250` to the data.
     pub fn mail(&self, from: &str, to: &str, body: &str) -> String {
         self.send(&["--from", from, "--to", to, "--body", body])
