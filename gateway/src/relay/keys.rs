@@ -10,12 +10,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
-use der::Decode;
 use hsm::{ObjectType, Token};
 
 use crate::admin;
 use crate::ca::{CA_LABEL, Ca};
-use crate::smime::trust;
 use crate::store::{Added, CertInfo, Kind, Store};
 
 /// A key in the token with its certificate.
@@ -36,28 +34,6 @@ pub enum CertProblem {
     Expired,
     /// The token could not be asked (temporary).
     Token(String),
-}
-
-/// Validity of a DER certificate, seconds since the epoch.
-pub fn validity(cert: &[u8]) -> Option<(u64, u64)> {
-    let c = x509_cert::Certificate::from_der(cert).ok()?;
-    let v = c.tbs_certificate().validity();
-    Some((
-        v.not_before.to_unix_duration().as_secs(),
-        v.not_after.to_unix_duration().as_secs(),
-    ))
-}
-
-/// The addresses a DER certificate names, lower case.
-pub fn cert_addresses(cert: &[u8]) -> Vec<String> {
-    x509_cert::Certificate::from_der(cert)
-        .map(|c| {
-            trust::addresses(&c)
-                .into_iter()
-                .map(|a| a.to_ascii_lowercase())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The internal users' keys.
@@ -98,10 +74,11 @@ impl Keys {
             }
             let chain = self.token.certificates(&o.label).unwrap_or_default();
             let Some(leaf) = chain.first() else { continue };
-            let Some((not_before, not_after)) = validity(leaf) else {
+            let Some(info) = CertInfo::parse(leaf) else {
                 continue;
             };
-            for a in cert_addresses(leaf) {
+            let (not_before, not_after) = (info.not_before, info.not_after);
+            for a in info.addresses {
                 let e = KeyEntry {
                     label: o.label.clone(),
                     chain: chain.clone(),
@@ -182,7 +159,8 @@ impl Keys {
         let chain = ca
             .issue_smime(self.token.as_ref(), &address)
             .map_err(|e| CertProblem::Token(e.to_string()))?;
-        let (not_before, not_after) = validity(&chain[0]).unwrap_or((0, 0));
+        let (not_before, not_after) =
+            CertInfo::parse(&chain[0]).map_or((0, 0), |c| (c.not_before, c.not_after));
         let e = KeyEntry {
             label: address.clone(),
             chain,
