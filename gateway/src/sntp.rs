@@ -221,7 +221,22 @@ pub fn first_answer(servers: &[String], timeout: Duration) -> Result<Sample, Vec
     Err(errors)
 }
 
-/// An NTP timestamp for `unix` seconds (a server's side; the tests answer with it).
+/// A server's answer to `request` saying the time is `unix` (received and sent at once):
+/// what test servers send.
+pub fn server_reply(request: &[u8], unix: f64, stratum: u8) -> [u8; 48] {
+    let mut p = [0u8; 48];
+    p[0] = 0x24; // leap 0, version 4, mode 4 (server)
+    p[1] = stratum;
+    if let Some(nonce) = request.get(40..48) {
+        p[24..32].copy_from_slice(nonce);
+    }
+    let t = timestamp(unix).to_be_bytes();
+    p[32..40].copy_from_slice(&t);
+    p[40..48].copy_from_slice(&t);
+    p
+}
+
+/// An NTP timestamp for `unix` seconds.
 pub fn timestamp(unix: f64) -> u64 {
     let ntp = unix + NTP_UNIX as f64;
     let secs = ntp.floor();
@@ -251,13 +266,8 @@ mod tests {
 
     /// A server's answer to `req` saying the time is now + `skew` seconds.
     fn good(req: &[u8], skew: f64, first: u8, stratum: u8) -> Vec<u8> {
-        let mut p = vec![0u8; 48];
+        let mut p = server_reply(req, now_f64() + skew, stratum).to_vec();
         p[0] = first;
-        p[1] = stratum;
-        p[24..32].copy_from_slice(&req[40..48]);
-        let t = timestamp(now_f64() + skew);
-        p[32..40].copy_from_slice(&t.to_be_bytes());
-        p[40..48].copy_from_slice(&t.to_be_bytes());
         p
     }
 

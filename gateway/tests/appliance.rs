@@ -238,13 +238,7 @@ fn ntp_server(skew: f64) -> u16 {
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
                 .as_secs_f64();
-            let t = smimegw::sntp::timestamp(now + skew).to_be_bytes();
-            let mut p = [0u8; 48];
-            p[0] = 0x24; // version 4, server
-            p[1] = 2; // stratum
-            p[24..32].copy_from_slice(&req[40..48]);
-            p[32..40].copy_from_slice(&t);
-            p[40..48].copy_from_slice(&t);
+            let p = smimegw::sntp::server_reply(&req, now + skew, 2);
             let _ = sock.send_to(&p, from);
         }
     });

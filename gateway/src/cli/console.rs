@@ -685,7 +685,7 @@ fn store_error(e: smimegw::store::StoreError) -> CliError {
     CliError::Usage(e.to_string())
 }
 
-/// At most `n` characters (an ellipsis marks a cut).
+/// At most `n` characters (a `~` marks a cut).
 fn fit(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_string()
