@@ -25,6 +25,8 @@ pub enum Kind {
     Intermediate,
     /// A correspondent's certificate, to encrypt to them.
     External,
+    /// An internal user's certificate; its private key is in the token (`Stored::key`).
+    Internal,
 }
 
 impl Kind {
@@ -33,6 +35,7 @@ impl Kind {
             Kind::Anchor => "anchor",
             Kind::Intermediate => "intermediate",
             Kind::External => "external",
+            Kind::Internal => "internal",
         }
     }
 
@@ -41,6 +44,7 @@ impl Kind {
             "anchor" => Kind::Anchor,
             "intermediate" => Kind::Intermediate,
             "external" => Kind::External,
+            "internal" => Kind::Internal,
             _ => return None,
         })
     }
@@ -118,6 +122,8 @@ pub struct Stored {
     pub source: String,
     /// When it was added, seconds since the epoch.
     pub added: u64,
+    /// For an internal user's certificate: the PKCS#11 URI of its private key in the token.
+    pub key: Option<String>,
 }
 
 /// Whether a certificate was new.
@@ -166,7 +172,17 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Adds a certificate as `kind` (a certificate already held keeps its first kind and
     /// source).
-    fn add(&self, kind: Kind, cert: &CertInfo, source: &str) -> Result<Added>;
+    fn add(&self, kind: Kind, cert: &CertInfo, source: &str) -> Result<Added> {
+        self.add_with_key(kind, cert, source, None)
+    }
+    /// Adds a certificate with the PKCS#11 URI of its private key (an internal user's).
+    fn add_with_key(
+        &self,
+        kind: Kind,
+        cert: &CertInfo,
+        source: &str,
+        key: Option<&str>,
+    ) -> Result<Added>;
     /// The certificates of these kinds (all when empty), oldest first.
     fn list(&self, kinds: &[Kind]) -> Result<Vec<Stored>>;
     /// The certificates naming `address` (any kind), oldest first.
@@ -178,6 +194,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn record(&self, entry: &AuditEntry) -> Result<()>;
     /// The newest `limit` audit entries, newest first.
     fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>>;
+    /// A setting (the staged and the applied policy, ...), if set.
+    fn setting(&self, name: &str) -> Result<Option<String>>;
+    /// Sets (or with `None` removes) a setting.
+    fn set_setting(&self, name: &str, value: Option<&str>) -> Result<()>;
 }
 
 /// The embedded store: one SQLite file.
@@ -199,7 +219,8 @@ CREATE TABLE IF NOT EXISTS certificates (
     not_after INTEGER NOT NULL,
     source TEXT NOT NULL,
     added INTEGER NOT NULL,
-    der BLOB NOT NULL
+    der BLOB NOT NULL,
+    key_uri TEXT
 );
 CREATE TABLE IF NOT EXISTS cert_addresses (
     fingerprint TEXT NOT NULL REFERENCES certificates(fingerprint) ON DELETE CASCADE,
@@ -215,8 +236,15 @@ CREATE TABLE IF NOT EXISTS audit (
     action TEXT NOT NULL,
     detail TEXT NOT NULL
 );
-PRAGMA user_version = 1;
+CREATE TABLE IF NOT EXISTS settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+PRAGMA user_version = 2;
 ";
+
+/// Schema 1 to 2: the key URI of internal users' certificates, and settings.
+const MIGRATE_1: &str = "ALTER TABLE certificates ADD COLUMN key_uri TEXT;";
 
 impl SqliteStore {
     /// Opens (creating) `DATA/store.sqlite`.
@@ -235,10 +263,13 @@ impl SqliteStore {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(|e| err(&e))?;
-        if version > 1 {
+        if version > 2 {
             return Err(err(&format!(
-                "made by a newer smimegw (schema {version}); this one reads schema 1"
+                "made by a newer smimegw (schema {version}); this one reads schema 2"
             )));
+        }
+        if version == 1 {
+            conn.execute_batch(MIGRATE_1).map_err(|e| err(&e))?;
         }
         conn.execute_batch(SCHEMA).map_err(|e| err(&e))?;
         conn.execute_batch("PRAGMA foreign_keys = ON;")
@@ -263,11 +294,12 @@ impl SqliteStore {
                 r.get::<_, String>(1)?,
                 r.get::<_, i64>(2)?,
                 r.get::<_, Vec<u8>>(3)?,
+                r.get::<_, Option<String>>(4)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (kind, source, added, der) = row?;
+            let (kind, source, added, der, key) = row?;
             // A row whose certificate no longer parses is skipped, not fatal.
             let (Some(kind), Some(info)) = (Kind::parse(&kind), CertInfo::parse(&der)) else {
                 continue;
@@ -277,6 +309,7 @@ impl SqliteStore {
                 info,
                 source,
                 added: added.max(0) as u64,
+                key,
             });
         }
         Ok(out)
@@ -294,7 +327,13 @@ fn kind_filter(kinds: &[Kind]) -> String {
 }
 
 impl Store for SqliteStore {
-    fn add(&self, kind: Kind, cert: &CertInfo, source: &str) -> Result<Added> {
+    fn add_with_key(
+        &self,
+        kind: Kind,
+        cert: &CertInfo,
+        source: &str,
+        key: Option<&str>,
+    ) -> Result<Added> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let known: Option<String> = tx
@@ -309,7 +348,8 @@ impl Store for SqliteStore {
         }
         tx.execute(
             "INSERT INTO certificates (fingerprint, kind, subject, issuer, serial, not_before, \
-             not_after, source, added, der) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             not_after, source, added, der, key_uri) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 cert.fingerprint,
                 kind.as_str(),
@@ -321,6 +361,7 @@ impl Store for SqliteStore {
                 source,
                 crate::spool::now() as i64,
                 cert.der,
+                key,
             ],
         )?;
         for a in &cert.addresses {
@@ -338,7 +379,7 @@ impl Store for SqliteStore {
         Self::rows(
             &conn,
             &format!(
-                "SELECT kind, source, added, der FROM certificates WHERE {} \
+                "SELECT kind, source, added, der, key_uri FROM certificates WHERE {} \
                  ORDER BY added, fingerprint",
                 kind_filter(kinds)
             ),
@@ -350,7 +391,7 @@ impl Store for SqliteStore {
         let conn = self.conn();
         Self::rows(
             &conn,
-            "SELECT c.kind, c.source, c.added, c.der FROM certificates c \
+            "SELECT c.kind, c.source, c.added, c.der, c.key_uri FROM certificates c \
              JOIN cert_addresses a ON a.fingerprint = c.fingerprint \
              WHERE a.address = ?1 ORDER BY c.added, c.fingerprint",
             &[&address.to_ascii_lowercase()],
@@ -367,7 +408,7 @@ impl Store for SqliteStore {
         let found = Self::rows(
             &tx,
             &format!(
-                "SELECT kind, source, added, der FROM certificates \
+                "SELECT kind, source, added, der, key_uri FROM certificates \
                  WHERE fingerprint LIKE ?1 || '%' AND {}",
                 kind_filter(kinds)
             ),
@@ -413,5 +454,27 @@ impl Store for SqliteStore {
             })
         })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    fn setting(&self, name: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row("SELECT value FROM settings WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    fn set_setting(&self, name: &str, value: Option<&str>) -> Result<()> {
+        let conn = self.conn();
+        match value {
+            Some(v) => conn.execute(
+                "INSERT INTO settings (name, value) VALUES (?1, ?2) \
+                 ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                params![name, v],
+            )?,
+            None => conn.execute("DELETE FROM settings WHERE name = ?1", [name])?,
+        };
+        Ok(())
     }
 }

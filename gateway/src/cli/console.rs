@@ -56,6 +56,10 @@ const HELP: &str = "\
 Commands:
   status                      the gateway, token, queue and next hops at a glance
   certificates                internal users' signing certificates
+  keys [ADDRESS]              internal users' certificates and their keys
+  keys import PATH            a user's PKCS#12 (.p12/.pfx): the key goes into the
+                              token (asks for the file's password)
+  keys delete FINGERPRINT     delete a user's key for good (asks for your password)
   queue [list]                queued messages
   queue show ID | retry [ID] | delete ID
   network                     show the network settings
@@ -210,6 +214,13 @@ impl Console<'_> {
                     Ok(())
                 }
             }
+            ["keys"] => self.keys_list(None),
+            ["keys", "import", path @ ..] if !path.is_empty() => {
+                let path = path.join(" ");
+                self.keys_import(path.trim_matches(|c| c == '"' || c == '\''))
+            }
+            ["keys", "delete", fp] => self.keys_delete(fp),
+            ["keys", address] => self.keys_list(Some(address)),
             ["trust"] => self.trust_list(),
             // A path may have spaces ("SSL Certificates"), quoted or not.
             ["trust", "import", path @ ..] if !path.is_empty() => {
@@ -528,6 +539,7 @@ impl Console<'_> {
                 Kind::Anchor => "trusted (root)",
                 Kind::Intermediate => "trusted (intermediate)",
                 Kind::External => "correspondent",
+                Kind::Internal => "internal user",
             };
             let name = if *kind == Kind::External {
                 c.addresses.join(", ")
@@ -562,6 +574,72 @@ impl Console<'_> {
         )?;
         syslog(&self.user, &format!("trust remove {fp}"));
         Ok(())
+    }
+
+    fn keys_list(&mut self, address: Option<&str>) -> Result<(), CliError> {
+        let store = self.cert_store()?;
+        let held = match address {
+            Some(a) => store.for_address(a),
+            None => store.list(&[Kind::Internal]),
+        }
+        .map_err(store_error)?;
+        let rows: Vec<Vec<String>> = held
+            .iter()
+            .filter(|s| s.kind == Kind::Internal)
+            .map(|s| {
+                vec![
+                    fit(&s.info.addresses.join(","), 30),
+                    day(s.info.not_after),
+                    s.info.fingerprint[..16].to_string(),
+                    fit(
+                        s.key
+                            .as_deref()
+                            .and_then(|u| hsm::Pkcs11Uri::parse(u).ok())
+                            .and_then(|u| u.object)
+                            .as_deref()
+                            .unwrap_or("?"),
+                        12,
+                    ),
+                ]
+            })
+            .collect();
+        let n = rows.len();
+        table(
+            &mut self.out,
+            &["ADDRESS", "UNTIL", "FINGERPRINT", "KEY"],
+            &rows,
+        )?;
+        writeln!(self.out, "{n} certificate(s) with a key in the token")?;
+        Ok(())
+    }
+
+    fn keys_import(&mut self, path: &str) -> Result<(), CliError> {
+        let Some(pw) = self.secret(&format!("Password of {path}: "))? else {
+            return Ok(());
+        };
+        let request = serde_json::json!({
+            "who": self.user,
+            "origin": "serial console",
+            "path": std::fs::canonicalize(path).unwrap_or_else(|_| path.into()),
+            "password": pw.as_str(),
+        });
+        self.gateway(&format!("key-import {request}"))
+    }
+
+    fn keys_delete(&mut self, fp: &str) -> Result<(), CliError> {
+        writeln!(
+            self.out,
+            "Mail encrypted to this key can no longer be decrypted once it is deleted."
+        )?;
+        if !self.password_again("Your password: ", "nothing deleted")? {
+            return Ok(());
+        }
+        let request = serde_json::json!({
+            "who": self.user,
+            "origin": "serial console",
+            "fingerprint": fp,
+        });
+        self.gateway(&format!("key-delete {request}"))
     }
 
     fn correspondents(&mut self, address: Option<&str>) -> Result<(), CliError> {

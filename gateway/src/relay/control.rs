@@ -39,7 +39,7 @@ pub async fn serve(relay: Arc<Relay>, listener: UnixListener) {
         tokio::spawn(async move {
             let (r, mut w) = conn.into_split();
             let mut line = String::new();
-            let mut r = BufReader::new(r).take(1024);
+            let mut r = BufReader::new(r).take(8192);
             if r.read_line(&mut line).await.is_err() {
                 return;
             }
@@ -94,11 +94,7 @@ async fn status(relay: &Arc<Relay>) -> Result<String, String> {
     );
     let _ = writeln!(out, "queue:      {queued} message(s)");
     let _ = writeln!(out, "token:      {token}");
-    let _ = writeln!(
-        out,
-        "keys:       {} address(es)",
-        relay.keys.entries().len()
-    );
+    let _ = writeln!(out, "keys:       {} address(es)", relay.keys.addresses());
     let _ = writeln!(
         out,
         "tamper:     {}",
@@ -129,7 +125,89 @@ fn last_error(e: &Envelope) -> String {
         .unwrap_or_default()
 }
 
+/// `key-import` and `key-delete`: the serial console's key management, done here because
+/// the gateway holds the token session. The console has checked the administrator.
+#[derive(serde::Deserialize)]
+struct KeyRequest {
+    who: String,
+    origin: String,
+    #[serde(default)]
+    path: Option<std::path::PathBuf>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    fingerprint: Option<String>,
+}
+
+async fn key_request(relay: &Arc<Relay>, import: bool, json: &str) -> Result<String, String> {
+    let req: KeyRequest =
+        serde_json::from_str(json).map_err(|e| format!("bad key request: {e}"))?;
+    let r = relay.clone();
+    tokio::task::spawn_blocking(move || {
+        let actor = crate::admin::Actor {
+            who: req.who,
+            origin: req.origin,
+        };
+        if import {
+            let path = req.path.ok_or("no path")?;
+            let bytes = crate::admin::read_limited(&path).map_err(|e| e.to_string())?;
+            let password = hsm::Pin::new(req.password.unwrap_or_default());
+            let name = path.display().to_string();
+            let done = crate::admin::keys::import_pkcs12(
+                r.store.as_ref(),
+                &r.keys,
+                &actor,
+                &name,
+                &bytes,
+                &password,
+                spool::now(),
+            )
+            .map_err(|e| e.to_string())?;
+            r.queue.retry_all();
+            let mut out = format!(
+                "imported {} ({}), valid until {}\nkey: {}\n",
+                done.cert.addresses.join(", "),
+                &done.cert.fingerprint[..16],
+                day(done.cert.not_after),
+                done.uri
+            );
+            for c in &done.replaces {
+                let _ = writeln!(
+                    out,
+                    "renews {} (its key stays, for mail encrypted to it)",
+                    &c.fingerprint[..16]
+                );
+            }
+            for c in &done.chain {
+                let _ = writeln!(
+                    out,
+                    "chain: {} kept as an intermediate (not trusted by this)",
+                    crate::admin::short_name(c)
+                );
+            }
+            Ok(out)
+        } else {
+            let fp = req.fingerprint.ok_or("no fingerprint")?;
+            let gone = crate::admin::keys::delete_key(r.store.as_ref(), &r.keys, &actor, &fp)
+                .map_err(|e| e.to_string())?;
+            Ok(format!(
+                "deleted the key of {} ({})\n",
+                gone.info.addresses.join(", "),
+                &gone.info.fingerprint[..16]
+            ))
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
 async fn handle(relay: &Arc<Relay>, line: &str) -> Result<String, String> {
+    if let Some(json) = line.strip_prefix("key-import ") {
+        return key_request(relay, true, json).await;
+    }
+    if let Some(json) = line.strip_prefix("key-delete ") {
+        return key_request(relay, false, json).await;
+    }
     let mut words = line.split_whitespace();
     let cmd = words.next().unwrap_or("");
     let id = words.next();

@@ -27,6 +27,12 @@ pub struct KeyEntry {
     pub not_after: u64,
 }
 
+impl KeyEntry {
+    fn valid_at(&self, now: u64) -> bool {
+        self.not_before <= now && now < self.not_after
+    }
+}
+
 /// Why a sender cannot sign.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CertProblem {
@@ -42,22 +48,38 @@ pub struct Keys {
     token: Arc<dyn Token>,
     ca: Option<Ca>,
     issue_on_first_use: bool,
-    index: RwLock<HashMap<String, KeyEntry>>,
+    /// Where internal users' certificates are listed with their key's URI.
+    store: Option<Arc<dyn Store>>,
+    /// Every key of an address, the signing one first (see [`Keys::reload`]).
+    index: RwLock<HashMap<String, Vec<KeyEntry>>>,
     /// Serialises issuing, so two sessions do not make two keys for one sender.
     issuing: Mutex<()>,
 }
 
+/// The PKCS#11 URI of a private key: the token's label and the key's.
+pub fn key_uri(token_label: &str, key_label: &str) -> String {
+    hsm::Pkcs11Uri {
+        token: Some(token_label.to_string()),
+        object: Some(key_label.to_string()),
+        object_type: Some(ObjectType::Private),
+        ..Default::default()
+    }
+    .to_string()
+}
+
 impl Keys {
-    /// Indexes the token's keys by their certificates' addresses.
+    /// Indexes the token's keys by their certificates' addresses, and lists them in `store`.
     pub fn load(
         token: Arc<dyn Token>,
         ca: Option<Ca>,
         issue_on_first_use: bool,
+        store: Option<Arc<dyn Store>>,
     ) -> hsm::Result<Keys> {
         let keys = Keys {
             token,
             ca,
             issue_on_first_use,
+            store,
             index: RwLock::new(HashMap::new()),
             issuing: Mutex::new(()),
         };
@@ -65,9 +87,12 @@ impl Keys {
         Ok(keys)
     }
 
-    /// Reads the token's keys again (after an import).
+    /// Reads the token's keys again (after an import or a deletion). An address may have
+    /// several keys (a renewal keeps the old one, so old mail still decrypts): the newest
+    /// certificate (latest start of validity) comes first and signs while valid.
     pub fn reload(&self) -> hsm::Result<()> {
-        let mut index = HashMap::new();
+        let token_label = self.token.info().map(|i| i.label).unwrap_or_default();
+        let mut index: HashMap<String, Vec<KeyEntry>> = HashMap::new();
         for o in self.token.list()? {
             if o.class != ObjectType::Private || o.label == CA_LABEL {
                 continue;
@@ -77,22 +102,21 @@ impl Keys {
             let Some(info) = CertInfo::parse(leaf) else {
                 continue;
             };
+            self.list_in_store(&token_label, &o.label, &info);
             let (not_before, not_after) = (info.not_before, info.not_after);
             for a in info.addresses {
-                let e = KeyEntry {
+                index.entry(a).or_default().push(KeyEntry {
                     label: o.label.clone(),
                     chain: chain.clone(),
                     not_before,
                     not_after,
-                };
-                // Of two keys for one address, the one valid longest signs.
-                let keep = index
-                    .get(&a)
-                    .is_none_or(|old: &KeyEntry| old.not_after < not_after);
-                if keep {
-                    index.insert(a, e);
-                }
+                });
             }
+        }
+        for v in index.values_mut() {
+            v.sort_by(|a, b| {
+                (b.not_before, b.not_after, &b.label).cmp(&(a.not_before, a.not_after, &a.label))
+            });
         }
         if let Ok(mut i) = self.index.write() {
             *i = index;
@@ -100,19 +124,37 @@ impl Keys {
         Ok(())
     }
 
+    fn list_in_store(&self, token_label: &str, key_label: &str, info: &CertInfo) {
+        if let Some(store) = &self.store {
+            let uri = key_uri(token_label, key_label);
+            if let Err(e) = store.add_with_key(Kind::Internal, info, "token", Some(&uri)) {
+                tracing::error!("certificate store: {e}");
+            }
+        }
+    }
+
     pub fn token(&self) -> &Arc<dyn Token> {
         &self.token
     }
 
-    /// Every address we sign as, with its key, in address order.
+    /// Every (address, key) we hold, in address order, each address's signing key first.
     pub fn entries(&self) -> Vec<(String, KeyEntry)> {
         let mut all: Vec<(String, KeyEntry)> = self
             .index
             .read()
-            .map(|i| i.iter().map(|(a, e)| (a.clone(), e.clone())).collect())
+            .map(|i| {
+                i.iter()
+                    .flat_map(|(a, v)| v.iter().map(|e| (a.clone(), e.clone())))
+                    .collect()
+            })
             .unwrap_or_default();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
+    }
+
+    /// How many addresses have a key.
+    pub fn addresses(&self) -> usize {
+        self.index.read().map(|i| i.len()).unwrap_or(0)
     }
 
     /// The trust anchor of our own CA, if there is one.
@@ -120,25 +162,34 @@ impl Keys {
         self.ca.as_ref().map(|c| c.cert.as_slice())
     }
 
-    /// The key a user's mail is decrypted with, if any (expired ones too: old mail).
-    pub fn lookup(&self, address: &str) -> Option<KeyEntry> {
+    /// Every key a user's mail may be encrypted to (expired and replaced ones too: old mail);
+    /// the message's RecipientIdentifier picks the one.
+    pub fn all(&self, address: &str) -> Vec<KeyEntry> {
         let a = address.to_ascii_lowercase();
-        self.index.read().ok()?.get(&a).cloned()
+        self.index
+            .read()
+            .ok()
+            .and_then(|i| i.get(&a).cloned())
+            .unwrap_or_default()
+    }
+
+    /// The key that signs for `address` at `now`: the newest certificate valid now.
+    fn current(&self, address: &str, now: u64) -> (Option<KeyEntry>, bool) {
+        let all = self.all(address);
+        let held = !all.is_empty();
+        (all.into_iter().find(|e| e.valid_at(now)), held)
     }
 
     /// The key and certificate an internal sender signs with, valid `now`. With the
     /// built-in CA and issue-on-first-use, a missing or expired certificate is issued here
     /// (this blocks on the token: call it from a blocking thread).
     pub fn signer(&self, address: &str, now: u64) -> Result<KeyEntry, CertProblem> {
-        let current = self.lookup(address);
-        if let Some(e) = &current
-            && e.not_before <= now
-            && now < e.not_after
-        {
-            return Ok(e.clone());
+        let (current, held) = self.current(address, now);
+        if let Some(e) = current {
+            return Ok(e);
         }
         let Some(ca) = self.ca.as_ref().filter(|_| self.issue_on_first_use) else {
-            return Err(if current.is_some() {
+            return Err(if held {
                 CertProblem::Expired
             } else {
                 CertProblem::NotFound
@@ -149,28 +200,18 @@ impl Keys {
             .lock()
             .map_err(|_| CertProblem::Token("lock".into()))?;
         // Another session may have issued it meanwhile.
-        if let Some(e) = self.lookup(address)
-            && e.not_before <= now
-            && now < e.not_after
-        {
+        if let (Some(e), _) = self.current(address, now) {
             return Ok(e);
         }
         let address = address.to_ascii_lowercase();
-        let chain = ca
-            .issue_smime(self.token.as_ref(), &address)
+        ca.issue_smime(self.token.as_ref(), &address)
             .map_err(|e| CertProblem::Token(e.to_string()))?;
-        let (not_before, not_after) =
-            CertInfo::parse(&chain[0]).map_or((0, 0), |c| (c.not_before, c.not_after));
-        let e = KeyEntry {
-            label: address.clone(),
-            chain,
-            not_before,
-            not_after,
-        };
-        if let Ok(mut i) = self.index.write() {
-            i.insert(address, e.clone());
+        self.reload()
+            .map_err(|e| CertProblem::Token(e.to_string()))?;
+        match self.current(&address, now) {
+            (Some(e), _) => Ok(e),
+            _ => Err(CertProblem::NotFound),
         }
-        Ok(e)
     }
 }
 

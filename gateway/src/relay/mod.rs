@@ -203,7 +203,7 @@ impl Relay {
                     match s.kind {
                         Kind::Anchor => anchors.push(s.info.der),
                         Kind::Intermediate => intermediates.push(s.info.der),
-                        Kind::External => {}
+                        Kind::External | Kind::Internal => {}
                     }
                 }
             }
@@ -241,7 +241,12 @@ impl Relay {
                 Err(err) => tracing::warn!("trust anchor skipped: {err}"),
             }
         }
-        let keys = Keys::load(token, ca, config.ca.issue_on_first_use)?;
+        let store_path = data.join("store.sqlite");
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&store_path).map_err(|e| {
+                file_error("certificate store", &store_path, std::io::Error::other(e))
+            })?);
+        let keys = Keys::load(token, ca, config.ca.issue_on_first_use, Some(store.clone()))?;
         if let Some(what) = tamper.state() {
             // The certificates were read (mail is still accepted); the keys are not used.
             tracing::error!(
@@ -251,11 +256,6 @@ impl Relay {
             let _ = keys.token().logout();
         }
         guarded.opened();
-        let store_path = data.join("store.sqlite");
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&store_path).map_err(|e| {
-                file_error("certificate store", &store_path, std::io::Error::other(e))
-            })?);
         let certs_dir = data.join("certs");
         let certs = CertStore::open(store.clone(), &certs_dir)
             .map_err(|e| file_error("directory", &certs_dir, e))?;

@@ -535,7 +535,7 @@ fn inbound_plan(
     // Every key of these recipients may be the one the message was encrypted for.
     let entries: Vec<_> = rcpts
         .iter()
-        .filter_map(|&i| ctx.keys.lookup(&env.recipients[i].address))
+        .flat_map(|&i| ctx.keys.all(&env.recipients[i].address))
         .collect();
     let holders: Vec<KeyHolder<'_>> = entries
         .iter()

@@ -9,6 +9,8 @@
 
 use std::path::Path;
 
+pub mod keys;
+
 use crate::smime::asn1::day;
 use crate::store::{Added, AuditEntry, CertInfo, Kind, Store, StoreError, Stored};
 
@@ -302,7 +304,7 @@ pub fn import_folder(
 }
 
 /// Reads a file to import, never more than [`MAX_UPLOAD`] bytes.
-fn read_limited(path: &Path) -> Result<Vec<u8>, AdminError> {
+pub fn read_limited(path: &Path) -> Result<Vec<u8>, AdminError> {
     use std::io::Read;
     let io = |source| AdminError::Io {
         path: path.display().to_string(),
