@@ -28,6 +28,8 @@ pub struct Config {
     pub inbound: Route,
     pub queue: QueueConfig,
     pub policy: Policy,
+    /// The configuration file's `[policy]` tables as written (the consoles' starting point).
+    pub policy_text: String,
     pub board: BoardConfig,
 }
 
@@ -306,7 +308,49 @@ pub struct Policy {
     pub encrypt_subject_tag: Option<String>,
 }
 
+/// A `[policy]` section on its own (what the consoles edit).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyOnly {
+    #[serde(default)]
+    policy: raw::PolicyRaw,
+}
+
 impl Policy {
+    /// Parses policy settings written as in the configuration file: `[policy]` and its
+    /// `[policy.domain."..."]` / `[policy.sender."..."]` tables, nothing else.
+    pub fn parse(text: &str) -> Result<Policy, String> {
+        let only: PolicyOnly = toml::from_str(text).map_err(|e| {
+            let msg = toml_error(&e);
+            if msg.contains("unknown field") && !msg.contains("policy") {
+                format!("{msg} (only [policy] settings belong here)")
+            } else {
+                msg
+            }
+        })?;
+        only.policy.check()
+    }
+
+    /// The `[policy]` tables of a configuration file's text, as written.
+    pub fn section_of(config_text: &str) -> String {
+        let mut out = String::new();
+        let mut inside = false;
+        for line in config_text.lines() {
+            let t = line.trim_start();
+            if t.starts_with('[') {
+                let name = t.trim_start_matches('[').trim_start();
+                inside = name.starts_with("policy]")
+                    || name.starts_with("policy.")
+                    || name.starts_with("policy ");
+            }
+            if inside {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
     /// The rules for a sender: the address's, else its domain's, else the defaults.
     pub fn rules_for(&self, sender: &str) -> Rules {
         let sender = sender.to_ascii_lowercase();
@@ -379,7 +423,9 @@ impl Config {
             message,
         };
         let raw: raw::File = toml::from_str(text).map_err(|e| err(toml_error(&e)))?;
-        raw.check(base).map_err(err)
+        let mut cfg = raw.check(base).map_err(err)?;
+        cfg.policy_text = Policy::section_of(text);
+        Ok(cfg)
     }
 
     /// Maildir routes follow the data directory unless configured.
@@ -863,78 +909,7 @@ mod raw {
                 lifetime: dur("queue.lifetime", q.lifetime, 5 * 86_400)?,
             };
 
-            let p = self.policy;
-            let rules = RulesRaw {
-                sign: p.sign,
-                encrypt: p.encrypt,
-                format: p.format,
-                hash: p.hash,
-                cipher: p.cipher,
-            };
-            let default = rules.over(Rules {
-                sign: Sign::Always,
-                encrypt: Encrypt::IfPossible,
-                format: SignatureFormat::Detached,
-                hash: HashName::Sha256,
-                cipher: CipherName::Aes256Cbc,
-            });
-            let mut domains = BTreeMap::new();
-            for (d, r) in p.domain {
-                domains.insert(d.to_ascii_lowercase(), r.over(default));
-            }
-            let mut senders = BTreeMap::new();
-            for (a, r) in p.sender {
-                let a = address(&format!("policy.sender.{a:?}"), &a)?;
-                let base = a
-                    .rsplit_once('@')
-                    .and_then(|(_, d)| domains.get(d).copied())
-                    .unwrap_or(default);
-                senders.insert(a, r.over(base));
-            }
-            let never_sign_to = match p.never_sign_to {
-                Some(list) => list
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| regex(&format!("policy.never_sign_to[{i}]"), r))
-                    .collect::<Result<Vec<_>, _>>()?,
-                None => DEFAULT_NEVER_SIGN_TO
-                    .iter()
-                    .map(|r| regex("policy.never_sign_to", r))
-                    .collect::<Result<Vec<_>, _>>()?,
-            };
-            let never_sign_headers = match p.never_sign_headers {
-                Some(list) => list
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, h)| {
-                        let key = format!("policy.never_sign_headers[{i}]");
-                        if h.name.is_empty() || h.name.contains([':', ' ']) {
-                            return Err(format!("{key}.name: {:?} is not a header name", h.name));
-                        }
-                        Ok(HeaderRule {
-                            pattern: regex(&format!("{key}.pattern"), &h.pattern)?,
-                            name: h.name,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-                None => vec![HeaderRule {
-                    name: DEFAULT_NEVER_SIGN_HEADER.0.into(),
-                    pattern: regex("policy.never_sign_headers", DEFAULT_NEVER_SIGN_HEADER.1)?,
-                }],
-            };
-            let archive_bcc = p
-                .archive_bcc
-                .map(|a| address("policy.archive_bcc", &a))
-                .transpose()?;
-            let encrypt_subject_tag = match p.encrypt_subject_tag {
-                Some(t) if t.trim().is_empty() => {
-                    return Err(
-                        "policy.encrypt_subject_tag: must not be empty (leave it out to have none)"
-                            .into(),
-                    );
-                }
-                t => t,
-            };
+            let policy = self.policy.check()?;
             Ok(Config {
                 data_dir,
                 server,
@@ -951,15 +926,94 @@ mod raw {
                         self.board.pin_dir.map(|d| base.join(d)),
                     )?,
                 },
-                policy: Policy {
-                    default,
-                    domains,
-                    senders,
-                    never_sign_to,
-                    never_sign_headers,
-                    archive_bcc,
-                    encrypt_subject_tag,
-                },
+                policy,
+                policy_text: String::new(),
+            })
+        }
+    }
+    impl PolicyRaw {
+        /// The policy these settings make, or what is wrong (naming the key).
+        pub fn check(self) -> Result<Policy, String> {
+        let p = self;
+        let rules = RulesRaw {
+            sign: p.sign,
+            encrypt: p.encrypt,
+            format: p.format,
+            hash: p.hash,
+            cipher: p.cipher,
+        };
+        let default = rules.over(Rules {
+            sign: Sign::Always,
+            encrypt: Encrypt::IfPossible,
+            format: SignatureFormat::Detached,
+            hash: HashName::Sha256,
+            cipher: CipherName::Aes256Cbc,
+        });
+        let mut domains = BTreeMap::new();
+        for (d, r) in p.domain {
+            domains.insert(d.to_ascii_lowercase(), r.over(default));
+        }
+        let mut senders = BTreeMap::new();
+        for (a, r) in p.sender {
+            let a = address(&format!("policy.sender.{a:?}"), &a)?;
+            let base = a
+                .rsplit_once('@')
+                .and_then(|(_, d)| domains.get(d).copied())
+                .unwrap_or(default);
+            senders.insert(a, r.over(base));
+        }
+        let never_sign_to = match p.never_sign_to {
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .map(|(i, r)| regex(&format!("policy.never_sign_to[{i}]"), r))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => DEFAULT_NEVER_SIGN_TO
+                .iter()
+                .map(|r| regex("policy.never_sign_to", r))
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        let never_sign_headers = match p.never_sign_headers {
+            Some(list) => list
+                .into_iter()
+                .enumerate()
+                .map(|(i, h)| {
+                    let key = format!("policy.never_sign_headers[{i}]");
+                    if h.name.is_empty() || h.name.contains([':', ' ']) {
+                        return Err(format!("{key}.name: {:?} is not a header name", h.name));
+                    }
+                    Ok(HeaderRule {
+                        pattern: regex(&format!("{key}.pattern"), &h.pattern)?,
+                        name: h.name,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            None => vec![HeaderRule {
+                name: DEFAULT_NEVER_SIGN_HEADER.0.into(),
+                pattern: regex("policy.never_sign_headers", DEFAULT_NEVER_SIGN_HEADER.1)?,
+            }],
+        };
+        let archive_bcc = p
+            .archive_bcc
+            .map(|a| address("policy.archive_bcc", &a))
+            .transpose()?;
+        let encrypt_subject_tag = match p.encrypt_subject_tag {
+            Some(t) if t.trim().is_empty() => {
+                return Err(
+                    "policy.encrypt_subject_tag: must not be empty (leave it out to have none)"
+                        .into(),
+                );
+            }
+            t => t,
+        };
+            Ok(Policy {
+                default,
+                domains,
+                senders,
+                never_sign_to,
+                never_sign_headers,
+                archive_bcc,
+                encrypt_subject_tag,
             })
         }
     }

@@ -10,6 +10,7 @@
 use std::path::Path;
 
 pub mod keys;
+pub mod policy;
 
 use crate::smime::asn1::day;
 use crate::store::{Added, AuditEntry, CertInfo, Kind, Store, StoreError, Stored};

@@ -375,13 +375,13 @@ impl Session {
         if !config.is_internal_address(&from) {
             return Ok(());
         }
-        let rules = config.policy.rules_for(&from);
-        let archive = config
-            .policy
+        let policy = self.relay.policy();
+        let rules = policy.rules_for(&from);
+        let archive = policy
             .archive_bcc
             .as_deref()
             .is_some_and(|a| a.eq_ignore_ascii_case(to));
-        if rules.sign != Sign::Always || config.policy.never_sign_to(to) || archive {
+        if rules.sign != Sign::Always || policy.never_sign_to(to) || archive {
             return Ok(());
         }
         if let Some(known) = &tx.can_sign {

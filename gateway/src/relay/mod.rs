@@ -18,7 +18,7 @@ use std::sync::Arc;
 use hsm::Token;
 
 use crate::ca::Ca;
-use crate::config::{Config, Route};
+use crate::config::{Config, Policy, Route};
 use crate::spool::Spool;
 
 use keys::{CertStore, Keys};
@@ -52,6 +52,9 @@ pub struct Relay {
     pub tamper: Arc<tamper::Tamper>,
     /// Trust anchors, intermediates, correspondents' certificates, the audit log.
     pub store: Arc<dyn Store>,
+    /// The policy in force: the configuration file's, or the one applied from a console
+    /// (kept in the store). Swapped whole: a message is planned with one policy.
+    policy: std::sync::RwLock<Arc<Policy>>,
 }
 
 /// A start-up failure, for the administrator.
@@ -191,7 +194,27 @@ impl std::fmt::Debug for Relay {
     }
 }
 
+/// The store setting holding the policy applied from a console (TOML, `[policy]` tables).
+pub const POLICY_APPLIED: &str = "policy.applied";
+
 impl Relay {
+    /// The policy in force now.
+    pub fn policy(&self) -> Arc<Policy> {
+        match self.policy.read() {
+            Ok(p) => p.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Puts a policy in force (an administrator applied it).
+    pub fn set_policy(&self, policy: Policy) {
+        let mut p = match self.policy.write() {
+            Ok(p) => p,
+            Err(p) => p.into_inner(),
+        };
+        *p = Arc::new(policy);
+    }
+
     /// The trust anchors for inbound signatures (the built-in CA, `DATA/trust` files, and the
     /// store's anchors) and the store's intermediates, read now: an import applies at once.
     pub fn trust(&self) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
@@ -298,7 +321,28 @@ impl Relay {
         let hop_auth_outbound = login(&config.outbound, "delivery.outbound.auth_password")?;
         let hop_auth_inbound = login(&config.inbound, "delivery.inbound.auth_password")?;
         let queue = queue::Queue::new(config.queue.concurrency);
+        let policy = match store.setting(POLICY_APPLIED) {
+            Ok(Some(text)) => match Policy::parse(&text) {
+                Ok(p) => {
+                    tracing::info!("policy: the one applied from the console (not the file's)");
+                    p
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "policy applied from the console no longer reads ({e}); the \
+                         configuration file's is used"
+                    );
+                    config.policy.clone()
+                }
+            },
+            Ok(None) => config.policy.clone(),
+            Err(e) => {
+                tracing::error!("{e}; the configuration file's policy is used");
+                config.policy.clone()
+            }
+        };
         Ok(Relay {
+            policy: std::sync::RwLock::new(Arc::new(policy)),
             started: std::time::SystemTime::now(),
             tamper,
             store,

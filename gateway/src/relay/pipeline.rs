@@ -57,6 +57,8 @@ pub struct Plan {
 #[derive(Debug)]
 pub struct Context<'a> {
     pub config: &'a Config,
+    /// The policy in force when the message was picked up.
+    pub policy: &'a crate::config::Policy,
     pub keys: &'a Keys,
     pub certs: &'a CertStore,
     /// Trust anchors for inbound signatures (DER).
@@ -276,7 +278,7 @@ fn outbound_plan(
     plan: &mut Plan,
 ) -> std::io::Result<()> {
     let mut src = File::open(message)?;
-    let policy = &ctx.config.policy;
+    let policy = ctx.policy;
     let sender_internal = ctx.config.is_internal_address(&env.from);
     // A message whose header cannot be read cannot be signed: it fails with the reason when
     // policy would sign it, else it goes as it came.
@@ -492,7 +494,7 @@ fn fail_or_pass(
     plan: &mut Plan,
     why: &str,
 ) -> std::io::Result<()> {
-    let policy = &ctx.config.policy;
+    let policy = ctx.policy;
     let rules = policy.rules_for(&env.from);
     let internal = ctx.config.is_internal_address(&env.from);
     let mut pass = Vec::new();

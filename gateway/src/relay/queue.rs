@@ -168,8 +168,10 @@ async fn attempt(relay: &Arc<Relay>, id: &str) {
     let env2 = env.clone();
     let planned = tokio::task::spawn_blocking(move || {
         let (anchors, intermediates) = r.trust();
+        let policy = r.policy();
         let ctx = Context {
             config: &r.config,
+            policy: &policy,
             keys: &r.keys,
             certs: &r.certs,
             anchors: &anchors,
