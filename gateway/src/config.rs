@@ -28,6 +28,8 @@ pub struct Config {
     pub inbound: Route,
     pub queue: QueueConfig,
     pub policy: Policy,
+    /// The web console (`[web]`).
+    pub web: WebConfig,
     /// The configuration file's `[policy]` tables as written (the consoles' starting point).
     pub policy_text: String,
     pub board: BoardConfig,
@@ -153,6 +155,17 @@ pub struct BoardConfig {
     pub watchdog: Option<PathBuf>,
     /// The LEDs, the tamper switch and the reset button.
     pub pins: BoardPins,
+}
+
+/// The web console and REST API: HTTPS on `listen` (none: off), with the SMTP listener's
+/// certificate unless `tls_cert`/`tls_key` are given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebConfig {
+    pub listen: Vec<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// A session ends after this long without a request.
+    pub session_idle: Duration,
 }
 
 /// Where the board's pins are (`[board] gpio_chip` + `gpio_lines`, or `pin_dir`).
@@ -398,6 +411,7 @@ impl Config {
         cfg.server.hostname = "localhost".into();
         cfg.server.listen = vec![SocketAddr::from(([127, 0, 0, 1], 2525))];
         cfg.server.internal_domains = vec!["example.com".into()];
+        cfg.web.listen = vec![SocketAddr::from(([127, 0, 0, 1], 8443))];
         cfg
     }
 
@@ -524,6 +538,17 @@ mod raw {
         pub policy: PolicyRaw,
         #[serde(default)]
         pub board: BoardRaw,
+        #[serde(default)]
+        pub web: WebRaw,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct WebRaw {
+        pub listen: Option<Vec<String>>,
+        pub tls_cert: Option<PathBuf>,
+        pub tls_key: Option<PathBuf>,
+        pub session_idle: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -918,6 +943,29 @@ mod raw {
                 outbound,
                 inbound,
                 queue,
+                web: {
+                    let w = self.web;
+                    let listen = w
+                        .listen
+                        .unwrap_or_default()
+                        .iter()
+                        .enumerate()
+                        .map(|(i, a)| {
+                            a.parse::<SocketAddr>().map_err(|_| {
+                                format!("web.listen[{i}]: {a:?} is not an address:port")
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    if w.tls_cert.is_some() != w.tls_key.is_some() {
+                        return Err("web.tls_cert and web.tls_key go together".into());
+                    }
+                    WebConfig {
+                        listen,
+                        tls_cert: w.tls_cert.map(|p| path(base, p)),
+                        tls_key: w.tls_key.map(|p| path(base, p)),
+                        session_idle: dur("web.session_idle", w.session_idle, 1800)?,
+                    }
+                },
                 board: BoardConfig {
                     watchdog: self.board.watchdog,
                     pins: board_pins(
@@ -934,78 +982,78 @@ mod raw {
     impl PolicyRaw {
         /// The policy these settings make, or what is wrong (naming the key).
         pub fn check(self) -> Result<Policy, String> {
-        let p = self;
-        let rules = RulesRaw {
-            sign: p.sign,
-            encrypt: p.encrypt,
-            format: p.format,
-            hash: p.hash,
-            cipher: p.cipher,
-        };
-        let default = rules.over(Rules {
-            sign: Sign::Always,
-            encrypt: Encrypt::IfPossible,
-            format: SignatureFormat::Detached,
-            hash: HashName::Sha256,
-            cipher: CipherName::Aes256Cbc,
-        });
-        let mut domains = BTreeMap::new();
-        for (d, r) in p.domain {
-            domains.insert(d.to_ascii_lowercase(), r.over(default));
-        }
-        let mut senders = BTreeMap::new();
-        for (a, r) in p.sender {
-            let a = address(&format!("policy.sender.{a:?}"), &a)?;
-            let base = a
-                .rsplit_once('@')
-                .and_then(|(_, d)| domains.get(d).copied())
-                .unwrap_or(default);
-            senders.insert(a, r.over(base));
-        }
-        let never_sign_to = match p.never_sign_to {
-            Some(list) => list
-                .iter()
-                .enumerate()
-                .map(|(i, r)| regex(&format!("policy.never_sign_to[{i}]"), r))
-                .collect::<Result<Vec<_>, _>>()?,
-            None => DEFAULT_NEVER_SIGN_TO
-                .iter()
-                .map(|r| regex("policy.never_sign_to", r))
-                .collect::<Result<Vec<_>, _>>()?,
-        };
-        let never_sign_headers = match p.never_sign_headers {
-            Some(list) => list
-                .into_iter()
-                .enumerate()
-                .map(|(i, h)| {
-                    let key = format!("policy.never_sign_headers[{i}]");
-                    if h.name.is_empty() || h.name.contains([':', ' ']) {
-                        return Err(format!("{key}.name: {:?} is not a header name", h.name));
-                    }
-                    Ok(HeaderRule {
-                        pattern: regex(&format!("{key}.pattern"), &h.pattern)?,
-                        name: h.name,
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-            None => vec![HeaderRule {
-                name: DEFAULT_NEVER_SIGN_HEADER.0.into(),
-                pattern: regex("policy.never_sign_headers", DEFAULT_NEVER_SIGN_HEADER.1)?,
-            }],
-        };
-        let archive_bcc = p
-            .archive_bcc
-            .map(|a| address("policy.archive_bcc", &a))
-            .transpose()?;
-        let encrypt_subject_tag = match p.encrypt_subject_tag {
-            Some(t) if t.trim().is_empty() => {
-                return Err(
-                    "policy.encrypt_subject_tag: must not be empty (leave it out to have none)"
-                        .into(),
-                );
+            let p = self;
+            let rules = RulesRaw {
+                sign: p.sign,
+                encrypt: p.encrypt,
+                format: p.format,
+                hash: p.hash,
+                cipher: p.cipher,
+            };
+            let default = rules.over(Rules {
+                sign: Sign::Always,
+                encrypt: Encrypt::IfPossible,
+                format: SignatureFormat::Detached,
+                hash: HashName::Sha256,
+                cipher: CipherName::Aes256Cbc,
+            });
+            let mut domains = BTreeMap::new();
+            for (d, r) in p.domain {
+                domains.insert(d.to_ascii_lowercase(), r.over(default));
             }
-            t => t,
-        };
+            let mut senders = BTreeMap::new();
+            for (a, r) in p.sender {
+                let a = address(&format!("policy.sender.{a:?}"), &a)?;
+                let base = a
+                    .rsplit_once('@')
+                    .and_then(|(_, d)| domains.get(d).copied())
+                    .unwrap_or(default);
+                senders.insert(a, r.over(base));
+            }
+            let never_sign_to = match p.never_sign_to {
+                Some(list) => list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| regex(&format!("policy.never_sign_to[{i}]"), r))
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => DEFAULT_NEVER_SIGN_TO
+                    .iter()
+                    .map(|r| regex("policy.never_sign_to", r))
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
+            let never_sign_headers = match p.never_sign_headers {
+                Some(list) => list
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, h)| {
+                        let key = format!("policy.never_sign_headers[{i}]");
+                        if h.name.is_empty() || h.name.contains([':', ' ']) {
+                            return Err(format!("{key}.name: {:?} is not a header name", h.name));
+                        }
+                        Ok(HeaderRule {
+                            pattern: regex(&format!("{key}.pattern"), &h.pattern)?,
+                            name: h.name,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => vec![HeaderRule {
+                    name: DEFAULT_NEVER_SIGN_HEADER.0.into(),
+                    pattern: regex("policy.never_sign_headers", DEFAULT_NEVER_SIGN_HEADER.1)?,
+                }],
+            };
+            let archive_bcc = p
+                .archive_bcc
+                .map(|a| address("policy.archive_bcc", &a))
+                .transpose()?;
+            let encrypt_subject_tag = match p.encrypt_subject_tag {
+                Some(t) if t.trim().is_empty() => {
+                    return Err(
+                        "policy.encrypt_subject_tag: must not be empty (leave it out to have none)"
+                            .into(),
+                    );
+                }
+                t => t,
+            };
             Ok(Policy {
                 default,
                 domains,

@@ -12,3 +12,4 @@ pub mod sntp;
 pub mod spool;
 pub mod store;
 pub mod users;
+pub mod web;

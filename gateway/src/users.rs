@@ -45,6 +45,9 @@ fn io(path: &Path, source: std::io::Error) -> UsersError {
     }
 }
 
+/// The shortest administrator password the consoles accept.
+pub const MIN_ADMIN_PASSWORD: usize = 10;
+
 /// What an accounts file names its accounts by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Names {

@@ -50,7 +50,7 @@ const MAX_FAILURES: u32 = 5;
 /// The pause after [`MAX_FAILURES`].
 const LOCKOUT: Duration = Duration::from_secs(60);
 /// Shortest administrator password.
-const MIN_PASSWORD: usize = 10;
+const MIN_PASSWORD: usize = users::MIN_ADMIN_PASSWORD;
 
 const HELP: &str = "\
 Commands:

@@ -60,6 +60,9 @@ pub fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), CliError> {
         Arc::from(super::token::open_token(uri, pin, &config.data_dir, raw)?);
     let relay = Arc::new(Relay::open(config, token).map_err(|e| CliError::Usage(e.to_string()))?);
     print_summary(&relay, args.dev, out)?;
+    if args.dev {
+        dev_admin(&relay.config.data_dir, out)?;
+    }
     out.flush()?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -121,6 +124,14 @@ fn print_summary(relay: &Relay, dev: bool, out: &mut dyn Write) -> Result<(), Cl
             c.data_dir.join("ca.pem").display()
         )?;
     }
+    for a in &c.web.listen {
+        let host = if a.ip().is_unspecified() {
+            c.server.hostname.clone()
+        } else {
+            a.ip().to_string()
+        };
+        writeln!(out, "  web console  https://{host}:{}/", a.port())?;
+    }
     writeln!(out, "  outbound to  {}", c.outbound)?;
     writeln!(out, "  inbound to   {}", c.inbound)?;
     if let (true, Some(addr)) = (dev, c.server.listen.first()) {
@@ -129,5 +140,29 @@ fn print_summary(relay: &Relay, dev: bool, out: &mut dyn Write) -> Result<(), Cl
             "Try: swaks --server {addr} --from alice@example.com --to bob@example.net"
         )?;
     }
+    Ok(())
+}
+
+/// `--dev` with no administrator yet: one is made with a random password, shown here once
+/// (kept only as an Argon2id hash). Change it under "Password" in the web console.
+fn dev_admin(data: &std::path::Path, out: &mut dyn Write) -> Result<(), CliError> {
+    use smimegw::users::{self, Names};
+    let path = data.join("admins");
+    let mut admins =
+        users::read_as(&path, Names::Logins).map_err(|e| CliError::Usage(e.to_string()))?;
+    if !admins.is_empty() {
+        return Ok(());
+    }
+    let password: String = smimegw::web::auth::token().chars().take(20).collect();
+    admins.insert(
+        "admin".into(),
+        users::hash(&password).map_err(|e| CliError::Usage(e.to_string()))?,
+    );
+    users::write_as(&path, &admins, Names::Logins).map_err(|e| CliError::Usage(e.to_string()))?;
+    writeln!(
+        out,
+        "Web console: sign in as admin with the one-time password {password}\n\
+         (shown only now; change it under Password. `smimegw console` uses the same account.)"
+    )?;
     Ok(())
 }

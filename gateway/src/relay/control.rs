@@ -201,6 +201,27 @@ async fn key_request(relay: &Arc<Relay>, import: bool, json: &str) -> Result<Str
     .map_err(|e| e.to_string())?
 }
 
+/// Deletes a queued message (not while it is being delivered).
+pub async fn delete_queued(relay: &Arc<Relay>, id: &str) -> Result<(), String> {
+    if !relay.queue.claim(id) {
+        return Err(format!(
+            "{id} is being delivered right now; try again in a moment"
+        ));
+    }
+    let (r, id2) = (relay.clone(), id.to_string());
+    let res = tokio::task::spawn_blocking(move || r.spool.remove(&id2)).await;
+    relay.queue.release(id);
+    match res {
+        Ok(Ok(())) => {
+            tracing::warn!(id, "deleted from the queue by the administrator");
+            Ok(())
+        }
+        Ok(Err(SpoolError::NotFound(_))) => Err(format!("no queued message {id}")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 async fn handle(relay: &Arc<Relay>, line: &str) -> Result<String, String> {
     if let Some(json) = line.strip_prefix("key-import ") {
         return key_request(relay, true, json).await;
@@ -295,23 +316,8 @@ async fn handle(relay: &Arc<Relay>, line: &str) -> Result<String, String> {
             Ok(format!("{id} is due now\n"))
         }
         ("delete", Some(id)) => {
-            if !relay.queue.claim(id) {
-                return Err(format!(
-                    "{id} is being delivered right now; try again in a moment"
-                ));
-            }
-            let id2 = id.to_string();
-            let res = tokio::task::spawn_blocking(move || r.spool.remove(&id2)).await;
-            relay.queue.release(id);
-            match res {
-                Ok(Ok(())) => {
-                    tracing::warn!(id, "deleted from the queue by the administrator");
-                    Ok(format!("{id} deleted\n"))
-                }
-                Ok(Err(SpoolError::NotFound(_))) => Err(format!("no queued message {id}")),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(e.to_string()),
-            }
+            delete_queued(relay, id).await?;
+            Ok(format!("{id} deleted\n"))
         }
         ("status", None) => status(relay).await,
         ("certificates", None) => {

@@ -55,6 +55,41 @@ pub struct Relay {
     /// The policy in force: the configuration file's, or the one applied from a console
     /// (kept in the store). Swapped whole: a message is planned with one policy.
     policy: std::sync::RwLock<Arc<Policy>>,
+    /// What was done since start (the dashboard's counters).
+    pub stats: Stats,
+}
+
+/// Messages delivered since start, by what was done to them (one per recipient).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub signed: std::sync::atomic::AtomicU64,
+    pub encrypted: std::sync::atomic::AtomicU64,
+    pub decrypted: std::sync::atomic::AtomicU64,
+    pub verified: std::sync::atomic::AtomicU64,
+    pub delivered: std::sync::atomic::AtomicU64,
+}
+
+impl Stats {
+    /// Counts a delivery from its treatment ("signed, encrypted", "pass decrypted; ...").
+    pub fn count(&self, inbound: bool, treatment: &str) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.delivered.fetch_add(1, Relaxed);
+        if inbound {
+            if treatment.contains("decrypted;") {
+                self.decrypted.fetch_add(1, Relaxed);
+            }
+            if treatment.starts_with("pass") {
+                self.verified.fetch_add(1, Relaxed);
+            }
+        } else {
+            if treatment.starts_with("signed") {
+                self.signed.fetch_add(1, Relaxed);
+            }
+            if treatment.contains("encrypted") {
+                self.encrypted.fetch_add(1, Relaxed);
+            }
+        }
+    }
 }
 
 /// A start-up failure, for the administrator.
@@ -143,13 +178,21 @@ fn server_tls(config: &Config) -> Result<tokio_rustls::TlsAcceptor, StartError> 
             (c, k)
         }
     };
-    let chain: Vec<rustls::pki_types::CertificateDer<'static>> = read_certs(&cert_path)?
+    tls_acceptor(&cert_path, &key_path)
+}
+
+/// A TLS acceptor from a PEM certificate chain and key.
+fn tls_acceptor(
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<tokio_rustls::TlsAcceptor, StartError> {
+    let chain: Vec<rustls::pki_types::CertificateDer<'static>> = read_certs(cert_path)?
         .into_iter()
         .map(rustls::pki_types::CertificateDer::from)
         .collect();
-    let key_pem = std::fs::read(&key_path).map_err(|e| file_error("TLS key", &key_path, e))?;
+    let key_pem = std::fs::read(key_path).map_err(|e| file_error("TLS key", key_path, e))?;
     let (label, der) =
-        der::pem::decode_vec(&key_pem).map_err(|e| file_error("TLS key", &key_path, e))?;
+        der::pem::decode_vec(&key_pem).map_err(|e| file_error("TLS key", key_path, e))?;
     let key = match label {
         "PRIVATE KEY" => rustls::pki_types::PrivateKeyDer::Pkcs8(der.into()),
         "RSA PRIVATE KEY" => rustls::pki_types::PrivateKeyDer::Pkcs1(der.into()),
@@ -157,7 +200,7 @@ fn server_tls(config: &Config) -> Result<tokio_rustls::TlsAcceptor, StartError> 
         other => {
             return Err(file_error(
                 "TLS key",
-                &key_path,
+                key_path,
                 format!("a {other} block (want PRIVATE KEY)"),
             ));
         }
@@ -165,10 +208,10 @@ fn server_tls(config: &Config) -> Result<tokio_rustls::TlsAcceptor, StartError> 
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| file_error("TLS", &cert_path, e))?
+        .map_err(|e| file_error("TLS", cert_path, e))?
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .map_err(|e| file_error("TLS certificate and key", &cert_path, e))?;
+        .map_err(|e| file_error("TLS certificate and key", cert_path, e))?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
@@ -343,6 +386,7 @@ impl Relay {
         };
         Ok(Relay {
             policy: std::sync::RwLock::new(Arc::new(policy)),
+            stats: Stats::default(),
             started: std::time::SystemTime::now(),
             tamper,
             store,
@@ -388,6 +432,31 @@ impl Relay {
                 })?;
             listeners.push(l);
         }
+        let mut web_listeners = Vec::new();
+        if !self.config.web.listen.is_empty() {
+            let acceptor = match (&self.config.web.tls_cert, &self.config.web.tls_key) {
+                (Some(c), Some(k)) => tls_acceptor(c, k)?,
+                _ => match &self.tls_server {
+                    Some(a) => a.clone(),
+                    None => server_tls(&self.config)?,
+                },
+            };
+            for addr in &self.config.web.listen {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Listen {
+                        addr: *addr,
+                        source,
+                    })?;
+                let l = crate::web::TlsListener::new(l, acceptor.clone()).map_err(|source| {
+                    StartError::Listen {
+                        addr: *addr,
+                        source,
+                    }
+                })?;
+                web_listeners.push(l);
+            }
+        }
         let control = control::bind(&self.config.data_dir).map_err(|e| {
             file_error(
                 "control socket",
@@ -401,6 +470,14 @@ impl Relay {
             tasks.spawn(listener::accept_loop(self.clone(), l));
         }
         tasks.spawn(queue::run(self.clone()));
+        for l in web_listeners {
+            let relay = self.clone();
+            tasks.spawn(async move {
+                if let Err(e) = crate::web::serve(relay, l, std::future::pending()).await {
+                    tracing::error!("web console stopped: {e}");
+                }
+            });
+        }
         let (stop_board, stopped) = tokio::sync::watch::channel(false);
         let board = self
             .config

@@ -212,6 +212,7 @@ async fn attempt(relay: &Arc<Relay>, id: &str) {
             match o {
                 Outcome::Delivered(reply) => {
                     tracing::info!(id, rcpt = %rcpt, treatment = %job.treatment, "delivered: {reply}");
+                    relay.stats.count(job.inbound, &job.treatment);
                     env.recipients[i].status = Status::Delivered { reply };
                 }
                 Outcome::Deferred(why) => {
