@@ -5,6 +5,7 @@ pub mod admin;
 pub mod ca;
 pub mod config;
 pub mod fsutil;
+pub mod ldap;
 pub mod relay;
 pub mod smime;
 pub mod smtp;
