@@ -30,6 +30,8 @@ pub struct Config {
     pub policy: Policy,
     /// The web console (`[web]`).
     pub web: WebConfig,
+    /// Where recipients' certificates are looked up after the store (`[ldap]`).
+    pub ldap: Option<crate::ldap::LdapSettings>,
     /// The configuration file's `[policy]` tables as written (the consoles' starting point).
     pub policy_text: String,
     pub board: BoardConfig,
@@ -540,6 +542,7 @@ mod raw {
         pub board: BoardRaw,
         #[serde(default)]
         pub web: WebRaw,
+        pub ldap: Option<crate::ldap::LdapRaw>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -943,6 +946,7 @@ mod raw {
                 outbound,
                 inbound,
                 queue,
+                ldap: self.ldap.map(crate::ldap::LdapRaw::check).transpose()?,
                 web: {
                     let w = self.web;
                     let listen = w

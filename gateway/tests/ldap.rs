@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+mod harness;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -410,4 +413,96 @@ async fn silent_server_times_out() {
         "{took:?}"
     );
     drop(listener);
+}
+
+/// The relay asks the directory when the store has no certificate for a recipient, and
+/// encrypts to what it finds (the issue's "LDAP test": a real slapd, a user entry carrying
+/// an RSA certificate, the relay encrypts to that user; OpenSSL decrypts with the user's key).
+#[test]
+fn the_relay_encrypts_to_a_user_found_in_the_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    run(Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+        ])
+        .args(["-subj", "/CN=Frank", "-addext"])
+        .arg("subjectAltName=email:frank@example.org")
+        .args(["-addext", "keyUsage=digitalSignature,keyEncipherment"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(dir.join("frank.key"))
+        .arg("-out")
+        .arg(dir.join("frank.pem")));
+    run(Command::new("openssl")
+        .args(["x509", "-outform", "DER", "-in"])
+        .arg(dir.join("frank.pem"))
+        .arg("-out")
+        .arg(dir.join("frank.der")));
+    let frank = std::fs::read(dir.join("frank.der")).unwrap();
+    let ldif = format!(
+        "dn: {SUFFIX}\n\
+         objectClass: dcObject\n\
+         objectClass: organization\n\
+         dc: example\n\
+         o: Example\n\
+         \n\
+         dn: uid=frank,{SUFFIX}\n\
+         objectClass: inetOrgPerson\n\
+         uid: frank\n\
+         cn: Frank\n\
+         sn: Frank\n\
+         mail: frank@example.org\n\
+         userCertificate;binary:: {}\n",
+        base64(&frank)
+    );
+    let ldap_dir = dir.join("ldap");
+    std::fs::create_dir_all(&ldap_dir).unwrap();
+    let slapd = Slapd::start(&ldap_dir, &ldif);
+    let gw = harness::Gateway::start(
+        "",
+        &format!(
+            "[ldap]\nurl = \"ldap://127.0.0.1:{}/\"\nbase = \"{SUFFIX}\"\ntimeout = \"5s\"\n",
+            slapd.port
+        ),
+    );
+    gw.mail(
+        "alice@example.com",
+        "frank@example.org",
+        "for frank's eyes only",
+    );
+    let got = gw.maildir("outbox", 1);
+    let (path, text) = &got[0];
+    let ct = harness::header_value(text, "Content-Type").unwrap_or_default();
+    assert!(
+        ct.contains("application/pkcs7-mime") && ct.contains("enveloped-data"),
+        "{ct}"
+    );
+    assert!(
+        !text.contains("for frank's eyes only"),
+        "sent in clear:\n{text}"
+    );
+    common::openssl(
+        &[
+            "cms",
+            "-decrypt",
+            "-in",
+            path.to_str().unwrap(),
+            "-recip",
+            "frank.pem",
+            "-inkey",
+            "frank.key",
+            "-out",
+            "opened.eml",
+        ],
+        dir,
+    );
+    let opened = std::fs::read_to_string(dir.join("opened.eml")).unwrap();
+    assert!(opened.contains("multipart/signed"), "{opened}");
+    assert!(opened.contains("for frank's eyes only"), "{opened}");
+    assert!(
+        gw.log().contains("certificate found in the directory"),
+        "{}",
+        gw.log()
+    );
 }

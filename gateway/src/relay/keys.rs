@@ -220,12 +220,18 @@ impl Keys {
 #[derive(Debug)]
 pub struct CertStore {
     store: Arc<dyn Store>,
+    /// Asked when the store holds no usable certificate (`[ldap]`).
+    directory: Option<crate::ldap::Directory>,
 }
 
 impl CertStore {
     /// Over `store`; certificates harvested into `legacy_dir` (`DATA/certs/ADDRESS.der`, before
     /// the store existed) are moved into it, the directory renamed `certs.imported`.
-    pub fn open(store: Arc<dyn Store>, legacy_dir: &Path) -> std::io::Result<CertStore> {
+    pub fn open(
+        store: Arc<dyn Store>,
+        legacy_dir: &Path,
+        directory: Option<crate::ldap::Directory>,
+    ) -> std::io::Result<CertStore> {
         if legacy_dir.is_dir() {
             let mut moved = 0;
             for e in std::fs::read_dir(legacy_dir)?.flatten() {
@@ -244,23 +250,47 @@ impl CertStore {
             std::fs::rename(legacy_dir, legacy_dir.with_extension("imported"))?;
             tracing::info!(moved, "harvested certificates moved into the store");
         }
-        Ok(CertStore { store })
+        Ok(CertStore { store, directory })
     }
 
-    /// The certificate to encrypt to `address` at `now` (the best of those held).
-    pub fn lookup(&self, address: &str, now: u64) -> Option<Vec<u8>> {
+    /// The certificate to encrypt to `address` at `now`: the best of those held, else the
+    /// best the directory has (looked up and cached there). `Err` when the directory could
+    /// not be asked (temporary: the message waits).
+    pub fn lookup(&self, address: &str, now: u64) -> Result<Option<Vec<u8>>, String> {
         let held = match self.store.for_address(address) {
             Ok(h) => h,
-            Err(e) => {
-                tracing::error!("certificate store: {e}");
-                return None;
-            }
+            Err(e) => return Err(format!("certificate store: {e}")),
         };
         let infos = held
             .iter()
             .filter(|s| s.kind == Kind::External)
             .map(|s| &s.info);
-        admin::best_for_encryption(infos, address, now).map(|c| c.der.clone())
+        if let Some(c) = admin::best_for_encryption(infos, address, now) {
+            return Ok(Some(c.der.clone()));
+        }
+        let Some(dir) = &self.directory else {
+            return Ok(None);
+        };
+        // Called from the queue's blocking threads, inside the runtime.
+        let found = match tokio::runtime::Handle::try_current() {
+            Ok(h) => h.block_on(dir.lookup(address)),
+            Err(_) => return Ok(None),
+        };
+        match found {
+            Ok(ders) => {
+                let infos: Vec<CertInfo> = ders.iter().filter_map(|d| CertInfo::parse(d)).collect();
+                let best = admin::best_for_encryption(infos.iter(), address, now);
+                if let Some(b) = best {
+                    tracing::info!(address, fingerprint = %&b.fingerprint[..16], "certificate found in the directory");
+                }
+                Ok(best.map(|c| c.der.clone()))
+            }
+            Err(e) if e.is_temporary() => Err(format!("certificate directory: {e}")),
+            Err(e) => {
+                tracing::error!("certificate directory: {e}");
+                Ok(None)
+            }
+        }
     }
 
     /// Keeps `cert` when it names `sender` (a certificate is harvested only for the address

@@ -323,7 +323,8 @@ impl Relay {
         }
         guarded.opened();
         let certs_dir = data.join("certs");
-        let certs = CertStore::open(store.clone(), &certs_dir)
+        let directory = config.ldap.clone().map(crate::ldap::Directory::new);
+        let certs = CertStore::open(store.clone(), &certs_dir, directory)
             .map_err(|e| file_error("directory", &certs_dir, e))?;
         let spool = Spool::open(&data.join("spool"))?;
         let tls_server = Some(server_tls(&config)?);

@@ -347,7 +347,15 @@ fn outbound_plan(
             rules.sign == Sign::Always && !policy.never_sign_to(addr) && header_exception.is_none();
         let cert = match encrypt_mode {
             Encrypt::Never => None,
-            _ => ctx.certs.lookup(addr, ctx.now),
+            _ => match ctx.certs.lookup(addr, ctx.now) {
+                Ok(c) => c,
+                // The directory could not say: the message waits rather than going out
+                // unencrypted (or bouncing) on a guess.
+                Err(why) => {
+                    plan.deferred.push((i, format!("4.4.3 {why}")));
+                    continue;
+                }
+            },
         };
         if encrypt_mode == Encrypt::Required && cert.is_none() {
             plan.failed.push((
