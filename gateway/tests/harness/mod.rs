@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod postfix;
+pub mod web;
 pub mod webdriver;
 
 use std::io::{BufRead, BufReader, Write};

@@ -1,0 +1,251 @@
+//! The web console under test: a gateway with `[web]` on a free loopback port, an
+//! administrator account made beforehand, curl as the HTTPS client of the API tests, and
+//! users' PKCS#12 files issued by a small OpenSSL CA.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use super::{Gateway, free_port};
+use crate::common::openssl;
+
+pub const ADMIN_PASSWORD: &str = "correct horse battery";
+
+/// A gateway with the web console on; `admin` / [`ADMIN_PASSWORD`] exists. `rest` is more
+/// configuration after `[web]`.
+pub fn gateway(rest: &str) -> (Gateway, u16) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mut admins = std::collections::BTreeMap::new();
+    admins.insert(
+        "admin".to_string(),
+        smimegw::users::hash(ADMIN_PASSWORD).unwrap(),
+    );
+    smimegw::users::write_as(&data.join("admins"), &admins, smimegw::users::Names::Logins).unwrap();
+    let web = free_port();
+    let gw = Gateway::start_in(
+        dir,
+        "",
+        &format!("[web]\nlisten = [\"127.0.0.1:{web}\"]\n{rest}"),
+    );
+    (gw, web)
+}
+
+/// A CA (`ca.pem`, `ca.key` in `dir`) for users' certificates.
+pub fn user_ca(dir: &Path) {
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "60",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-subj",
+            "/O=Example/CN=Example Users CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=keyCertSign,cRLSign",
+        ],
+        dir,
+    );
+    // `openssl ca` (OpenSSL 3.0's `x509 -req` cannot set a start date in the past).
+    std::fs::write(
+        dir.join("ca.cnf"),
+        "[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\nnew_certs_dir = .\n\
+         serial = serial\ndefault_md = sha256\npolicy = p\nunique_subject = no\n\
+         [p]\ncommonName = supplied\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("index.txt"), "").unwrap();
+    std::fs::write(dir.join("serial"), "1000\n").unwrap();
+}
+
+/// A user's PKCS#12 (`NAME.p12`, password `password`) issued by [`user_ca`]'s CA, valid
+/// from `days_from`..`days_to` days from now (negative: past), naming `address` when given.
+pub fn user_p12(
+    dir: &Path,
+    name: &str,
+    address: Option<&str>,
+    days: (i64, i64),
+    password: &str,
+) -> PathBuf {
+    let ext = dir.join(format!("{name}.ext"));
+    let mut e = String::from(
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n\
+         extendedKeyUsage=emailProtection\n",
+    );
+    if let Some(a) = address {
+        e.push_str(&format!("subjectAltName=email:{a}\n"));
+    }
+    std::fs::write(&ext, e).unwrap();
+    let key = format!("{name}.key");
+    let csr = format!("{name}.csr");
+    let pem = format!("{name}.pem");
+    openssl(
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+        dir,
+    );
+    let day = |d: i64| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+            + d * 86_400;
+        // YYYYMMDDHHMMSSZ through date(1).
+        let out = Command::new("date")
+            .args(["-u", "-d", &format!("@{t}"), "+%Y%m%d%H%M%SZ"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    openssl(
+        &[
+            "ca",
+            "-batch",
+            "-config",
+            "ca.cnf",
+            "-cert",
+            "ca.pem",
+            "-keyfile",
+            "ca.key",
+            "-in",
+            &csr,
+            "-startdate",
+            &day(days.0),
+            "-enddate",
+            &day(days.1),
+            "-extfile",
+            ext.to_str().unwrap(),
+            "-notext",
+            "-out",
+            &pem,
+        ],
+        dir,
+    );
+    let p12 = format!("{name}.p12");
+    openssl(
+        &[
+            "pkcs12",
+            "-export",
+            "-inkey",
+            &key,
+            "-in",
+            &pem,
+            "-certfile",
+            "ca.pem",
+            "-out",
+            &p12,
+            "-passout",
+            &format!("pass:{password}"),
+        ],
+        dir,
+    );
+    dir.join(p12)
+}
+
+/// An HTTPS client of the API (curl, a cookie jar, the CSRF token after sign-in).
+pub struct Api {
+    pub base: String,
+    jar: PathBuf,
+    pub csrf: String,
+    _dir: tempfile::TempDir,
+}
+
+/// What came back.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: String,
+    pub json: Value,
+    pub text: String,
+}
+
+impl Api {
+    pub fn new(port: u16) -> Api {
+        let d = tempfile::tempdir().unwrap();
+        Api {
+            base: format!("https://127.0.0.1:{port}"),
+            jar: d.path().join("cookies"),
+            csrf: String::new(),
+            _dir: d,
+        }
+    }
+
+    /// One request; `body` is JSON, or with `form` a multipart form (`-F` arguments).
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>, form: &[String]) -> Answer {
+        self.call_with_csrf(method, path, body, form, &self.csrf.clone())
+    }
+
+    pub fn call_with_csrf(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        form: &[String],
+        csrf: &str,
+    ) -> Answer {
+        let headers = self._dir.path().join("headers");
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sk", "-X", method, "-b"])
+            .arg(&self.jar)
+            .arg("-c")
+            .arg(&self.jar)
+            .arg("-D")
+            .arg(&headers)
+            .args(["-w", "\n%{http_code}"]);
+        if !csrf.is_empty() {
+            cmd.args(["-H", &format!("X-CSRF-Token: {csrf}")]);
+        }
+        if let Some(b) = body {
+            cmd.args(["-H", "Content-Type: application/json", "--data-binary"])
+                .arg(b.to_string());
+        }
+        for f in form {
+            cmd.arg("-F").arg(f);
+        }
+        cmd.arg(format!("{}{path}", self.base));
+        let out = cmd.output().expect("curl runs (tests/run installs it)");
+        let all = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (text, code) = all.rsplit_once('\n').unwrap_or(("", "0"));
+        Answer {
+            status: code.trim().parse().unwrap_or(0),
+            headers: std::fs::read_to_string(&headers).unwrap_or_default(),
+            json: serde_json::from_str(text).unwrap_or(Value::Null),
+            text: text.to_string(),
+        }
+    }
+
+    pub fn sign_in(&mut self, user: &str, password: &str) -> Answer {
+        let a = self.call(
+            "POST",
+            "/api/v1/session",
+            Some(&serde_json::json!({ "user": user, "password": password })),
+            &[],
+        );
+        if a.status == 200 {
+            self.csrf = a.json["csrf"].as_str().unwrap().to_string();
+        }
+        a
+    }
+}
