@@ -194,6 +194,15 @@ fn add_all(
     for (kind, c) in checked {
         match store.add(kind, &c, source)? {
             Added::New => report.added.push((kind, c)),
+            // Held as an intermediate only (a PKCS#12's chain, offered for path building):
+            // now it is trusted.
+            Added::Known
+                if kind == Kind::Anchor
+                    && store.remove(&c.fingerprint, &[Kind::Intermediate]).is_ok() =>
+            {
+                store.add(kind, &c, source)?;
+                report.added.push((kind, c));
+            }
             Added::Known => report.known.push(c),
         }
     }

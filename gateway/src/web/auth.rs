@@ -2,9 +2,9 @@
 //! read-only; Argon2id hashes, the same files the serial console uses), sessions (a random
 //! token in a Secure, HttpOnly, SameSite=Strict cookie; ended after `web.session_idle`
 //! without a request), a CSRF token per session (every form and every changing API call
-//! carries it), and throttling: after [`MAX_FAILURES`] wrong passwords for an account or
-//! from an address within [`WINDOW`], sign-in is refused for [`LOCKOUT`] even with the right
-//! password.
+//! carries it), and throttling: after [`MAX_FAILURES`] wrong passwords for an account (or
+//! [`MAX_FAILURES_ADDRESS`] from one address) within [`WINDOW`], sign-in is refused for
+//! [`LOCKOUT`] even with the right password.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,6 +17,8 @@ pub const COOKIE: &str = "smimegw_session";
 /// The sign-in form's own CSRF cookie (before there is a session).
 pub const PRE_COOKIE: &str = "smimegw_signin";
 pub const MAX_FAILURES: u32 = 5;
+/// From one address (several administrators may share one): more before it locks.
+pub const MAX_FAILURES_ADDRESS: u32 = 20;
 pub const WINDOW: Duration = Duration::from_secs(15 * 60);
 pub const LOCKOUT: Duration = Duration::from_secs(5 * 60);
 
@@ -151,7 +153,12 @@ impl Auth {
                 };
             }
             e.count += 1;
-            if e.count >= MAX_FAILURES {
+            let max = if k.starts_with("ip:") {
+                MAX_FAILURES_ADDRESS
+            } else {
+                MAX_FAILURES
+            };
+            if e.count >= max {
                 e.locked_until = Some(now + LOCKOUT);
             }
         }
