@@ -97,7 +97,9 @@ fn page(s: &Session, title: &str, notice: Notice, body: &str) -> Response {
     (status, Html(layout(s, title, &notice, body))).into_response()
 }
 
-/// The session, or the way to the sign-in page.
+/// The session, or the way to the sign-in page. (The `Err` is the answer itself, returned
+/// once per request: its size does not matter.)
+#[allow(clippy::result_large_err)]
 fn session_or_login(web: &Web, headers: &HeaderMap) -> Result<Session, Response> {
     web.session(headers)
         .map(|(_, s)| s)
@@ -105,6 +107,7 @@ fn session_or_login(web: &Web, headers: &HeaderMap) -> Result<Session, Response>
 }
 
 /// For a form that changes something: the session, its CSRF token, an administrator.
+#[allow(clippy::result_large_err)]
 fn change_allowed(web: &Web, headers: &HeaderMap, csrf: &str) -> Result<Session, Response> {
     let s = session_or_login(web, headers)?;
     if !super::auth::same(csrf, &s.csrf) {
