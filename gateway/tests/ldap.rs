@@ -21,24 +21,6 @@ const SUFFIX: &str = "dc=example,dc=org";
 const ROOT_DN: &str = "cn=admin,dc=example,dc=org";
 const ROOT_PW: &str = "root-secret-1234";
 
-/// A free port below the kernel's ephemeral range (as `harness::free_port`).
-fn free_port() -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    loop {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos(),
-        );
-        let port = 20_000 + (h.finish() % 12_000) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
@@ -153,7 +135,7 @@ impl Slapd {
 
         // The port is free when chosen but may be taken before slapd binds it: try again.
         for _ in 0..5 {
-            let port = free_port();
+            let port = harness::free_port();
             let log = std::fs::File::create(dir.join("slapd.log")).unwrap();
             let mut child = Command::new(SLAPD)
                 .arg("-f")
@@ -209,6 +191,25 @@ impl Drop for Slapd {
     }
 }
 
+/// The suffix's own entry, first in every LDIF.
+fn base_entry() -> String {
+    format!(
+        "dn: {SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\ndc: example\no: Example\n"
+    )
+}
+
+/// A person `uid` with `mail`, and `attribute` (DER, base64 in the LDIF) when given.
+fn person(uid: &str, mail: &str, attribute: Option<(&str, &[u8])>) -> String {
+    let mut e = format!(
+        "\ndn: uid={uid},{SUFFIX}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\n\
+         mail: {mail}\n"
+    );
+    if let Some((name, der)) = attribute {
+        e.push_str(&format!("{name}:: {}\n", base64(der)));
+    }
+    e
+}
+
 fn settings(url: &str) -> LdapSettings {
     LdapSettings {
         url: url.to_string(),
@@ -235,47 +236,23 @@ async fn certificates_from_slapd() {
         .arg(&dave_p7));
     let dave_p7 = std::fs::read(dave_p7).unwrap();
     let erin = certificate(dir, "erin", "erin@example.org");
-    let ldif = format!(
-        "dn: {SUFFIX}\n\
-         objectClass: dcObject\n\
-         objectClass: organization\n\
-         dc: example\n\
-         o: Example\n\
-         \n\
-         dn: uid=carol,{SUFFIX}\n\
-         objectClass: inetOrgPerson\n\
-         uid: carol\n\
-         cn: Carol\n\
-         sn: Carol\n\
-         mail: carol@example.org\n\
-         userCertificate;binary:: {carol}\n\
-         \n\
-         dn: uid=dave,{SUFFIX}\n\
-         objectClass: inetOrgPerson\n\
-         uid: dave\n\
-         cn: Dave\n\
-         sn: Dave\n\
-         mail: dave@example.org\n\
-         userSMIMECertificate:: {dave_p7}\n\
-         \n\
-         dn: uid=erin,{SUFFIX}\n\
-         objectClass: inetOrgPerson\n\
-         uid: erin\n\
-         cn: Erin\n\
-         sn: Erin\n\
-         mail: erin@example.org\n\
-         userCertificate;binary:: {erin}\n\
-         \n\
-         dn: uid=frank,{SUFFIX}\n\
-         objectClass: inetOrgPerson\n\
-         uid: frank\n\
-         cn: Frank\n\
-         sn: Frank\n\
-         mail: frank@example.org\n",
-        carol = base64(&carol),
-        dave_p7 = base64(&dave_p7),
-        erin = base64(&erin),
-    );
+    let ldif = base_entry()
+        + &person(
+            "carol",
+            "carol@example.org",
+            Some(("userCertificate;binary", &carol)),
+        )
+        + &person(
+            "dave",
+            "dave@example.org",
+            Some(("userSMIMECertificate", &dave_p7)),
+        )
+        + &person(
+            "erin",
+            "erin@example.org",
+            Some(("userCertificate;binary", &erin)),
+        )
+        + &person("frank", "frank@example.org", None);
     let mut slapd = Slapd::start(dir, &ldif);
     let directory = Directory::new(settings(&slapd.url()));
 
@@ -422,40 +399,19 @@ async fn silent_server_times_out() {
 fn the_relay_encrypts_to_a_user_found_in_the_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    run(Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
-        ])
-        .args(["-subj", "/CN=Frank", "-addext"])
-        .arg("subjectAltName=email:frank@example.org")
-        .args(["-addext", "keyUsage=digitalSignature,keyEncipherment"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(dir.join("frank.key"))
-        .arg("-out")
-        .arg(dir.join("frank.pem")));
+    harness::outsider(dir, "frank", "frank@example.org");
     run(Command::new("openssl")
         .args(["x509", "-outform", "DER", "-in"])
         .arg(dir.join("frank.pem"))
         .arg("-out")
         .arg(dir.join("frank.der")));
     let frank = std::fs::read(dir.join("frank.der")).unwrap();
-    let ldif = format!(
-        "dn: {SUFFIX}\n\
-         objectClass: dcObject\n\
-         objectClass: organization\n\
-         dc: example\n\
-         o: Example\n\
-         \n\
-         dn: uid=frank,{SUFFIX}\n\
-         objectClass: inetOrgPerson\n\
-         uid: frank\n\
-         cn: Frank\n\
-         sn: Frank\n\
-         mail: frank@example.org\n\
-         userCertificate;binary:: {}\n",
-        base64(&frank)
-    );
+    let ldif = base_entry()
+        + &person(
+            "frank",
+            "frank@example.org",
+            Some(("userCertificate;binary", &frank)),
+        );
     let ldap_dir = dir.join("ldap");
     std::fs::create_dir_all(&ldap_dir).unwrap();
     let slapd = Slapd::start(&ldap_dir, &ldif);

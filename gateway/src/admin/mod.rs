@@ -171,7 +171,8 @@ fn check_trust(
     Ok(out)
 }
 
-fn record(store: &dyn Store, actor: &Actor, action: &str, detail: String) {
+/// Writes an administrator's action to the audit log (and the log).
+pub fn record(store: &dyn Store, actor: &Actor, action: &str, detail: String) {
     let entry = AuditEntry {
         at: crate::spool::now(),
         who: actor.who.clone(),

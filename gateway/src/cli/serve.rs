@@ -153,7 +153,11 @@ fn dev_admin(data: &std::path::Path, out: &mut dyn Write) -> Result<(), CliError
     if !admins.is_empty() {
         return Ok(());
     }
-    let password: String = smimegw::web::auth::token().chars().take(20).collect();
+    let password: String = smimegw::web::auth::token()
+        .map_err(|e| CliError::Usage(e.to_string()))?
+        .chars()
+        .take(20)
+        .collect();
     admins.insert(
         "admin".into(),
         users::hash(&password).map_err(|e| CliError::Usage(e.to_string()))?,

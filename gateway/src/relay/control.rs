@@ -153,17 +153,9 @@ async fn key_request(relay: &Arc<Relay>, import: bool, json: &str) -> Result<Str
             let bytes = crate::admin::read_limited(&path).map_err(|e| e.to_string())?;
             let password = hsm::Pin::new(req.password.unwrap_or_default());
             let name = path.display().to_string();
-            let done = crate::admin::keys::import_pkcs12(
-                r.store.as_ref(),
-                &r.keys,
-                &actor,
-                &name,
-                &bytes,
-                &password,
-                spool::now(),
-            )
-            .map_err(|e| e.to_string())?;
-            r.queue.retry_all();
+            let done = r
+                .import_key(&actor, &name, &bytes, &password)
+                .map_err(|e| e.to_string())?;
             let mut out = format!(
                 "imported {} ({}), valid until {}\nkey: {}\n",
                 done.cert.addresses.join(", "),

@@ -249,6 +249,28 @@ impl Relay {
         }
     }
 
+    /// Imports a user's PKCS#12 into the token (see [`crate::admin::keys::import_pkcs12`]);
+    /// mail that waited for the sender's certificate is retried. Blocks on the token.
+    pub fn import_key(
+        &self,
+        actor: &crate::admin::Actor,
+        name: &str,
+        bytes: &[u8],
+        password: &hsm::Pin,
+    ) -> Result<crate::admin::keys::KeyImported, crate::admin::AdminError> {
+        let done = crate::admin::keys::import_pkcs12(
+            self.store.as_ref(),
+            &self.keys,
+            actor,
+            name,
+            bytes,
+            password,
+            crate::spool::now(),
+        )?;
+        self.queue.retry_all();
+        Ok(done)
+    }
+
     /// Puts a policy in force (an administrator applied it).
     pub fn set_policy(&self, policy: Policy) {
         let mut p = match self.policy.write() {
@@ -423,15 +445,14 @@ impl Relay {
         for e in envs {
             self.queue.schedule(&e.id, e.next_try);
         }
+        let bind = |addr: std::net::SocketAddr| async move {
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Listen { addr, source })
+        };
         let mut listeners = Vec::new();
         for addr in &self.config.server.listen {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Listen {
-                    addr: *addr,
-                    source,
-                })?;
-            listeners.push(l);
+            listeners.push(bind(*addr).await?);
         }
         let mut web_listeners = Vec::new();
         if !self.config.web.listen.is_empty() {
@@ -443,12 +464,7 @@ impl Relay {
                 },
             };
             for addr in &self.config.web.listen {
-                let l = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| StartError::Listen {
-                        addr: *addr,
-                        source,
-                    })?;
+                let l = bind(*addr).await?;
                 let l = crate::web::TlsListener::new(l, acceptor.clone()).map_err(|source| {
                     StartError::Listen {
                         addr: *addr,

@@ -95,6 +95,7 @@ impl From<SignInError> for ApiError {
             SignInError::Wrong => ApiError::Forbidden("wrong password".into()),
             SignInError::Locked(s) => ApiError::Locked(s),
             SignInError::Accounts(e) => ApiError::Internal(e.to_string()),
+            SignInError::Random(e) => ApiError::Unavailable(e.to_string()),
         }
     }
 }
@@ -339,19 +340,9 @@ pub async fn upload_p12(
     let actor = Web::actor(s);
     let done = blocking(move || {
         let password = hsm::Pin::new(password);
-        Ok(admin::keys::import_pkcs12(
-            r.store.as_ref(),
-            &r.keys,
-            &actor,
-            &name,
-            &bytes,
-            &password,
-            spool::now(),
-        )?)
+        Ok(r.import_key(&actor, &name, &bytes, &password)?)
     })
     .await?;
-    // Mail that waited for this sender's certificate goes now.
-    web.relay.queue.retry_all();
     Ok(json!({
         "imported": done.cert.fingerprint,
         "addresses": done.cert.addresses,
@@ -468,17 +459,7 @@ pub async fn queue_list(web: &Arc<Web>) -> ApiResult<Vec<spool::Envelope>> {
 }
 
 pub fn audited(web: &Web, s: &Session, action: &str, detail: String) {
-    let entry = crate::store::AuditEntry {
-        at: spool::now(),
-        who: s.user.clone(),
-        origin: s.origin.clone(),
-        action: action.into(),
-        detail,
-    };
-    if let Err(e) = web.relay.store.record(&entry) {
-        tracing::error!("audit log: {e}");
-    }
-    tracing::info!(who = %s.user, origin = %s.origin, "{action}: {}", entry.detail);
+    admin::record(web.relay.store.as_ref(), &Web::actor(s), action, detail);
 }
 
 pub async fn queue_retry(web: &Arc<Web>, s: &Session, id: &str) -> ApiResult<()> {

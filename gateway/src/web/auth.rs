@@ -75,6 +75,8 @@ pub enum SignInError {
     Locked(u64),
     #[error("{0}")]
     Accounts(#[from] UsersError),
+    #[error("no random session token: {0}")]
+    Random(#[from] hsm::Error),
 }
 
 /// Accounts, sessions and throttling.
@@ -91,19 +93,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A random token, hex.
-pub fn token() -> String {
-    let bytes = hsm::random(32).map(|b| b.to_vec()).unwrap_or_else(|_| {
-        // aws-lc's generator does not fail in practice; never hand out a guessable token.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &t.to_le_bytes())
-            .as_ref()
-            .to_vec()
-    });
-    hsm::hex(&bytes)
+/// A random token (32 bytes from the system's generator), hex.
+pub fn token() -> Result<String, hsm::Error> {
+    hsm::random(32).map(|b| hsm::hex(&b))
 }
 
 /// Equal without a timing difference in the contents.
@@ -197,11 +189,11 @@ impl Auth {
         let session = Session {
             user,
             role,
-            csrf: token(),
+            csrf: token()?,
             origin: format!("web {ip}"),
             last_seen: Instant::now(),
         };
-        let id = token();
+        let id = token()?;
         let mut sessions = lock(&self.sessions);
         sessions.retain(|_, v| v.last_seen.elapsed() < self.idle);
         sessions.insert(id.clone(), session.clone());

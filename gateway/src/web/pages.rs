@@ -137,6 +137,51 @@ fn change_allowed(web: &Web, headers: &HeaderMap, csrf: &str) -> Result<Session,
     Ok(s)
 }
 
+/// A multipart form that changes something: the session (checked with the form's CSRF
+/// token, an administrator) and the upload, or why the upload could not be read.
+#[allow(clippy::result_large_err)]
+async fn upload_form(
+    web: &Web,
+    headers: &HeaderMap,
+    mp: Multipart,
+) -> Result<(Session, ApiResult<api::Upload>), Response> {
+    match api::read_upload(mp).await {
+        Ok(up) => {
+            let csrf = up.fields.get("csrf").map_or("", String::as_str);
+            Ok((change_allowed(web, headers, csrf)?, Ok(up)))
+        }
+        Err(e) => Ok((session_or_login(web, headers)?, Err(e))),
+    }
+}
+
+/// What a confirmed removal form removes.
+enum Removal {
+    Key,
+    Trust,
+}
+
+/// A form that removes something for good: an administrator, the form's CSRF token and the
+/// password typed again; then the removal of `fingerprint`.
+#[allow(clippy::result_large_err)]
+async fn confirmed_removal(
+    web: &Arc<Web>,
+    peer: Peer,
+    headers: &HeaderMap,
+    f: &HashMap<String, String>,
+    what: Removal,
+) -> Result<(Session, ApiResult<serde_json::Value>), Response> {
+    let field = |k: &str| f.get(k).cloned().unwrap_or_default();
+    let s = change_allowed(web, headers, &field("csrf"))?;
+    let r = match api::confirm(web, &s, field("password"), peer.ip()).await {
+        Ok(()) => match what {
+            Removal::Key => api::delete_key(web, &s, field("fingerprint")).await,
+            Removal::Trust => api::remove_trust(web, &s, field("fingerprint")).await,
+        },
+        Err(e) => Err(e),
+    };
+    Ok((s, r))
+}
+
 fn outcome<T>(r: ApiResult<T>, ok: impl FnOnce(T) -> String) -> Notice {
     match r {
         Ok(v) => Notice::Ok(ok(v)),
@@ -170,7 +215,18 @@ pub fn routes() -> Router<Arc<Web>> {
 
 // ---- sign-in ----
 
-fn login_page(token: &str, error: Option<&str>) -> Response {
+/// The sign-in page with a fresh form token (also set as its cookie), and `error` above it.
+fn login_page(error: Option<&str>) -> Response {
+    let token = match super::auth::token() {
+        Ok(t) => t,
+        Err(e) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("no random token for the sign-in form: {e}"),
+            )
+                .into_response();
+        }
+    };
     let mut h = format!(
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>Sign in - smimegw\
          </title><style>{STYLE}</style></head><body><main><h1>smimegw: sign in</h1>"
@@ -185,7 +241,7 @@ fn login_page(token: &str, error: Option<&str>) -> Response {
          <p><label>Password <input type=password name=password id=password \
          autocomplete=current-password required></label></p>\
          <p><button type=submit id=signin>Sign in</button></p></form></main></body></html>",
-        esc(token)
+        esc(&token)
     );
     let status = if error.is_some() {
         StatusCode::FORBIDDEN
@@ -194,12 +250,12 @@ fn login_page(token: &str, error: Option<&str>) -> Response {
     };
     let mut res = (status, Html(h)).into_response();
     res.headers_mut()
-        .insert(header::SET_COOKIE, session_cookie(PRE_COOKIE, token));
+        .insert(header::SET_COOKIE, session_cookie(PRE_COOKIE, &token));
     res
 }
 
 async fn login_form() -> Response {
-    login_page(&super::auth::token(), None)
+    login_page(None)
 }
 
 async fn login(
@@ -211,10 +267,9 @@ async fn login(
     let field = |k: &str| f.get(k).cloned().unwrap_or_default();
     let pre = cookie(&headers, PRE_COOKIE).unwrap_or_default();
     if pre.is_empty() || !super::auth::same(&pre, &field("csrf")) {
-        return login_page(
-            &super::auth::token(),
-            Some("the sign-in form expired or did not come from this console; try again"),
-        );
+        return login_page(Some(
+            "the sign-in form expired or did not come from this console; try again",
+        ));
     }
     let (w, user, pw, ip) = (web.clone(), field("user"), field("password"), peer.ip());
     let result = tokio::task::spawn_blocking(move || w.auth.sign_in(&user, &pw, &ip)).await;
@@ -229,16 +284,16 @@ async fn login(
         }
         Ok(Err(SignInError::Wrong)) => {
             tracing::warn!(user = %field("user"), ip = %peer.ip(), "web console: failed sign-in");
-            login_page(&super::auth::token(), Some("wrong user name or password"))
+            login_page(Some("wrong user name or password"))
         }
         Ok(Err(e)) => {
-            let mut res = login_page(&super::auth::token(), Some(&e.to_string()));
+            let mut res = login_page(Some(&e.to_string()));
             if matches!(e, SignInError::Locked(_)) {
                 *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
             }
             res
         }
-        Err(e) => login_page(&super::auth::token(), Some(&e.to_string())),
+        Err(e) => login_page(Some(&e.to_string())),
     }
 }
 
@@ -419,19 +474,13 @@ async fn certificates_upload(
     headers: HeaderMap,
     mp: Multipart,
 ) -> Response {
-    let up = match api::read_upload(mp).await {
-        Ok(u) => u,
-        Err(e) => {
-            return match session_or_login(&web, &headers) {
-                Ok(s) => certificates_page(&web, &s, "", Notice::Err(e.message())).await,
-                Err(r) => r,
-            };
-        }
-    };
-    let csrf = up.fields.get("csrf").cloned().unwrap_or_default();
-    let s = match change_allowed(&web, &headers, &csrf) {
-        Ok(s) => s,
+    let (s, up) = match upload_form(&web, &headers, mp).await {
+        Ok(x) => x,
         Err(r) => return r,
+    };
+    let up = match up {
+        Ok(u) => u,
+        Err(e) => return certificates_page(&web, &s, "", Notice::Err(e.message())).await,
     };
     let notice = match up
         .file
@@ -469,14 +518,9 @@ async fn certificates_delete(
     headers: HeaderMap,
     Form(f): Form<HashMap<String, String>>,
 ) -> Response {
-    let field = |k: &str| f.get(k).cloned().unwrap_or_default();
-    let s = match change_allowed(&web, &headers, &field("csrf")) {
-        Ok(s) => s,
+    let (s, r) = match confirmed_removal(&web, peer, &headers, &f, Removal::Key).await {
+        Ok(x) => x,
         Err(r) => return r,
-    };
-    let r = match api::confirm(&web, &s, field("password"), peer.ip()).await {
-        Ok(()) => api::delete_key(&web, &s, field("fingerprint")).await,
-        Err(e) => Err(e),
     };
     let notice = outcome(r, |v| {
         format!(
@@ -577,19 +621,13 @@ async fn trust(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
 }
 
 async fn trust_upload(State(web): State<Arc<Web>>, headers: HeaderMap, mp: Multipart) -> Response {
-    let up = match api::read_upload(mp).await {
-        Ok(u) => u,
-        Err(e) => {
-            return match session_or_login(&web, &headers) {
-                Ok(s) => trust_page(&web, &s, Notice::Err(e.message())).await,
-                Err(r) => r,
-            };
-        }
-    };
-    let csrf = up.fields.get("csrf").cloned().unwrap_or_default();
-    let s = match change_allowed(&web, &headers, &csrf) {
-        Ok(s) => s,
+    let (s, up) = match upload_form(&web, &headers, mp).await {
+        Ok(x) => x,
         Err(r) => return r,
+    };
+    let up = match up {
+        Ok(u) => u,
+        Err(e) => return trust_page(&web, &s, Notice::Err(e.message())).await,
     };
     let notice = match up.file {
         None => Notice::Err("choose a certificate file first".into()),
@@ -614,14 +652,9 @@ async fn trust_remove(
     headers: HeaderMap,
     Form(f): Form<HashMap<String, String>>,
 ) -> Response {
-    let field = |k: &str| f.get(k).cloned().unwrap_or_default();
-    let s = match change_allowed(&web, &headers, &field("csrf")) {
-        Ok(s) => s,
+    let (s, r) = match confirmed_removal(&web, peer, &headers, &f, Removal::Trust).await {
+        Ok(x) => x,
         Err(r) => return r,
-    };
-    let r = match api::confirm(&web, &s, field("password"), peer.ip()).await {
-        Ok(()) => api::remove_trust(&web, &s, field("fingerprint")).await,
-        Err(e) => Err(e),
     };
     let notice = outcome(r, |v| {
         format!(
