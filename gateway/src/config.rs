@@ -32,6 +32,11 @@ pub struct Config {
     pub web: WebConfig,
     /// Where recipients' certificates are looked up after the store (`[ldap]`).
     pub ldap: Option<crate::ldap::LdapSettings>,
+    /// CRLs: fetching them, and what an unknown status means (`[revocation]`).
+    pub revocation: crate::revocation::RevocationSettings,
+    /// Days ahead that internal users' certificates expiring are warned of (`[ca]
+    /// expiry_warnings`, default 30 and 7).
+    pub expiry_warnings: Vec<u64>,
     /// The configuration file's `[policy]` tables as written (the consoles' starting point).
     pub policy_text: String,
     pub board: BoardConfig,
@@ -543,6 +548,17 @@ mod raw {
         #[serde(default)]
         pub web: WebRaw,
         pub ldap: Option<crate::ldap::LdapRaw>,
+        #[serde(default)]
+        pub revocation: RevocationRaw,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RevocationRaw {
+        pub unknown: Option<String>,
+        pub fetch: Option<bool>,
+        pub refresh: Option<String>,
+        pub fetch_timeout: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -609,6 +625,7 @@ mod raw {
         pub enabled: Option<bool>,
         pub organization: Option<String>,
         pub issue_on_first_use: Option<bool>,
+        pub expiry_warnings: Option<Vec<u64>>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -947,6 +964,40 @@ mod raw {
                 inbound,
                 queue,
                 ldap: self.ldap.map(crate::ldap::LdapRaw::check).transpose()?,
+                revocation: {
+                    use crate::revocation::{RevocationSettings, UnknownStatus};
+                    let r = self.revocation;
+                    let unknown = match r.unknown.as_deref() {
+                        None | Some("allow") => UnknownStatus::Allow,
+                        Some("refuse") => UnknownStatus::Refuse,
+                        Some(other) => {
+                            return Err(format!(
+                                "revocation.unknown: {other:?} is not \"allow\" (use a \
+                                 certificate whose revocation status is unknown) or \
+                                 \"refuse\" (do not)"
+                            ));
+                        }
+                    };
+                    let refresh = dur("revocation.refresh", r.refresh, 6 * 3600)?;
+                    if refresh < Duration::from_secs(300) {
+                        return Err("revocation.refresh: at least 5m".into());
+                    }
+                    RevocationSettings {
+                        unknown,
+                        fetch: r.fetch.unwrap_or(true),
+                        refresh,
+                        timeout: dur("revocation.fetch_timeout", r.fetch_timeout, 15)?,
+                    }
+                },
+                expiry_warnings: {
+                    let mut w = self.ca.expiry_warnings.unwrap_or_else(|| vec![30, 7]);
+                    if w.iter().any(|d| *d == 0 || *d > 365) {
+                        return Err("ca.expiry_warnings: days between 1 and 365".into());
+                    }
+                    w.sort_unstable_by(|a, b| b.cmp(a));
+                    w.dedup();
+                    w
+                },
                 web: {
                     let w = self.web;
                     let listen = w

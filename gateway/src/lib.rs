@@ -7,6 +7,7 @@ pub mod config;
 pub mod fsutil;
 pub mod ldap;
 pub mod relay;
+pub mod revocation;
 pub mod smime;
 pub mod smtp;
 pub mod sntp;

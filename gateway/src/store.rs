@@ -147,6 +147,37 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
+/// A CRL in the store (one per issuer: the newest held).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCrl {
+    /// The issuer's name, as [`CertInfo::issuer`] prints it.
+    pub issuer: String,
+    /// Seconds since the epoch.
+    pub this_update: u64,
+    pub next_update: Option<u64>,
+    /// cRLNumber, hex.
+    pub number: Option<String>,
+    /// How many certificates it lists.
+    pub revoked: u64,
+    /// SHA-256 of the DER, hex.
+    pub fingerprint: String,
+    /// "uploaded by NAME from ORIGIN", or the URL.
+    pub source: String,
+    /// The distribution point it was fetched from.
+    pub url: Option<String>,
+    pub added: u64,
+    pub der: Vec<u8>,
+}
+
+/// The last attempt to fetch a CRL from a distribution point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrlFetch {
+    pub url: String,
+    pub at: u64,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
 /// The store could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -198,6 +229,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn setting(&self, name: &str) -> Result<Option<String>>;
     /// Sets (or with `None` removes) a setting.
     fn set_setting(&self, name: &str, value: Option<&str>) -> Result<()>;
+    /// The CRLs held, by issuer.
+    fn crls(&self) -> Result<Vec<StoredCrl>>;
+    /// Keeps `crl` as its issuer's (replacing the one held; the caller checked it is newer).
+    fn put_crl(&self, crl: &StoredCrl) -> Result<()>;
+    /// Removes the CRL whose fingerprint starts with `prefix` (at least 8 hex digits).
+    fn remove_crl(&self, prefix: &str) -> Result<StoredCrl>;
+    /// Notes an attempt to fetch from `url` (and why it failed).
+    fn note_crl_fetch(&self, url: &str, at: u64, error: Option<&str>) -> Result<()>;
+    /// The last attempt per distribution point.
+    fn crl_fetches(&self) -> Result<Vec<CrlFetch>>;
 }
 
 /// The embedded store: one SQLite file.
@@ -240,10 +281,31 @@ CREATE TABLE IF NOT EXISTS settings (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
-PRAGMA user_version = 2;
+CREATE TABLE IF NOT EXISTS crls (
+    issuer TEXT PRIMARY KEY,
+    this_update INTEGER NOT NULL,
+    next_update INTEGER,
+    number TEXT,
+    revoked INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    source TEXT NOT NULL,
+    url TEXT,
+    added INTEGER NOT NULL,
+    der BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS crl_fetches (
+    url TEXT PRIMARY KEY,
+    at INTEGER NOT NULL,
+    error TEXT
+);
+PRAGMA user_version = 3;
 ";
 
-/// Schema 1 to 2: the key URI of internal users' certificates, and settings.
+/// The schema this version writes.
+const SCHEMA_VERSION: i64 = 3;
+
+/// Schema 1 to 2: the key URI of internal users' certificates, and settings. (2 to 3 only
+/// adds tables, which `SCHEMA` creates.)
 const MIGRATE_1: &str = "ALTER TABLE certificates ADD COLUMN key_uri TEXT;";
 
 impl SqliteStore {
@@ -263,9 +325,10 @@ impl SqliteStore {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(|e| err(&e))?;
-        if version > 2 {
+        if version > SCHEMA_VERSION {
             return Err(err(&format!(
-                "made by a newer smimegw (schema {version}); this one reads schema 2"
+                "made by a newer smimegw (schema {version}); this one reads schema \
+                 {SCHEMA_VERSION}"
             )));
         }
         if version == 1 {
@@ -477,4 +540,97 @@ impl Store for SqliteStore {
         };
         Ok(())
     }
+
+    fn crls(&self) -> Result<Vec<StoredCrl>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(&format!("{CRL_COLUMNS} ORDER BY issuer"))?;
+        let rows = st.query_map([], crl_row)?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    fn put_crl(&self, c: &StoredCrl) -> Result<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO crls (issuer, this_update, next_update, number, revoked, \
+             fingerprint, source, url, added, der) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                c.issuer,
+                c.this_update as i64,
+                c.next_update.map(|n| n as i64),
+                c.number,
+                c.revoked as i64,
+                c.fingerprint,
+                c.source,
+                c.url,
+                c.added as i64,
+                c.der,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn remove_crl(&self, prefix: &str) -> Result<StoredCrl> {
+        let prefix = prefix.trim().to_ascii_lowercase().replace(':', "");
+        if prefix.len() < 8 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::NoMatch(prefix));
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let found: Vec<StoredCrl> = {
+            let mut st = tx.prepare(&format!("{CRL_COLUMNS} WHERE fingerprint LIKE ?1 || '%'"))?;
+            let rows = st.query_map([&prefix], crl_row)?;
+            rows.collect::<std::result::Result<_, _>>()?
+        };
+        match found.len() {
+            0 => Err(StoreError::NoMatch(prefix)),
+            1 => {
+                tx.execute("DELETE FROM crls WHERE issuer = ?1", [&found[0].issuer])?;
+                tx.commit()?;
+                Ok(found
+                    .into_iter()
+                    .next()
+                    .ok_or(StoreError::NoMatch(prefix))?)
+            }
+            count => Err(StoreError::Ambiguous { prefix, count }),
+        }
+    }
+
+    fn note_crl_fetch(&self, url: &str, at: u64, error: Option<&str>) -> Result<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO crl_fetches (url, at, error) VALUES (?1, ?2, ?3)",
+            params![url, at as i64, error],
+        )?;
+        Ok(())
+    }
+
+    fn crl_fetches(&self) -> Result<Vec<CrlFetch>> {
+        let conn = self.conn();
+        let mut st = conn.prepare("SELECT url, at, error FROM crl_fetches ORDER BY url")?;
+        let rows = st.query_map([], |r| {
+            Ok(CrlFetch {
+                url: r.get(0)?,
+                at: r.get::<_, i64>(1)?.max(0) as u64,
+                error: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+}
+
+const CRL_COLUMNS: &str = "SELECT issuer, this_update, next_update, number, revoked, \
+     fingerprint, source, url, added, der FROM crls";
+
+fn crl_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCrl> {
+    Ok(StoredCrl {
+        issuer: r.get(0)?,
+        this_update: r.get::<_, i64>(1)?.max(0) as u64,
+        next_update: r.get::<_, Option<i64>>(2)?.map(|n| n.max(0) as u64),
+        number: r.get(3)?,
+        revoked: r.get::<_, i64>(4)?.max(0) as u64,
+        fingerprint: r.get(5)?,
+        source: r.get(6)?,
+        url: r.get(7)?,
+        added: r.get::<_, i64>(8)?.max(0) as u64,
+        der: r.get(9)?,
+    })
 }

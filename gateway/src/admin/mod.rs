@@ -9,6 +9,7 @@
 
 use std::path::Path;
 
+pub mod crl;
 pub mod keys;
 pub mod policy;
 
@@ -449,4 +450,51 @@ pub fn best_for_encryption<'a>(
                 &b.fingerprint,
             ))
         })
+}
+
+/// An internal user's signing certificate (the newest per address) that expires soon.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Expiring {
+    pub address: String,
+    pub fingerprint: String,
+    pub not_after: u64,
+    /// Negative: expired that many days ago.
+    pub days_left: i64,
+    /// The built-in CA issued it (it is renewed on first use after expiry).
+    pub built_in: bool,
+}
+
+/// Internal users whose newest certificate expires within `within_days` of `now` (or has
+/// expired), soonest first. A user renewed with a later certificate is not listed.
+pub fn expiring(
+    store: &dyn Store,
+    ca_subject: Option<&str>,
+    now: u64,
+    within_days: u64,
+) -> Result<Vec<Expiring>, AdminError> {
+    let mut newest: std::collections::BTreeMap<String, CertInfo> = Default::default();
+    for s in store.list(&[Kind::Internal])? {
+        for a in &s.info.addresses {
+            match newest.get(a) {
+                Some(held) if held.not_after >= s.info.not_after => {}
+                _ => {
+                    newest.insert(a.clone(), s.info.clone());
+                }
+            }
+        }
+    }
+    let horizon = now + within_days * 86_400;
+    let mut out: Vec<Expiring> = newest
+        .into_iter()
+        .filter(|(_, c)| c.not_after <= horizon)
+        .map(|(address, c)| Expiring {
+            days_left: (c.not_after as i64 - now as i64).div_euclid(86_400),
+            built_in: ca_subject.is_some_and(|s| s == c.issuer),
+            address,
+            fingerprint: c.fingerprint,
+            not_after: c.not_after,
+        })
+        .collect();
+    out.sort_by(|a, b| (a.not_after, &a.address).cmp(&(b.not_after, &b.address)));
+    Ok(out)
 }

@@ -14,6 +14,7 @@ use hsm::{ObjectType, Token};
 
 use crate::admin;
 use crate::ca::{CA_LABEL, Ca};
+use crate::revocation::Revocation;
 use crate::store::{Added, CertInfo, Kind, Store};
 
 /// A key in the token with its certificate.
@@ -222,6 +223,8 @@ pub struct CertStore {
     store: Arc<dyn Store>,
     /// Asked when the store holds no usable certificate (`[ldap]`).
     directory: Option<crate::ldap::Directory>,
+    /// Revoked certificates are not encrypted to.
+    revocation: Arc<Revocation>,
 }
 
 impl CertStore {
@@ -231,6 +234,7 @@ impl CertStore {
         store: Arc<dyn Store>,
         legacy_dir: &Path,
         directory: Option<crate::ldap::Directory>,
+        revocation: Arc<Revocation>,
     ) -> std::io::Result<CertStore> {
         if legacy_dir.is_dir() {
             let mut moved = 0;
@@ -250,7 +254,34 @@ impl CertStore {
             std::fs::rename(legacy_dir, legacy_dir.with_extension("imported"))?;
             tracing::info!(moved, "harvested certificates moved into the store");
         }
-        Ok(CertStore { store, directory })
+        Ok(CertStore {
+            store,
+            directory,
+            revocation,
+        })
+    }
+
+    /// The CRLs, for checking signers too.
+    pub fn revocation(&self) -> &Revocation {
+        &self.revocation
+    }
+
+    /// Those of `candidates` not revoked (nor of unknown status, when that is refused).
+    fn usable<'a>(
+        &self,
+        candidates: impl IntoIterator<Item = &'a CertInfo>,
+        now: u64,
+    ) -> Vec<&'a CertInfo> {
+        candidates
+            .into_iter()
+            .filter(|c| match self.revocation.check(c, now) {
+                Ok(()) => true,
+                Err(why) => {
+                    tracing::warn!(fingerprint = %&c.fingerprint[..16], "not encrypting to it: {why}");
+                    false
+                }
+            })
+            .collect()
     }
 
     /// The certificate to encrypt to `address` at `now`: the best of those held, else the
@@ -261,10 +292,12 @@ impl CertStore {
             Ok(h) => h,
             Err(e) => return Err(format!("certificate store: {e}")),
         };
-        let infos = held
-            .iter()
-            .filter(|s| s.kind == Kind::External)
-            .map(|s| &s.info);
+        let infos = self.usable(
+            held.iter()
+                .filter(|s| s.kind == Kind::External)
+                .map(|s| &s.info),
+            now,
+        );
         if let Some(c) = admin::best_for_encryption(infos, address, now) {
             return Ok(Some(c.der.clone()));
         }
@@ -279,7 +312,7 @@ impl CertStore {
         match found {
             Ok(ders) => {
                 let infos: Vec<CertInfo> = ders.iter().filter_map(|d| CertInfo::parse(d)).collect();
-                let best = admin::best_for_encryption(infos.iter(), address, now);
+                let best = admin::best_for_encryption(self.usable(&infos, now), address, now);
                 if let Some(b) = best {
                     tracing::info!(address, fingerprint = %&b.fingerprint[..16], "certificate found in the directory");
                 }

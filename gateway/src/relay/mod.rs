@@ -6,6 +6,7 @@ pub mod board;
 pub mod control;
 pub mod deliver;
 pub mod dsn;
+pub mod expiry;
 pub mod keys;
 pub mod listener;
 pub mod pipeline;
@@ -237,6 +238,30 @@ impl std::fmt::Debug for Relay {
     }
 }
 
+/// Fetches the CRLs the held certificates point to, now and then on schedule (sooner when
+/// a CRL's nextUpdate comes first), when `[revocation] fetch` is on.
+async fn refresh_crls(relay: Arc<Relay>) {
+    let settings = relay.config.revocation.clone();
+    if !settings.fetch {
+        return;
+    }
+    // Let the listeners come up first.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    loop {
+        let r = relay.clone();
+        let wait = tokio::task::spawn_blocking(move || {
+            let report = crate::revocation::refresh(r.store.as_ref(), settings.timeout);
+            if !report.updated.is_empty() {
+                r.certs.revocation().reload();
+            }
+            crate::revocation::next_refresh(r.store.as_ref(), settings.refresh, crate::spool::now())
+        })
+        .await
+        .unwrap_or(settings.refresh);
+        tokio::time::sleep(wait).await;
+    }
+}
+
 /// The store setting holding the policy applied from a console (TOML, `[policy]` tables).
 pub const POLICY_APPLIED: &str = "policy.applied";
 
@@ -346,7 +371,11 @@ impl Relay {
         guarded.opened();
         let certs_dir = data.join("certs");
         let directory = config.ldap.clone().map(crate::ldap::Directory::new);
-        let certs = CertStore::open(store.clone(), &certs_dir, directory)
+        let revocation = Arc::new(crate::revocation::Revocation::new(
+            store.clone(),
+            config.revocation.clone(),
+        ));
+        let certs = CertStore::open(store.clone(), &certs_dir, directory, revocation)
             .map_err(|e| file_error("directory", &certs_dir, e))?;
         let spool = Spool::open(&data.join("spool"))?;
         let tls_server = Some(server_tls(&config)?);
@@ -487,6 +516,8 @@ impl Relay {
             tasks.spawn(listener::accept_loop(self.clone(), l));
         }
         tasks.spawn(queue::run(self.clone()));
+        tasks.spawn(refresh_crls(self.clone()));
+        tasks.spawn(expiry::watch(self.clone()));
         for l in web_listeners {
             let relay = self.clone();
             tasks.spawn(async move {

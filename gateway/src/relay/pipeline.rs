@@ -28,6 +28,7 @@ use crate::smime::sign::{Format, Signer};
 use crate::smime::stream::{self, Span};
 use crate::smime::trust;
 use crate::spool::{Envelope, Status};
+use crate::store::CertInfo;
 
 use super::keys::{CertProblem, CertStore, Keys};
 
@@ -66,6 +67,28 @@ pub struct Context<'a> {
     /// Intermediate CA certificates the administrators imported, for path building (DER).
     pub intermediates: &'a [Vec<u8>],
     pub now: u64,
+}
+
+/// The signer's certificate and the intermediates of its path are neither revoked nor (when
+/// that is refused) of unknown status.
+fn not_revoked(ctx: &Context<'_>, cert: &[u8], chain: &[Vec<u8>]) -> Result<(), String> {
+    let rev = ctx.certs.revocation();
+    for (i, der) in std::iter::once(cert)
+        .chain(chain.iter().map(Vec::as_slice))
+        .enumerate()
+    {
+        let Some(info) = CertInfo::parse(der) else {
+            continue;
+        };
+        rev.check(&info, ctx.now).map_err(|why| {
+            if i == 0 {
+                why
+            } else {
+                format!("its CA {}: {why}", crate::admin::short_name(&info))
+            }
+        })?;
+    }
+    Ok(())
 }
 
 fn scratch() -> std::io::Result<File> {
@@ -666,13 +689,15 @@ fn open_and_annotate(
                             ctx.certs.harvest(&from, cert);
                             let mut path = certificates.clone();
                             path.extend_from_slice(ctx.intermediates);
-                            match trust::check_signer(
+                            match trust::check_signer_path(
                                 cert,
                                 &path,
                                 ctx.anchors,
                                 ctx.now,
                                 Some(&from),
-                            ) {
+                            )
+                            .and_then(|chain| not_revoked(ctx, cert, &chain))
+                            {
                                 Ok(()) => (2, "pass", format!("signed by {from}")),
                                 Err(why) => (
                                     1,

@@ -31,6 +31,18 @@ pub fn check_signer(
     at: u64,
     email: Option<&str>,
 ) -> Verdict {
+    check_signer_path(cert, intermediates, anchors, at, email).map(|_| ())
+}
+
+/// [`check_signer`], returning the intermediate CA certificates of the path found (from the
+/// signer's issuer up, the anchor left out), for revocation checks.
+pub fn check_signer_path(
+    cert: &[u8],
+    intermediates: &[Vec<u8>],
+    anchors: &[Vec<u8>],
+    at: u64,
+    email: Option<&str>,
+) -> Result<Vec<Vec<u8>>, String> {
     let cert_der = CertificateDer::from(cert);
     let ee = EndEntityCert::try_from(&cert_der)
         .map_err(|e| format!("the signer's certificate cannot be used: {}", describe(&e)))?;
@@ -50,16 +62,21 @@ pub fn check_signer(
         .filter(|c| c.as_slice() != cert)
         .map(|c| CertificateDer::from(c.as_slice()))
         .collect();
-    ee.verify_for_usage(
-        webpki::ALL_VERIFICATION_ALGS,
-        &trust,
-        &chain,
-        UnixTime::since_unix_epoch(Duration::from_secs(at)),
-        KeyUsage::required_if_present(EMAIL_PROTECTION),
-        None,
-        None,
-    )
-    .map_err(|e| describe(&e))?;
+    let path = ee
+        .verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &trust,
+            &chain,
+            UnixTime::since_unix_epoch(Duration::from_secs(at)),
+            KeyUsage::required_if_present(EMAIL_PROTECTION),
+            None,
+            None,
+        )
+        .map_err(|e| describe(&e))?;
+    let used: Vec<Vec<u8>> = path
+        .intermediate_certificates()
+        .map(|c| c.der().to_vec())
+        .collect();
 
     let parsed = x509_cert::Certificate::from_der(cert)
         .map_err(|e| format!("the signer's certificate does not parse: {e}"))?;
@@ -85,7 +102,7 @@ pub fn check_signer(
             ));
         }
     }
-    Ok(())
+    Ok(used)
 }
 
 /// The email addresses a certificate names: rfc822Name in subjectAltName, and the legacy
