@@ -226,3 +226,64 @@ pub fn delete_key(
     );
     Ok(removed)
 }
+
+/// Issues (or with `renew`, renews) `address`'s certificate from the built-in CA, audited.
+/// `internal`: whether the address is in an internal domain (only those are issued).
+pub fn issue(
+    store: &dyn Store,
+    keys: &Keys,
+    actor: &Actor,
+    address: &str,
+    internal: bool,
+    renew: bool,
+    now: u64,
+) -> Result<CertInfo, AdminError> {
+    let address = address.trim().to_ascii_lowercase();
+    let refuse = |reason: String| AdminError::Refused {
+        name: address.clone(),
+        reason,
+    };
+    let well_formed = address.split_once('@').is_some_and(|(l, d)| {
+        !l.is_empty()
+            && d.contains('.')
+            && !d.starts_with('.')
+            && !d.ends_with('.')
+            && address.bytes().filter(|b| *b == b'@').count() == 1
+            && address
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"<>()[]\\,;:\"".contains(&b))
+    });
+    if !well_formed {
+        return Err(refuse(
+            "not an email address (like user@example.com)".into(),
+        ));
+    }
+    if !internal {
+        return Err(refuse(
+            "not in an internal domain (server.internal_domains); the built-in CA issues \
+             certificates to internal users only"
+                .into(),
+        ));
+    }
+    let entry = keys.issue(&address, renew, now).map_err(refuse)?;
+    let cert = entry
+        .chain
+        .first()
+        .and_then(|d| CertInfo::parse(d))
+        .ok_or_else(|| refuse("the new certificate does not parse".into()))?;
+    record(
+        store,
+        actor,
+        if renew {
+            "certificate renewed"
+        } else {
+            "certificate issued"
+        },
+        format!(
+            "{address} by the built-in CA, valid until {} (fingerprint {})",
+            day(cert.not_after),
+            &cert.fingerprint[..16]
+        ),
+    );
+    Ok(cert)
+}

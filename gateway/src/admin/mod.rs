@@ -233,6 +233,64 @@ pub fn import_trust(
     Ok(report)
 }
 
+/// Imports correspondents' certificates from an uploaded file (PEM or DER): each must be an
+/// end-entity certificate naming an email address, valid now, allowing encryption. All of
+/// them, or none when one is refused.
+pub fn import_correspondents(
+    store: &dyn Store,
+    actor: &Actor,
+    name: &str,
+    bytes: &[u8],
+    now: u64,
+) -> Result<ImportReport, AdminError> {
+    let refuse = |reason: String| AdminError::Refused {
+        name: name.to_string(),
+        reason,
+    };
+    let certs = certificates_in(name, bytes)?;
+    let mut checked = Vec::new();
+    for c in certs {
+        let who = short_name(&c);
+        if c.is_ca {
+            return Err(refuse(format!(
+                "\"{who}\" is a CA certificate; CA certificates go to the trust anchors"
+            )));
+        }
+        if c.addresses.is_empty() {
+            return Err(refuse(format!("\"{who}\" names no email address")));
+        }
+        if c.not_after <= now {
+            return Err(refuse(format!("\"{who}\" expired on {}", day(c.not_after))));
+        }
+        if c.not_before > now {
+            return Err(refuse(format!(
+                "\"{who}\" is not valid before {}",
+                day(c.not_before)
+            )));
+        }
+        if !c.can_encrypt {
+            return Err(refuse(format!(
+                "\"{who}\"'s key usage does not allow encrypting to it"
+            )));
+        }
+        checked.push((Kind::External, c));
+    }
+    let mut report = ImportReport::default();
+    add_all(
+        store,
+        checked,
+        &format!("imported from {name}"),
+        &mut report,
+    )?;
+    record(
+        store,
+        actor,
+        "correspondent import",
+        describe(name, &report),
+    );
+    Ok(report)
+}
+
 fn describe(name: &str, r: &ImportReport) -> String {
     let mut parts: Vec<String> = r
         .added

@@ -216,6 +216,39 @@ impl Keys {
     }
 }
 
+impl Keys {
+    /// Whether there is a built-in CA to issue from.
+    pub fn can_issue(&self) -> bool {
+        self.ca.is_some()
+    }
+
+    /// Issues `address` a certificate from the built-in CA now (an administrator asked): a
+    /// new key in the token on first issue, the same key on renewal (so mail encrypted to
+    /// the old certificate still decrypts). Unless `renew`, refused while a certificate valid
+    /// `now` is held. Blocks on the token.
+    pub fn issue(&self, address: &str, renew: bool, now: u64) -> Result<KeyEntry, String> {
+        let ca = self
+            .ca
+            .as_ref()
+            .ok_or("the built-in CA is off ([ca] enabled = false)")?;
+        let _one = self.issuing.lock().map_err(|_| "lock".to_string())?;
+        let address = address.to_ascii_lowercase();
+        if !renew && let (Some(e), _) = self.current(&address, now) {
+            return Err(format!(
+                "{address} has a certificate valid until {}; renew it instead",
+                crate::smime::asn1::day(e.not_after)
+            ));
+        }
+        ca.issue_smime(self.token.as_ref(), &address)
+            .map_err(|e| e.to_string())?;
+        self.reload().map_err(|e| e.to_string())?;
+        match self.current(&address, now) {
+            (Some(e), _) => Ok(e),
+            _ => Err("the new certificate is not in the token".into()),
+        }
+    }
+}
+
 /// External correspondents' certificates, kept in the [`Store`]: harvested from the signed
 /// mail they send, or imported by an administrator.
 #[derive(Debug)]

@@ -296,6 +296,28 @@ impl Relay {
         Ok(done)
     }
 
+    /// Issues (or renews) an internal user's certificate from the built-in CA (see
+    /// [`crate::admin::keys::issue`]); mail that waited for it is retried. Blocks on the token.
+    pub fn issue_certificate(
+        &self,
+        actor: &crate::admin::Actor,
+        address: &str,
+        renew: bool,
+    ) -> Result<crate::store::CertInfo, crate::admin::AdminError> {
+        let internal = self.config.is_internal_address(address.trim());
+        let cert = crate::admin::keys::issue(
+            self.store.as_ref(),
+            &self.keys,
+            actor,
+            address,
+            internal,
+            renew,
+            crate::spool::now(),
+        )?;
+        self.queue.retry_all();
+        Ok(cert)
+    }
+
     /// Puts a policy in force (an administrator applied it).
     pub fn set_policy(&self, policy: Policy) {
         let mut p = match self.policy.write() {

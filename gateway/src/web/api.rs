@@ -136,11 +136,11 @@ fn csrf_header(headers: &HeaderMap) -> &str {
         .unwrap_or("")
 }
 
-fn changing(web: &Web, headers: &HeaderMap) -> ApiResult<Session> {
+pub(super) fn changing(web: &Web, headers: &HeaderMap) -> ApiResult<Session> {
     check(web, headers, Some(csrf_header(headers)))
 }
 
-fn reading(web: &Web, headers: &HeaderMap) -> ApiResult<Session> {
+pub(super) fn reading(web: &Web, headers: &HeaderMap) -> ApiResult<Session> {
     check(web, headers, None)
 }
 
@@ -259,7 +259,8 @@ pub struct StatusView {
     pub delivered: u64,
     pub token: Value,
     pub tamper: Option<String>,
-    /// Internal users' certificates that expire within 30 days (or have expired).
+    /// Internal users' newest certificates that expire within the first warning (`[ca]
+    /// expiry_warnings`, 30 days) or have expired.
     pub expiring: Vec<CertView>,
 }
 
@@ -273,12 +274,15 @@ pub async fn status(web: &Arc<Web>) -> ApiResult<StatusView> {
             .recover_list()
             .map_err(|e| ApiError::Internal(e.to_string()))?
             .len();
+        let within = r.config.expiry_warnings.first().copied().unwrap_or(30);
+        let ca = crate::relay::expiry::ca_subject(&r);
+        let soon = admin::expiring(r.store.as_ref(), ca.as_deref(), now, within)?;
         let expiring = r
             .store
             .list(&[Kind::Internal])
             .map_err(|e| ApiError::Internal(e.to_string()))?
             .iter()
-            .filter(|s| s.info.not_after < now + 30 * 86_400)
+            .filter(|s| soon.iter().any(|e| e.fingerprint == s.info.fingerprint))
             .map(|s| cert_view(s, now, false))
             .collect();
         Ok((queue, expiring))

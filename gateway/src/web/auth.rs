@@ -164,6 +164,29 @@ impl Auth {
         password: &str,
         ip: &str,
     ) -> Result<(String, Session), SignInError> {
+        let (user, role) = self.authenticate(user, password, ip)?;
+        let session = Session {
+            user,
+            role,
+            csrf: token()?,
+            origin: format!("web {ip}"),
+            last_seen: Instant::now(),
+        };
+        let id = token()?;
+        let mut sessions = lock(&self.sessions);
+        sessions.retain(|_, v| v.last_seen.elapsed() < self.idle);
+        sessions.insert(id.clone(), session.clone());
+        Ok((id, session))
+    }
+
+    /// Checks a user name and password under the throttle (blocks): the account's name and
+    /// role. For sign-in, and for requests that carry HTTP Basic credentials (the metrics).
+    pub fn authenticate(
+        &self,
+        user: &str,
+        password: &str,
+        ip: &str,
+    ) -> Result<(String, Role), SignInError> {
         let name = Names::Logins
             .normalize(user)
             .unwrap_or_else(|_| user.to_string());
@@ -186,18 +209,7 @@ impl Auth {
             return Err(SignInError::Wrong);
         };
         lock(&self.failures).remove(&keys[0]);
-        let session = Session {
-            user,
-            role,
-            csrf: token()?,
-            origin: format!("web {ip}"),
-            last_seen: Instant::now(),
-        };
-        let id = token()?;
-        let mut sessions = lock(&self.sessions);
-        sessions.retain(|_, v| v.last_seen.elapsed() < self.idle);
-        sessions.insert(id.clone(), session.clone());
-        Ok((id, session))
+        Ok((user, role))
     }
 
     /// The session of a cookie value, refreshed; `None` when unknown or idle too long.

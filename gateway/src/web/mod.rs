@@ -9,6 +9,8 @@ pub mod api;
 pub mod auth;
 pub mod openapi;
 pub mod pages;
+pub mod pki;
+pub mod pki_pages;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,7 +39,12 @@ pub const BODY_LIMIT: usize = 4 << 20;
 pub struct Web {
     pub relay: Arc<Relay>,
     pub auth: Auth,
+    /// The warning above every page, and when it was made.
+    banner: std::sync::Mutex<Option<(std::time::Instant, String)>>,
 }
+
+/// How long the banner is reused before it is made again.
+const BANNER_FOR: Duration = Duration::from_secs(30);
 
 impl Web {
     pub fn actor(s: &Session) -> Actor {
@@ -47,12 +54,69 @@ impl Web {
         }
     }
 
+    /// What every page warns of (empty: nothing): internal users' certificates expiring
+    /// within the first warning or expired, out-of-date CRLs, the tamper latch.
+    pub fn banner(&self) -> String {
+        let mut cached = self.banner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, text)) = cached.as_ref()
+            && at.elapsed() < BANNER_FOR
+        {
+            return text.clone();
+        }
+        let text = banner_text(&self.relay);
+        *cached = Some((std::time::Instant::now(), text.clone()));
+        text
+    }
+
     /// The session a request's cookie names.
     pub fn session(&self, headers: &HeaderMap) -> Option<(String, Session)> {
         let id = cookie(headers, COOKIE)?;
         let s = self.auth.session(&id)?;
         Some((id, s))
     }
+}
+
+fn banner_text(r: &Relay) -> String {
+    let now = crate::spool::now();
+    let mut parts = Vec::new();
+    if let Some(t) = r.tamper.state() {
+        parts.push(format!("TAMPER: {t}; signing and decrypting are stopped."));
+    }
+    let within = r.config.expiry_warnings.first().copied().unwrap_or(30);
+    let ca = crate::relay::expiry::ca_subject(r);
+    match crate::admin::expiring(r.store.as_ref(), ca.as_deref(), now, within) {
+        Ok(list) if !list.is_empty() => {
+            let expired = list.iter().filter(|e| e.days_left < 0).count();
+            let first = &list[0];
+            let mut t = format!(
+                "{} internal user certificate(s) expire within {within} days",
+                list.len() - expired
+            );
+            if expired > 0 {
+                t.push_str(&format!(", {expired} expired"));
+            }
+            t.push_str(&format!(
+                "; first: {} on {}.",
+                first.address,
+                crate::smime::asn1::day(first.not_after)
+            ));
+            parts.push(t);
+        }
+        Ok(_) => {}
+        Err(e) => parts.push(format!("certificate store: {e}")),
+    }
+    if let Ok(crls) = r.store.crls() {
+        let stale = crls
+            .iter()
+            .filter(|c| c.next_update.is_some_and(|n| n <= now))
+            .count();
+        if stale > 0 {
+            parts.push(format!(
+                "{stale} CRL(s) out of date: revocation status unknown for their certificates."
+            ));
+        }
+    }
+    parts.join(" ")
 }
 
 /// A cookie's value.
@@ -179,6 +243,7 @@ async fn security_headers(mut res: Response) -> Response {
 pub fn router(web: Arc<Web>) -> Router {
     Router::new()
         .merge(api::routes())
+        .merge(pki::routes())
         .merge(pages::routes())
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::map_response(security_headers))
@@ -193,7 +258,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let auth = Auth::open(&relay.config.data_dir, relay.config.web.session_idle)
         .map_err(std::io::Error::other)?;
-    let web = Arc::new(Web { relay, auth });
+    let web = Arc::new(Web {
+        relay,
+        auth,
+        banner: Default::default(),
+    });
     axum::serve(
         listener,
         router(web).into_make_service_with_connect_info::<Peer>(),

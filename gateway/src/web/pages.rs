@@ -53,7 +53,7 @@ pub enum Notice {
     Err(String),
 }
 
-fn layout(s: &Session, title: &str, notice: &Notice, body: &str) -> String {
+fn layout(s: &Session, banner: &str, title: &str, notice: &Notice, body: &str) -> String {
     let mut h = String::new();
     let _ = write!(
         h,
@@ -62,6 +62,7 @@ fn layout(s: &Session, title: &str, notice: &Notice, body: &str) -> String {
          <title>{t} - smimegw</title><style>{STYLE}</style></head><body><nav>\
          <a href='/'>Dashboard</a><a href='/certificates'>Certificates</a>\
          <a href='/trust'>Trust anchors</a><a href='/correspondents'>Correspondents</a>\
+         <a href='/crls'>CRLs</a><a href='/ca'>CA</a>\
          <a href='/policy'>Policy</a><a href='/queue'>Queue</a><a href='/audit'>Audit log</a>\
          <a href='/password'>Password</a>\
          <form class=inline method=post action='/logout'><input type=hidden name=csrf value='{c}'>\
@@ -71,6 +72,9 @@ fn layout(s: &Session, title: &str, notice: &Notice, body: &str) -> String {
         u = esc(&s.user),
         r = s.role.as_str()
     );
+    if !banner.is_empty() {
+        let _ = write!(h, "<div class=warn id=banner>{}</div>", esc(banner));
+    }
     match notice {
         Notice::None => {}
         Notice::Ok(m) => {
@@ -85,22 +89,22 @@ fn layout(s: &Session, title: &str, notice: &Notice, body: &str) -> String {
     h
 }
 
-fn csrf_field(s: &Session) -> String {
+pub(super) fn csrf_field(s: &Session) -> String {
     format!("<input type=hidden name=csrf value='{}'>", esc(&s.csrf))
 }
 
-fn page(s: &Session, title: &str, notice: Notice, body: &str) -> Response {
+pub(super) fn page(web: &Web, s: &Session, title: &str, notice: Notice, body: &str) -> Response {
     let status = match notice {
         Notice::Err(_) => StatusCode::BAD_REQUEST,
         _ => StatusCode::OK,
     };
-    (status, Html(layout(s, title, &notice, body))).into_response()
+    (status, Html(layout(s, &web.banner(), title, &notice, body))).into_response()
 }
 
 /// The session, or the way to the sign-in page. (The `Err` is the answer itself, returned
 /// once per request: its size does not matter.)
 #[allow(clippy::result_large_err)]
-fn session_or_login(web: &Web, headers: &HeaderMap) -> Result<Session, Response> {
+pub(super) fn session_or_login(web: &Web, headers: &HeaderMap) -> Result<Session, Response> {
     web.session(headers)
         .map(|(_, s)| s)
         .ok_or_else(|| Redirect::to("/login").into_response())
@@ -108,13 +112,18 @@ fn session_or_login(web: &Web, headers: &HeaderMap) -> Result<Session, Response>
 
 /// For a form that changes something: the session, its CSRF token, an administrator.
 #[allow(clippy::result_large_err)]
-fn change_allowed(web: &Web, headers: &HeaderMap, csrf: &str) -> Result<Session, Response> {
+pub(super) fn change_allowed(
+    web: &Web,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Result<Session, Response> {
     let s = session_or_login(web, headers)?;
     if !super::auth::same(csrf, &s.csrf) {
         return Err((
             StatusCode::FORBIDDEN,
             Html(layout(
                 &s,
+                &web.banner(),
                 "Refused",
                 &Notice::Err("the form's CSRF token is missing or wrong; reload the page".into()),
                 "",
@@ -127,6 +136,7 @@ fn change_allowed(web: &Web, headers: &HeaderMap, csrf: &str) -> Result<Session,
             StatusCode::FORBIDDEN,
             Html(layout(
                 &s,
+                &web.banner(),
                 "Refused",
                 &Notice::Err("auditors may look but not change anything".into()),
                 "",
@@ -140,7 +150,7 @@ fn change_allowed(web: &Web, headers: &HeaderMap, csrf: &str) -> Result<Session,
 /// A multipart form that changes something: the session (checked with the form's CSRF
 /// token, an administrator) and the upload, or why the upload could not be read.
 #[allow(clippy::result_large_err)]
-async fn upload_form(
+pub(super) async fn upload_form(
     web: &Web,
     headers: &HeaderMap,
     mp: Multipart,
@@ -155,15 +165,16 @@ async fn upload_form(
 }
 
 /// What a confirmed removal form removes.
-enum Removal {
+pub(super) enum Removal {
     Key,
     Trust,
+    Crl,
 }
 
 /// A form that removes something for good: an administrator, the form's CSRF token and the
 /// password typed again; then the removal of `fingerprint`.
 #[allow(clippy::result_large_err)]
-async fn confirmed_removal(
+pub(super) async fn confirmed_removal(
     web: &Arc<Web>,
     peer: Peer,
     headers: &HeaderMap,
@@ -176,13 +187,14 @@ async fn confirmed_removal(
         Ok(()) => match what {
             Removal::Key => api::delete_key(web, &s, field("fingerprint")).await,
             Removal::Trust => api::remove_trust(web, &s, field("fingerprint")).await,
+            Removal::Crl => super::pki::remove_crl(web, &s, field("fingerprint")).await,
         },
         Err(e) => Err(e),
     };
     Ok((s, r))
 }
 
-fn outcome<T>(r: ApiResult<T>, ok: impl FnOnce(T) -> String) -> Notice {
+pub(super) fn outcome<T>(r: ApiResult<T>, ok: impl FnOnce(T) -> String) -> Notice {
     match r {
         Ok(v) => Notice::Ok(ok(v)),
         Err(e) => Notice::Err(e.message()),
@@ -191,6 +203,7 @@ fn outcome<T>(r: ApiResult<T>, ok: impl FnOnce(T) -> String) -> Notice {
 
 pub fn routes() -> Router<Arc<Web>> {
     Router::new()
+        .merge(super::pki_pages::routes())
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
         .route("/", get(dashboard))
@@ -323,7 +336,7 @@ async fn dashboard(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response 
     };
     let st = match api::status(&web).await {
         Ok(st) => st,
-        Err(e) => return page(&s, "Dashboard", Notice::Err(e.message()), ""),
+        Err(e) => return page(&web, &s, "Dashboard", Notice::Err(e.message()), ""),
     };
     let mut b = String::new();
     if let Some(t) = &st.tamper {
@@ -382,7 +395,7 @@ async fn dashboard(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response 
                 .join("; "))
             .unwrap_or_default()),
     );
-    page(&s, "Dashboard", Notice::None, &b)
+    page(&web, &s, "Dashboard", Notice::None, &b)
 }
 
 // ---- certificates ----
@@ -452,7 +465,7 @@ async fn certificates_page(web: &Arc<Web>, s: &Session, q: &str, notice: Notice)
             csrf_field(s)
         );
     }
-    page(s, "Certificates", notice, &b)
+    page(web, s, "Certificates", notice, &b)
 }
 
 async fn certificates(
@@ -582,9 +595,15 @@ async fn certificate(
                     esc(&c.fingerprint)
                 );
             }
-            page(&s, &format!("Certificate: {}", c.name), Notice::None, &b)
+            page(
+                &web,
+                &s,
+                &format!("Certificate: {}", c.name),
+                Notice::None,
+                &b,
+            )
         }
-        Err(e) => page(&s, "Certificate", Notice::Err(e.message()), ""),
+        Err(e) => page(&web, &s, "Certificate", Notice::Err(e.message()), ""),
     }
 }
 
@@ -610,7 +629,7 @@ async fn trust_page(web: &Arc<Web>, s: &Session, notice: Notice) -> Response {
             c = csrf_field(s)
         );
     }
-    page(s, "Trust anchors", notice, &b)
+    page(web, s, "Trust anchors", notice, &b)
 }
 
 async fn trust(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
@@ -675,12 +694,31 @@ async fn correspondents(
         Err(r) => return r,
     };
     let q = q.get("q").cloned().unwrap_or_default();
-    let mut b = search_form("/correspondents", &q);
-    match api::list_certs(&web, &[Kind::External], &q).await {
+    correspondents_page(&web, &s, &q, Notice::None).await
+}
+
+pub(super) async fn correspondents_page(
+    web: &Arc<Web>,
+    s: &Session,
+    q: &str,
+    notice: Notice,
+) -> Response {
+    let mut b = search_form("/correspondents", q);
+    match api::list_certs(web, &[Kind::External], q).await {
         Ok(l) => b.push_str(&cert_table(&l, None)),
         Err(e) => b.push_str(&format!("<div class=err>{}</div>", esc(&e.message()))),
     }
-    page(&s, "Correspondents", Notice::None, &b)
+    if s.role == Role::Admin {
+        let _ = write!(
+            b,
+            "<fieldset><legend>Import correspondents' certificates (PEM or DER)</legend>\
+             <form method=post action='/correspondents/upload' enctype='multipart/form-data'>\
+             {} <input type=file name=file id=corrfile> <button type=submit id=corrupload>\
+             Upload</button></form></fieldset>",
+            csrf_field(s)
+        );
+    }
+    page(web, s, "Correspondents", notice, &b)
 }
 
 // ---- policy ----
@@ -688,7 +726,7 @@ async fn correspondents(
 async fn policy_page(web: &Arc<Web>, s: &Session, notice: Notice, draft: Option<&str>) -> Response {
     let v = match api::policy_view(web).await {
         Ok(v) => v,
-        Err(e) => return page(s, "Policy", Notice::Err(e.message()), ""),
+        Err(e) => return page(web, s, "Policy", Notice::Err(e.message()), ""),
     };
     let mut b = String::new();
     let _ = write!(
@@ -738,7 +776,7 @@ async fn policy_page(web: &Arc<Web>, s: &Session, notice: Notice, draft: Option<
             esc(&text)
         );
     }
-    page(s, "Policy", notice, &b)
+    page(web, s, "Policy", notice, &b)
 }
 
 async fn policy(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
@@ -804,7 +842,7 @@ async fn policy_discard(
 async fn queue_page(web: &Arc<Web>, s: &Session, notice: Notice) -> Response {
     let envs = match api::queue_list(web).await {
         Ok(e) => e,
-        Err(e) => return page(s, "Queue", Notice::Err(e.message()), ""),
+        Err(e) => return page(web, s, "Queue", Notice::Err(e.message()), ""),
     };
     let now = crate::spool::now();
     let mut b = format!(
@@ -847,7 +885,7 @@ async fn queue_page(web: &Arc<Web>, s: &Session, notice: Notice) -> Response {
         );
     }
     b.push_str("</table>");
-    page(s, "Queue", notice, &b)
+    page(web, s, "Queue", notice, &b)
 }
 
 async fn queue(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
@@ -898,7 +936,7 @@ async fn audit(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
     };
     let log = match api::audit_log(&web, 200).await {
         Ok(l) => l,
-        Err(e) => return page(&s, "Audit log", Notice::Err(e.message()), ""),
+        Err(e) => return page(&web, &s, "Audit log", Notice::Err(e.message()), ""),
     };
     let mut b = String::from(
         "<table id=audit><tr><th>When</th><th>Who</th><th>From</th><th>What</th><th>Detail</th></tr>",
@@ -916,7 +954,7 @@ async fn audit(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
         );
     }
     b.push_str("</table>");
-    page(&s, "Audit log", Notice::None, &b)
+    page(&web, &s, "Audit log", Notice::None, &b)
 }
 
 fn password_body(s: &Session) -> String {
@@ -933,7 +971,13 @@ fn password_body(s: &Session) -> String {
 
 async fn password_form(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
     match session_or_login(&web, &headers) {
-        Ok(s) => page(&s, "Change your password", Notice::None, &password_body(&s)),
+        Ok(s) => page(
+            &web,
+            &s,
+            "Change your password",
+            Notice::None,
+            &password_body(&s),
+        ),
         Err(r) => r,
     }
 }
@@ -951,6 +995,7 @@ async fn password(
     };
     if !super::auth::same(&field("csrf"), &s.csrf) {
         return page(
+            &web,
             &s,
             "Change your password",
             Notice::Err("the form's CSRF token is missing or wrong; reload the page".into()),
@@ -974,5 +1019,5 @@ async fn password(
         api::audited(&web, &s, "password changed", String::new());
     }
     let n = outcome(r, |()| "Your password was changed.".into());
-    page(&s, "Change your password", n, &password_body(&s))
+    page(&web, &s, "Change your password", n, &password_body(&s))
 }
