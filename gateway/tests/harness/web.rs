@@ -62,11 +62,13 @@ pub fn user_ca(dir: &Path) {
         dir.join("ca.cnf"),
         "[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\nnew_certs_dir = .\n\
          serial = serial\ndefault_md = sha256\npolicy = p\nunique_subject = no\n\
+         crlnumber = crlnumber\ndefault_crl_days = 7\n\
          [p]\ncommonName = supplied\n",
     )
     .unwrap();
     std::fs::write(dir.join("index.txt"), "").unwrap();
     std::fs::write(dir.join("serial"), "1000\n").unwrap();
+    std::fs::write(dir.join("crlnumber"), "01\n").unwrap();
 }
 
 /// A user's PKCS#12 (`NAME.p12`, password `password`) issued by [`user_ca`]'s CA, valid
@@ -78,11 +80,25 @@ pub fn user_p12(
     days: (i64, i64),
     password: &str,
 ) -> PathBuf {
+    user_p12_with(dir, name, address, days, password, "")
+}
+
+/// [`user_p12`] with more extension lines (OpenSSL's extfile syntax), e.g. a
+/// `crlDistributionPoints`.
+pub fn user_p12_with(
+    dir: &Path,
+    name: &str,
+    address: Option<&str>,
+    days: (i64, i64),
+    password: &str,
+    extra: &str,
+) -> PathBuf {
     let ext = dir.join(format!("{name}.ext"));
     let mut e = String::from(
         "basicConstraints=critical,CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n\
          extendedKeyUsage=emailProtection\n",
     );
+    e.push_str(extra);
     if let Some(a) = address {
         e.push_str(&format!("subjectAltName=email:{a}\n"));
     }
