@@ -595,3 +595,166 @@ fn browser_signs_in_uploads_a_pkcs12_and_applies_a_policy() {
     b.find("#signout").click();
     b.wait_url("/login", t);
 }
+
+/// The fingerprint OpenSSL gives a PEM certificate file, as the API writes them.
+fn sha256_of(dir: &std::path::Path, pem: &str) -> String {
+    let out = common::openssl(
+        &["x509", "-in", pem, "-noout", "-fingerprint", "-sha256"],
+        dir,
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .replace(':', "")
+        .to_ascii_lowercase()
+}
+
+#[test]
+fn built_in_ca_issues_renews_exports_and_expiry_is_warned_of() {
+    let (mut gw, port) = gateway("");
+    let d = gw.dir.path().to_path_buf();
+    let mut api = Api::new(port);
+    assert_eq!(api.sign_in("admin", ADMIN_PASSWORD).status, 200);
+
+    // The CA certificate, for clients: details and a PEM download that OpenSSL reads.
+    let ca = api.call("GET", "/api/v1/ca", None, &[]);
+    assert_eq!(ca.status, 200, "{}", ca.text);
+    let pem = api.call("GET", "/api/v1/ca/certificate", None, &[]);
+    assert!(pem.headers.contains("smimegw-ca.pem"), "{}", pem.headers);
+    std::fs::write(d.join("exported-ca.pem"), &pem.text).unwrap();
+    assert_eq!(sha256_of(&d, "exported-ca.pem"), ca.json["fingerprint"]);
+
+    // Issue: refused for a bad or outside address; then issued, listed with its key.
+    for (address, why) in [
+        ("not an address", "not an email address"),
+        ("eve@elsewhere.org", "not in an internal domain"),
+    ] {
+        let a = api.call(
+            "POST",
+            "/api/v1/ca/issue",
+            Some(&json!({ "address": address })),
+            &[],
+        );
+        assert_eq!(a.status, 400, "{}", a.text);
+        assert!(a.text.contains(why), "{}", a.text);
+    }
+    let first = api.call(
+        "POST",
+        "/api/v1/ca/issue",
+        Some(&json!({ "address": "Dan@example.com" })),
+        &[],
+    );
+    assert_eq!(first.status, 201, "{}", first.text);
+    assert_eq!(first.json["addresses"][0], "dan@example.com");
+    let again = api.call(
+        "POST",
+        "/api/v1/ca/issue",
+        Some(&json!({ "address": "dan@example.com" })),
+        &[],
+    );
+    assert_eq!(again.status, 400);
+    assert!(again.text.contains("renew it instead"), "{}", again.text);
+    let listed = api.call("GET", "/api/v1/certificates?q=dan@example.com", None, &[]);
+    assert_eq!(
+        listed.json[0]["fingerprint"], first.json["fingerprint"],
+        "{}",
+        listed.text
+    );
+    assert!(
+        listed.json[0]["key_uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("pkcs11:")
+    );
+
+    // Renew (certificates are dated to the second: a new one must start later).
+    std::thread::sleep(Duration::from_millis(1100));
+    let renewed = api.call(
+        "POST",
+        "/api/v1/ca/renew",
+        Some(&json!({ "address": "dan@example.com" })),
+        &[],
+    );
+    assert_eq!(renewed.status, 201, "{}", renewed.text);
+    assert_ne!(renewed.json["fingerprint"], first.json["fingerprint"]);
+    // Dan's mail is signed with the renewed certificate.
+    gw.mail("dan@example.com", "someone@example.net", "after renewal");
+    let got = gw.maildir("outbox", 1);
+    gw.verify(
+        &got[0].0,
+        &["-signer", "dan-signer.pem", "-out", "/dev/null"],
+    );
+    assert_eq!(sha256_of(&d, "dan-signer.pem"), renewed.json["fingerprint"]);
+
+    // A user whose certificate expires in 10 days: a banner on every page, the status,
+    // the metrics (also with HTTP Basic credentials), and the log after a restart.
+    user_ca(&d);
+    let soon = user_p12(&d, "soon", Some("soon@example.com"), (-1, 10), "p12-pass");
+    let a = api.call(
+        "POST",
+        "/api/v1/certificates",
+        None,
+        &[form_file(&soon), "password=p12-pass".into()],
+    );
+    assert_eq!(a.status, 201, "{}", a.text);
+    let st = api.call("GET", "/api/v1/status", None, &[]);
+    let expiring: Vec<&str> = st.json["expiring"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["addresses"][0].as_str().unwrap())
+        .collect();
+    assert_eq!(expiring, ["soon@example.com"], "{}", st.text);
+    let metrics = std::process::Command::new("curl")
+        .args(["-sk", "-u", &format!("admin:{ADMIN_PASSWORD}")])
+        .arg(format!("https://127.0.0.1:{port}/api/v1/metrics"))
+        .output()
+        .unwrap();
+    let m = String::from_utf8_lossy(&metrics.stdout);
+    // 10 days less the seconds since it was issued: 9 or (within the second) 10.
+    assert!(
+        ["9", "10"].iter().any(|n| m.contains(&format!(
+            "smimegw_certificate_expiry_days{{address=\"soon@example.com\"}} {n}\n"
+        ))),
+        "{m}"
+    );
+    assert!(m.contains("smimegw_certificates_expiring 1"), "{m}");
+    assert!(
+        m.contains("smimegw_messages_total{treatment=\"signed\"} 1"),
+        "{m}"
+    );
+    let denied = std::process::Command::new("curl")
+        .args([
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-u",
+            "admin:wrong",
+        ])
+        .arg(format!("https://127.0.0.1:{port}/api/v1/metrics"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&denied.stdout), "401");
+
+    gw.crash_and_restart();
+    let mut api = Api::new(port);
+    assert_eq!(api.sign_in("admin", ADMIN_PASSWORD).status, 200);
+    let page = api.call("GET", "/trust", None, &[]);
+    assert!(
+        page.text.contains(
+            "1 internal user certificate(s) expire within 30 days; first: soon@example.com"
+        ),
+        "{}",
+        page.text
+    );
+    gw.wait_until("the expiry warning", || {
+        let log = gw.log();
+        log.contains("soon@example.com")
+            && (log.contains("certificate expires in 9 day(s)")
+                || log.contains("certificate expires in 10 day(s)"))
+    });
+}
