@@ -35,6 +35,8 @@ struct Machine {
     stdin: std::process::ChildStdin,
     shell_path: PathBuf,
     smtp_port: u16,
+    /// The host port forwarded to the guest's web console (8443).
+    https_port: u16,
     /// Serial output before this offset has been looked at.
     seen: usize,
 }
@@ -49,13 +51,14 @@ impl Drop for Machine {
 impl Machine {
     fn boot(image: &Path, dir: &Path, config: &Path, smtp_port: u16) -> Machine {
         let shell_path = dir.join("debug.sock");
+        let https_port = free_port();
         let qemu_run = Path::new(env!("CARGO_MANIFEST_DIR")).join("../qemu/run");
         let mut child = Command::new(qemu_run)
             .env("IMAGE_DIR", image)
             .env("DATA_DISK", dir.join("data.img"))
             .env("CONFIG", config)
             .env("SMTP_PORT", smtp_port.to_string())
-            .env("HTTPS_PORT", free_port().to_string())
+            .env("HTTPS_PORT", https_port.to_string())
             .env("DEBUG_SHELL", &shell_path)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -86,6 +89,7 @@ impl Machine {
             stdin,
             shell_path,
             smtp_port,
+            https_port,
             seen: 0,
         }
     }
@@ -379,6 +383,32 @@ fn appliance_boots_relays_signed_mail_and_recovers() {
         !status.contains("correct horse"),
         "the password is never shown"
     );
+
+    // The web console, through QEMU's forwarded port: the serial console's administrator
+    // signs in to the API and sees the token answering.
+    let jar = dir.path().join("cookies");
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-sk", "--max-time", "30", "-b"])
+            .arg(&jar)
+            .arg("-c")
+            .arg(&jar)
+            .args(args)
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let web = format!("https://127.0.0.1:{}", m.https_port);
+    let me = curl(&[
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        r#"{"user":"admin","password":"correct horse battery"}"#,
+        &format!("{web}/api/v1/session"),
+    ]);
+    assert!(me.contains(r#""role":"admin""#), "web sign-in: {me}");
+    let st = curl(&[&format!("{web}/api/v1/status")]);
+    assert!(st.contains(r#""state":"answering""#), "{st}");
 
     // Mail through the appliance: out to the sink, signed by a key in the guest's token.
     let ca = dir.path().join("appliance-ca.pem");
