@@ -4,9 +4,11 @@
 //!
 //! What the gateway knows (status, certificates, queue) comes from the running gateway's
 //! control socket; trust anchors, correspondents and the audit log from the certificate
-//! store (`DATA/store.sqlite`, through `smimegw::admin`, as the web console will); network
+//! store (`DATA/store.sqlite`, through `smimegw::admin`, as the web console does); the
+//! policy is staged and applied through `smimegw::admin::policy` too, and the running
+//! gateway told over the control socket (`policy-apply`) to put it in force; network
 //! settings go to a file the appliance's boot applies (`network.conf` beside the
-//! configuration); reboot and factory reset ask for confirmation.
+//! configuration); reboot, factory reset and applying a policy ask for confirmation.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::IpAddr;
@@ -22,7 +24,7 @@ use smimegw::store::{Kind, SqliteStore, Store};
 use smimegw::users::{self, Names, UserStore};
 use zeroize::Zeroizing;
 
-use super::queue::control_request;
+use super::queue::{control_request, try_control_request};
 use super::table::table;
 use crate::error::CliError;
 
@@ -67,6 +69,12 @@ Commands:
   network static ADDRESS/PREFIX GATEWAY [DNS,...]
   network hostname NAME | ntp SERVER[,SERVER]
                               (network settings apply at the next reboot)
+  policy [show]               the policy in force; whether a change is staged
+  policy staged               the staged change, not yet in force
+  policy stage PATH           check and stage the [policy] tables of a TOML file
+                              (as the web console's form takes them)
+  policy apply                put the staged policy in force (asks first)
+  policy discard              drop the staged policy
   tamper                      whether the chassis was opened
   tamper clear                after inspecting it: resume signing and decrypting
                               (asks for your password)
@@ -88,10 +96,11 @@ pub fn run(args: ConsoleArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let tty = stdin.is_terminal();
     let mut input = stdin.lock();
     let config_path = args.config.clone();
-    let data = match (&args.data, &config_path) {
-        (Some(d), _) => d.clone(),
-        (None, Some(c)) => match Config::load(c, None) {
-            Ok(cfg) => cfg.data_dir,
+    let config = match &config_path {
+        Some(c) => match Config::load(c, None) {
+            Ok(cfg) => Some(cfg),
+            // The data directory given: the console does without the settings.
+            Err(_) if args.data.is_some() => None,
             Err(e) => {
                 writeln!(out, "smimegw console: {e}")?;
                 writeln!(
@@ -104,6 +113,11 @@ pub fn run(args: ConsoleArgs, out: &mut dyn Write) -> Result<(), CliError> {
                 return Err(CliError::Usage(e.to_string()));
             }
         },
+        None => None,
+    };
+    let data = match (&args.data, &config) {
+        (Some(d), _) => d.clone(),
+        (None, Some(cfg)) => cfg.data_dir.clone(),
         (None, None) => PathBuf::from("./var"),
     };
     let network = args.network.clone().unwrap_or_else(|| {
@@ -121,6 +135,7 @@ pub fn run(args: ConsoleArgs, out: &mut dyn Write) -> Result<(), CliError> {
         tty,
         data,
         network,
+        policy_file: config.map(|c| c.policy_text),
         reboot_command: args.reboot_command.clone(),
         user: String::new(),
         certs: None,
@@ -136,6 +151,8 @@ struct Console<'a> {
     tty: bool,
     data: PathBuf,
     network: PathBuf,
+    /// The configuration file's `[policy]` tables (when the console read the file).
+    policy_file: Option<String>,
     reboot_command: String,
     user: String,
     /// The certificate store, opened on first use.
@@ -205,6 +222,15 @@ impl Console<'_> {
             ["queue", "delete", id] => self.gateway(&format!("delete {id}")),
             ["network"] | ["network", "show"] => self.network_show(),
             ["network", rest @ ..] => self.network_set(rest),
+            ["policy"] | ["policy", "show"] => self.policy_show(),
+            ["policy", "staged"] => self.policy_staged(),
+            // A path may have spaces, quoted or not (as for trust import).
+            ["policy", "stage", path @ ..] if !path.is_empty() => {
+                let path = path.join(" ");
+                self.policy_stage(Path::new(path.trim_matches(|c| c == '"' || c == '\'')))
+            }
+            ["policy", "apply"] => self.policy_apply(),
+            ["policy", "discard"] => self.policy_discard(),
             ["tamper"] => self.gateway("tamper"),
             ["tamper", "clear"] => {
                 if self.password_again("Your password: ", "tamper not cleared")? {
@@ -576,6 +602,120 @@ impl Console<'_> {
         Ok(())
     }
 
+    fn policy_view(&mut self) -> Result<admin::policy::PolicyView, CliError> {
+        let file = self.policy_file.clone().unwrap_or_default();
+        admin::policy::view(self.cert_store()?, &file).map_err(admin_error)
+    }
+
+    /// The policy in force, and whether a change waits.
+    fn policy_show(&mut self) -> Result<(), CliError> {
+        let v = self.policy_view()?;
+        writeln!(self.out, "In force (from the {}):", v.applied_from)?;
+        if v.applied_from == "configuration file" && self.policy_file.is_none() {
+            writeln!(
+                self.out,
+                "  (not shown: the console was started without the configuration file)"
+            )?;
+        } else if v.applied.trim().is_empty() {
+            writeln!(self.out, "  (no [policy] tables: the defaults)")?;
+        } else {
+            self.show_text(&v.applied)?;
+        }
+        match &v.staged {
+            Some(t) => writeln!(
+                self.out,
+                "A change is staged ({} line(s)), not yet in force: policy staged shows\n\
+                 it, policy apply puts it in force, policy discard drops it.",
+                t.lines().count()
+            )?,
+            None => writeln!(self.out, "Nothing staged.")?,
+        }
+        Ok(())
+    }
+
+    fn policy_staged(&mut self) -> Result<(), CliError> {
+        match self.policy_view()?.staged {
+            Some(t) => {
+                writeln!(self.out, "Staged, not yet in force:")?;
+                self.show_text(&t)?;
+            }
+            None => writeln!(self.out, "Nothing staged.")?,
+        }
+        Ok(())
+    }
+
+    /// Checks a file's `[policy]` tables and stages them; an invalid one is refused with
+    /// the reason, and nothing changes.
+    fn policy_stage(&mut self, path: &Path) -> Result<(), CliError> {
+        let bytes = admin::read_limited(path).map_err(admin_error)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| CliError::Usage(format!("{} is not UTF-8 text", path.display())))?;
+        let actor = self.actor();
+        admin::policy::stage(self.cert_store()?, &actor, &text).map_err(admin_error)?;
+        syslog(&self.user, &format!("policy stage {}", path.display()));
+        writeln!(
+            self.out,
+            "Checked and staged ({} line(s)); policy apply puts it in force.",
+            text.lines().count()
+        )?;
+        Ok(())
+    }
+
+    /// Puts the staged policy in force (after a yes): in the store, then in the running
+    /// gateway (which reads it from the store); a gateway that is not running takes it
+    /// when it starts.
+    fn policy_apply(&mut self) -> Result<(), CliError> {
+        let Some(staged) = self.policy_view()?.staged else {
+            return Err(CliError::Usage(
+                "nothing is staged (policy stage PATH first)".into(),
+            ));
+        };
+        writeln!(
+            self.out,
+            "The staged policy ({} line(s)) replaces the one in force.",
+            staged.lines().count()
+        )?;
+        if !self.confirm("Apply it now? Type yes:", "yes")? {
+            writeln!(self.out, "Not applied.")?;
+            return Ok(());
+        }
+        let actor = self.actor();
+        admin::policy::apply(self.cert_store()?, &actor).map_err(admin_error)?;
+        syslog(&self.user, "policy apply");
+        match try_control_request(&self.data, "policy-apply") {
+            Ok(Some(answer)) => self.out.write_all(answer.as_bytes())?,
+            Ok(None) => writeln!(
+                self.out,
+                "Applied. The gateway is not running: it uses the new policy when it starts."
+            )?,
+            Err(e) => {
+                return Err(CliError::Gateway(format!(
+                    "applied, but the running gateway did not take it ({e}); it uses it \
+                     from its next start"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn policy_discard(&mut self) -> Result<(), CliError> {
+        let actor = self.actor();
+        if admin::policy::discard(self.cert_store()?, &actor).map_err(admin_error)? {
+            syslog(&self.user, "policy discard");
+            writeln!(self.out, "The staged policy was discarded.")?;
+        } else {
+            writeln!(self.out, "Nothing was staged.")?;
+        }
+        Ok(())
+    }
+
+    fn show_text(&mut self, text: &str) -> Result<(), CliError> {
+        for line in text_lines(text) {
+            writeln!(self.out, "{line}")?;
+        }
+        Ok(())
+    }
+
     fn keys_list(&mut self, address: Option<&str>) -> Result<(), CliError> {
         let store = self.cert_store()?;
         let held = match address {
@@ -759,8 +899,37 @@ fn syslog(user: &str, what: &str) {
         .status();
 }
 
+fn admin_error(e: admin::AdminError) -> CliError {
+    CliError::Usage(e.to_string())
+}
+
 fn store_error(e: smimegw::store::StoreError) -> CliError {
     CliError::Usage(e.to_string())
+}
+
+/// A text (a policy) as it is, in lines within 80 columns: control characters shown as
+/// `?`, tabs as spaces, a longer line continued after a `\`.
+fn text_lines(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line: Vec<char> = line
+            .replace('\t', "    ")
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+        if line.is_empty() {
+            out.push(String::new());
+        }
+        let mut pieces = line.chunks(78).peekable();
+        while let Some(p) = pieces.next() {
+            let mut p: String = p.iter().collect();
+            if pieces.peek().is_some() {
+                p.push('\\');
+            }
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// At most `n` characters (a `~` marks a cut).
@@ -853,4 +1022,23 @@ fn write_network(path: &Path, settings: &[(String, String)]) -> Result<(), CliEr
         path: path.to_path_buf(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn policy_text_within_80_columns() {
+        let long = format!("never_sign_to = [{}]", "\"x@example.com\", ".repeat(10));
+        let text = format!("[policy]\nsign = \"always\"\n\n{long}\nbad = \"\x1b[2J\"\n");
+        let lines = text_lines(&text);
+        assert_eq!(lines[..3], ["[policy]", "sign = \"always\"", ""]);
+        assert!(lines.iter().all(|l| l.chars().count() <= 80), "{lines:?}");
+        assert!(lines[3].ends_with('\\'));
+        assert_eq!(lines[3..lines.len() - 1].concat().replace('\\', ""), long);
+        assert_eq!(lines.last().unwrap(), "bad = \"?[2J\"");
+    }
 }
