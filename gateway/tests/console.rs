@@ -4,8 +4,9 @@
 //! linux `script`) with a gateway behind it: passwords not echoed, certificates, trust
 //! anchors imported from a file and a FirstClass folder (and used at once: a signature
 //! through an imported intermediate passes, mail to an imported correspondent is encrypted),
-//! bad imports refused, the queue, the audit log. The appliance test drives it over QEMU's
-//! serial port.
+//! bad imports refused, the queue, the audit log; line editing (Tab completion, history,
+//! Ctrl-C) and the policy staged from a file and applied to the running gateway. The
+//! appliance test drives it over QEMU's serial port.
 
 #![allow(clippy::unwrap_used)]
 
@@ -107,7 +108,8 @@ struct Pty {
 impl Pty {
     fn start(dir: &Path) -> Pty {
         let cmd = format!(
-            "{} console --data data --network network.conf --reboot-command true",
+            "{} console --config smimegw.toml --data data --network network.conf \
+             --reboot-command true",
             env!("CARGO_BIN_EXE_smimegw")
         );
         let mut child = Command::new("script")
@@ -164,9 +166,12 @@ impl Pty {
     }
 
     fn line(&mut self, text: &str) {
-        self.stdin
-            .write_all(format!("{text}\n").as_bytes())
-            .unwrap();
+        self.keys(&format!("{text}\n"));
+    }
+
+    /// Types keys as they are (Tab, Ctrl-C, escape sequences).
+    fn keys(&mut self, keys: &str) {
+        self.stdin.write_all(keys.as_bytes()).unwrap();
         self.stdin.flush().unwrap();
     }
 
@@ -461,6 +466,8 @@ fn console_on_a_terminal_imports_trust_and_shows_certificates_and_queue() {
             "wider than 80 columns: {line:?}"
         );
     }
+    policy_and_completion(&gw, &mut t);
+
     t.line("logout");
     t.expect("Signed out.");
     let all = t.all();
@@ -470,6 +477,108 @@ fn console_on_a_terminal_imports_trust_and_shows_certificates_and_queue() {
             "a password was echoed on the terminal:\n{all}"
         );
     }
+}
+
+/// On the terminal: Tab completes commands and file names (and lists on a second Tab),
+/// Ctrl-C drops a line, Up recalls one; a policy staged from a file (an invalid one
+/// refused with its reason), applied after a yes, and used by the running gateway at once.
+fn policy_and_completion(gw: &Gateway, t: &mut Pty) {
+    let dir = gw.dir.path();
+    let policy =
+        "[policy]\n[policy.domain.\"example.com\"]\nsign = \"never\"\nencrypt = \"never\"\n";
+    std::fs::write(dir.join("valid-policy.toml"), policy).unwrap();
+    std::fs::write(
+        dir.join("invalid-policy.toml"),
+        "[policy]\nsign = \"sometimes\"\n",
+    )
+    .unwrap();
+
+    t.keys("sta\t\n");
+    let out = t.expect("smimegw> ");
+    assert!(
+        out.contains("status \n") && out.contains("version:"),
+        "{out}"
+    );
+    // Several: the common part, then the list on a second Tab, the line drawn again.
+    t.keys("policy st\t\td\n");
+    let out = t.expect("Nothing staged.");
+    assert!(
+        out.contains("policy stage\nstage   staged\nsmimegw> policy staged\n"),
+        "{out}"
+    );
+    t.expect("smimegw> ");
+    t.keys("reboot\x03");
+    t.expect("reboot^C\n");
+    let out = t.expect("smimegw> ");
+    assert!(!out.contains("Rebooting"), "{out}");
+
+    let out = t.command("policy");
+    assert!(
+        out.contains(
+            "In force (from the configuration file):\n  (no [policy] tables: the defaults)"
+        ) && out.contains("Nothing staged."),
+        "{out}"
+    );
+    t.keys("policy stage val\t\n");
+    let out = t.expect("smimegw> ");
+    assert!(
+        out.contains("policy stage valid-policy.toml \n")
+            && out.contains("Checked and staged (4 line(s))"),
+        "{out}"
+    );
+    // Refused with the core's reason; the staged one stays.
+    let out = t.command("policy stage invalid-policy.toml");
+    assert!(
+        out.contains("error: policy:") && out.contains("`sometimes`"),
+        "{out}"
+    );
+    let out = t.command("policy staged");
+    assert!(
+        out.contains(&format!("Staged, not yet in force:\n{policy}")),
+        "{out}"
+    );
+    t.line("policy apply");
+    t.expect("Type yes:");
+    t.line("no");
+    t.expect("Not applied.");
+    t.expect("smimegw> ");
+    t.line("policy apply");
+    t.expect("Type yes:");
+    t.line("yes");
+    let out = t.expect("smimegw> ");
+    assert!(
+        out.contains("Applied: the gateway uses the new policy from the next message on."),
+        "{out}"
+    );
+    // Up recalls the line before.
+    t.line("policy");
+    t.expect("smimegw> ");
+    t.keys("\x1b[A\n");
+    let out = t.expect("smimegw> ");
+    assert!(
+        out.contains(&format!(
+            "policy\nIn force (from the console):\n{policy}Nothing staged."
+        )),
+        "{out}"
+    );
+    // The running gateway took it: Alice's mail goes out unsigned now.
+    gw.mail(
+        "alice@example.com",
+        "dave@example.net",
+        "after the console's policy",
+    );
+    let sent = gw.maildir("outbox", 3);
+    let (_, text) = sent
+        .iter()
+        .find(|(_, t)| t.contains("after the console's policy"))
+        .unwrap();
+    assert!(!text.contains("multipart/signed"), "{text}");
+    let audit = t.command("audit 3");
+    assert!(
+        audit.contains("admin (serial console): policy staged\n    4 line(s)")
+            && audit.contains("admin (serial console): policy applied\n    4 line(s)"),
+        "{audit}"
+    );
 }
 
 /// Carol's signed message to Alice (OpenSSL; only her own certificate in it).
