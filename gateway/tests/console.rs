@@ -1,12 +1,13 @@
 //! `smimegw console` driven through a pipe, as the serial line would drive it (no gateway
-//! running): the first sign-in, network settings and their checks, a password change, the
-//! factory-reset confirmation, and sign-in failures. Then through a pseudo-terminal (util-
-//! linux `script`) with a gateway behind it: passwords not echoed, certificates, trust
-//! anchors imported from a file and a FirstClass folder (and used at once: a signature
-//! through an imported intermediate passes, mail to an imported correspondent is encrypted),
-//! bad imports refused, the queue, the audit log; line editing (Tab completion, history,
-//! Ctrl-C) and the policy staged from a file and applied to the running gateway. The
-//! appliance test drives it over QEMU's serial port.
+//! running): the first sign-in, a policy applied for the gateway's next start, network
+//! settings and their checks, a password change, the factory-reset confirmation, and
+//! sign-in failures. Then through a pseudo-terminal (util-linux `script`) with a gateway
+//! behind it: passwords not echoed, certificates, trust anchors imported from a file and a
+//! FirstClass folder (and used at once: a signature through an imported intermediate
+//! passes, mail to an imported correspondent is encrypted), bad imports refused, the queue,
+//! the audit log; line editing (Tab completion, history, Ctrl-C) and the policy staged from
+//! a file and applied to the running gateway. The appliance test drives it over QEMU's
+//! serial port.
 
 #![allow(clippy::unwrap_used)]
 
@@ -26,10 +27,13 @@ use harness::{Gateway, console, header_value};
 fn console_first_sign_in_settings_password_and_reset() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    std::fs::write(d.join("p.toml"), "[policy]\nsign = \"never\"\n").unwrap();
     let out = console(
         d,
-        "too short\n\
+        &format!(
+            "too short\n\
          correct horse battery\ncorrect horse battery\n\
+         policy stage {}\npolicy apply\nyes\npolicy\n\
          network static 192.0.2.10/24 192.0.2.1 192.0.2.53,192.0.2.54\n\
          network static 300.1.2.3/24 192.0.2.1\n\
          network hostname gw1.example.com\n\
@@ -41,11 +45,16 @@ fn console_first_sign_in_settings_password_and_reset() {
          factory-reset\nstaple again please\nno\n\
          factory-reset\nstaple again please\nerase everything\n\
          logout\n",
+            d.join("p.toml").display()
+        ),
     );
     for want in [
         "No administrator exists yet",
         "Too short",
         "Signed in as admin",
+        // No gateway running: the policy is applied in the store, for its next start.
+        "Applied. The gateway is not running: it uses the new policy when it starts.",
+        "In force (from the console):\n[policy]\nsign = \"never\"\nNothing staged.",
         "\"300.1.2.3/24\" is not ADDRESS/PREFIX",
         "address:    192.0.2.10/24",
         "dns:        192.0.2.53,192.0.2.54",
