@@ -1,10 +1,12 @@
 //! `smimegw console` driven through a pipe, as the serial line would drive it (no gateway
-//! running): the first sign-in, network settings and their checks, a password change, the
-//! factory-reset confirmation, and sign-in failures. Then through a pseudo-terminal (util-
-//! linux `script`) with a gateway behind it: passwords not echoed, certificates, trust
-//! anchors imported from a file and a FirstClass folder (and used at once: a signature
-//! through an imported intermediate passes, mail to an imported correspondent is encrypted),
-//! bad imports refused, the queue, the audit log. The appliance test drives it over QEMU's
+//! running): the first sign-in, a policy applied for the gateway's next start, network
+//! settings and their checks, a password change, the factory-reset confirmation, and
+//! sign-in failures. Then through a pseudo-terminal (util-linux `script`) with a gateway
+//! behind it: passwords not echoed, certificates, trust anchors imported from a file and a
+//! FirstClass folder (and used at once: a signature through an imported intermediate
+//! passes, mail to an imported correspondent is encrypted), bad imports refused, the queue,
+//! the audit log; line editing (Tab completion, history, Ctrl-C) and the policy staged from
+//! a file and applied to the running gateway. The appliance test drives it over QEMU's
 //! serial port.
 
 #![allow(clippy::unwrap_used)]
@@ -25,10 +27,13 @@ use harness::{Gateway, console, header_value};
 fn console_first_sign_in_settings_password_and_reset() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    std::fs::write(d.join("p.toml"), "[policy]\nsign = \"never\"\n").unwrap();
     let out = console(
         d,
-        "too short\n\
+        &format!(
+            "too short\n\
          correct horse battery\ncorrect horse battery\n\
+         policy stage {}\npolicy apply\nyes\npolicy\n\
          network static 192.0.2.10/24 192.0.2.1 192.0.2.53,192.0.2.54\n\
          network static 300.1.2.3/24 192.0.2.1\n\
          network hostname gw1.example.com\n\
@@ -40,11 +45,16 @@ fn console_first_sign_in_settings_password_and_reset() {
          factory-reset\nstaple again please\nno\n\
          factory-reset\nstaple again please\nerase everything\n\
          logout\n",
+            d.join("p.toml").display()
+        ),
     );
     for want in [
         "No administrator exists yet",
         "Too short",
         "Signed in as admin",
+        // No gateway running: the policy is applied in the store, for its next start.
+        "Applied. The gateway is not running: it uses the new policy when it starts.",
+        "In force (from the console):\n[policy]\nsign = \"never\"\nNothing staged.",
         "\"300.1.2.3/24\" is not ADDRESS/PREFIX",
         "address:    192.0.2.10/24",
         "dns:        192.0.2.53,192.0.2.54",
@@ -107,7 +117,8 @@ struct Pty {
 impl Pty {
     fn start(dir: &Path) -> Pty {
         let cmd = format!(
-            "{} console --data data --network network.conf --reboot-command true",
+            "{} console --config smimegw.toml --data data --network network.conf \
+             --reboot-command true",
             env!("CARGO_BIN_EXE_smimegw")
         );
         let mut child = Command::new("script")
@@ -164,9 +175,12 @@ impl Pty {
     }
 
     fn line(&mut self, text: &str) {
-        self.stdin
-            .write_all(format!("{text}\n").as_bytes())
-            .unwrap();
+        self.keys(&format!("{text}\n"));
+    }
+
+    /// Types keys as they are (Tab, Ctrl-C, escape sequences).
+    fn keys(&mut self, keys: &str) {
+        self.stdin.write_all(keys.as_bytes()).unwrap();
         self.stdin.flush().unwrap();
     }
 
@@ -461,6 +475,8 @@ fn console_on_a_terminal_imports_trust_and_shows_certificates_and_queue() {
             "wider than 80 columns: {line:?}"
         );
     }
+    policy_and_completion(&gw, &mut t);
+
     t.line("logout");
     t.expect("Signed out.");
     let all = t.all();
@@ -470,6 +486,108 @@ fn console_on_a_terminal_imports_trust_and_shows_certificates_and_queue() {
             "a password was echoed on the terminal:\n{all}"
         );
     }
+}
+
+/// On the terminal: Tab completes commands and file names (and lists on a second Tab),
+/// Ctrl-C drops a line, Up recalls one; a policy staged from a file (an invalid one
+/// refused with its reason), applied after a yes, and used by the running gateway at once.
+fn policy_and_completion(gw: &Gateway, t: &mut Pty) {
+    let dir = gw.dir.path();
+    let policy =
+        "[policy]\n[policy.domain.\"example.com\"]\nsign = \"never\"\nencrypt = \"never\"\n";
+    std::fs::write(dir.join("valid-policy.toml"), policy).unwrap();
+    std::fs::write(
+        dir.join("invalid-policy.toml"),
+        "[policy]\nsign = \"sometimes\"\n",
+    )
+    .unwrap();
+
+    t.keys("sta\t\n");
+    let out = t.expect("smimegw> ");
+    assert!(
+        out.contains("status \n") && out.contains("version:"),
+        "{out}"
+    );
+    // Several: the common part, then the list on a second Tab, the line drawn again.
+    t.keys("policy st\t\td\n");
+    let out = t.expect("Nothing staged.");
+    assert!(
+        out.contains("policy stage\nstage   staged\nsmimegw> policy staged\n"),
+        "{out}"
+    );
+    t.expect("smimegw> ");
+    t.keys("reboot\x03");
+    t.expect("reboot^C\n");
+    let out = t.expect("smimegw> ");
+    assert!(!out.contains("Rebooting"), "{out}");
+
+    let out = t.command("policy");
+    assert!(
+        out.contains(
+            "In force (from the configuration file):\n  (no [policy] tables: the defaults)"
+        ) && out.contains("Nothing staged."),
+        "{out}"
+    );
+    t.keys("policy stage val\t\n");
+    let out = t.expect("smimegw> ");
+    assert!(
+        out.contains("policy stage valid-policy.toml \n")
+            && out.contains("Checked and staged (4 line(s))"),
+        "{out}"
+    );
+    // Refused with the core's reason; the staged one stays.
+    let out = t.command("policy stage invalid-policy.toml");
+    assert!(
+        out.contains("error: policy:") && out.contains("`sometimes`"),
+        "{out}"
+    );
+    let out = t.command("policy staged");
+    assert!(
+        out.contains(&format!("Staged, not yet in force:\n{policy}")),
+        "{out}"
+    );
+    t.line("policy apply");
+    t.expect("Type yes:");
+    t.line("no");
+    t.expect("Not applied.");
+    t.expect("smimegw> ");
+    t.line("policy apply");
+    t.expect("Type yes:");
+    t.line("yes");
+    let out = t.expect("smimegw> ");
+    assert!(
+        out.contains("Applied: the gateway uses the new policy from the next message on."),
+        "{out}"
+    );
+    // Up recalls the line before.
+    t.line("policy");
+    t.expect("smimegw> ");
+    t.keys("\x1b[A\n");
+    let out = t.expect("smimegw> ");
+    assert!(
+        out.contains(&format!(
+            "policy\nIn force (from the console):\n{policy}Nothing staged."
+        )),
+        "{out}"
+    );
+    // The running gateway took it: Alice's mail goes out unsigned now.
+    gw.mail(
+        "alice@example.com",
+        "dave@example.net",
+        "after the console's policy",
+    );
+    let sent = gw.maildir("outbox", 3);
+    let (_, text) = sent
+        .iter()
+        .find(|(_, t)| t.contains("after the console's policy"))
+        .unwrap();
+    assert!(!text.contains("multipart/signed"), "{text}");
+    let audit = t.command("audit 3");
+    assert!(
+        audit.contains("admin (serial console): policy staged\n    4 line(s)")
+            && audit.contains("admin (serial console): policy applied\n    4 line(s)"),
+        "{audit}"
+    );
 }
 
 /// Carol's signed message to Alice (OpenSSL; only her own certificate in it).

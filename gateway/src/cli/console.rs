@@ -4,9 +4,11 @@
 //!
 //! What the gateway knows (status, certificates, queue) comes from the running gateway's
 //! control socket; trust anchors, correspondents and the audit log from the certificate
-//! store (`DATA/store.sqlite`, through `smimegw::admin`, as the web console will); network
+//! store (`DATA/store.sqlite`, through `smimegw::admin`, as the web console does); the
+//! policy is staged and applied through `smimegw::admin::policy` too, and the running
+//! gateway told over the control socket (`policy-apply`) to put it in force; network
 //! settings go to a file the appliance's boot applies (`network.conf` beside the
-//! configuration); reboot and factory reset ask for confirmation.
+//! configuration); reboot, factory reset and applying a policy ask for confirmation.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::IpAddr;
@@ -22,7 +24,8 @@ use smimegw::store::{Kind, SqliteStore, Store};
 use smimegw::users::{self, Names, UserStore};
 use zeroize::Zeroizing;
 
-use super::queue::control_request;
+use super::lineedit::{self, Editor, Outcome, RawMode};
+use super::queue::{control_request, try_control_request};
 use super::table::table;
 use crate::error::CliError;
 
@@ -52,46 +55,157 @@ const LOCKOUT: Duration = Duration::from_secs(60);
 /// Shortest administrator password.
 const MIN_PASSWORD: usize = users::MIN_ADMIN_PASSWORD;
 
-const HELP: &str = "\
-Commands:
-  status                      the gateway, token, queue and next hops at a glance
-  certificates                internal users' signing certificates
-  keys [ADDRESS]              internal users' certificates and their keys
-  keys import PATH            a user's PKCS#12 (.p12/.pfx): the key goes into the
-                              token (asks for the file's password)
-  keys delete FINGERPRINT     delete a user's key for good (asks for your password)
-  queue [list]                queued messages
-  queue show ID | retry [ID] | delete ID
-  network                     show the network settings
-  network dhcp                address by DHCP
-  network static ADDRESS/PREFIX GATEWAY [DNS,...]
-  network hostname NAME | ntp SERVER[,SERVER]
-                              (network settings apply at the next reboot)
-  tamper                      whether the chassis was opened
-  tamper clear                after inspecting it: resume signing and decrypting
-                              (asks for your password)
-  trust                       trusted root and intermediate CA certificates
-  trust import PATH           a certificate file, or a FirstClass folder (ca.NAME
-                              files trusted, files named by address: correspondents)
-  trust remove FINGERPRINT    stop trusting one (asks for your password)
-  correspondents [ADDRESS]    correspondents' certificates (to encrypt to them)
-  audit [N]                   the last N administrator actions (default 20)
-  passwd                      change your password
-  reboot                      restart the appliance (asks first)
-  factory-reset               erase keys, certificates, queue and settings (asks first)
-  help                        this list
-  logout                      sign out (also: exit, quit, Ctrl-D)
-";
+/// One row of `help`: what to type and what it does. Tab completion reads the same rows
+/// ([`lineedit::complete`]): literal words in lower case (`[list]`: may be left out),
+/// arguments in capitals, `PATH` a file or folder (completed from the file system),
+/// `COMMAND` a command's first word. A row without usage continues the one before.
+struct Usage {
+    usage: &'static str,
+    help: &'static str,
+}
+
+const fn row(usage: &'static str, help: &'static str) -> Usage {
+    Usage { usage, help }
+}
+
+const COMMANDS: &[Usage] = &[
+    row("status", "the gateway, token, queue, next hops at a glance"),
+    row("certificates", "internal users' signing certificates"),
+    row(
+        "keys [ADDRESS]",
+        "internal users' certificates and their keys",
+    ),
+    row(
+        "keys import PATH",
+        "a user's PKCS#12 (.p12/.pfx): the key goes into the token (asks for the file's \
+         password)",
+    ),
+    row(
+        "keys delete FINGERPRINT",
+        "delete a user's key for good (asks your password)",
+    ),
+    row("queue [list]", "queued messages"),
+    row("queue show ID", "one message's envelope and recipients"),
+    row("queue retry [ID]", "try now: one message, or all of them"),
+    row(
+        "queue delete ID",
+        "remove one, undelivered and without a bounce",
+    ),
+    row("network [show]", "the network settings"),
+    row("network dhcp", "address by DHCP"),
+    row(
+        "network static ADDRESS/PREFIX GATEWAY [DNS,...]",
+        "a fixed address",
+    ),
+    row("network hostname NAME", "the appliance's host name"),
+    row("network ntp SERVER[,SERVER]", "time servers"),
+    row("", "(network settings apply at the next reboot)"),
+    row(
+        "policy [show]",
+        "the policy in force; whether a change is staged",
+    ),
+    row("policy staged", "the staged change, not yet in force"),
+    row(
+        "policy stage PATH",
+        "check and stage the [policy] tables of a TOML file (as the web console's form \
+         takes them)",
+    ),
+    row(
+        "policy apply",
+        "put the staged policy in force (asks first)",
+    ),
+    row("policy discard", "drop the staged policy"),
+    row("tamper", "whether the chassis was opened"),
+    row(
+        "tamper clear",
+        "after inspecting it: resume signing and decrypting (asks for your password)",
+    ),
+    row("trust", "trusted root and intermediate CA certificates"),
+    row(
+        "trust import PATH",
+        "a certificate file, or a FirstClass folder (ca.NAME files trusted, files named by \
+         address: correspondents)",
+    ),
+    row(
+        "trust remove FINGERPRINT",
+        "stop trusting one (asks for your password)",
+    ),
+    row(
+        "correspondents [ADDRESS]",
+        "correspondents' certificates (to encrypt to them)",
+    ),
+    row("audit [N]", "the last N administrator actions (default 20)"),
+    row("passwd", "change your password"),
+    row("reboot", "restart the appliance (asks first)"),
+    row(
+        "factory-reset",
+        "erase keys, certificates, queue and settings (asks first)",
+    ),
+    row(
+        "help [COMMAND]",
+        "this list, or one command's part (on a terminal, Tab completes words and file \
+         names)",
+    ),
+    row("logout", "sign out (also: exit, quit, Ctrl-D)"),
+];
+
+/// Where the help column starts.
+const HELP_COLUMN: usize = 30;
+
+/// The usage patterns, for completion.
+fn patterns() -> Vec<&'static str> {
+    COMMANDS
+        .iter()
+        .map(|c| c.usage)
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
+/// The `help` text: every command, or those whose first word is `topic`; within 80
+/// columns.
+fn help_text(topic: Option<&str>) -> Option<String> {
+    let mut out = String::new();
+    let mut shown = false;
+    for c in COMMANDS {
+        let first = lineedit::literal_words(c.usage).next();
+        shown = match (topic, first) {
+            (None, _) => true,
+            (Some(t), Some(f)) => f == t,
+            // A continuation goes with the row before.
+            (Some(_), None) => shown,
+        };
+        if !shown {
+            continue;
+        }
+        let mut help = wrap(c.help, 80 - HELP_COLUMN).into_iter();
+        let indent = " ".repeat(HELP_COLUMN);
+        if c.usage.len() + 3 > HELP_COLUMN {
+            out.push_str(&format!("  {}\n", c.usage));
+        } else if !c.usage.is_empty() {
+            let first = help.next().unwrap_or_default();
+            let width = HELP_COLUMN - 2;
+            out.push_str(&format!("  {:<width$}{first}\n", c.usage));
+        }
+        for line in help {
+            out.push_str(&format!("{indent}{line}\n"));
+        }
+    }
+    if out.is_empty() {
+        return None;
+    }
+    Some(format!("Commands:\n{out}"))
+}
 
 pub fn run(args: ConsoleArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let stdin = std::io::stdin();
     let tty = stdin.is_terminal();
     let mut input = stdin.lock();
     let config_path = args.config.clone();
-    let data = match (&args.data, &config_path) {
-        (Some(d), _) => d.clone(),
-        (None, Some(c)) => match Config::load(c, None) {
-            Ok(cfg) => cfg.data_dir,
+    let config = match &config_path {
+        Some(c) => match Config::load(c, None) {
+            Ok(cfg) => Some(cfg),
+            // The data directory given: the console does without the settings.
+            Err(_) if args.data.is_some() => None,
             Err(e) => {
                 writeln!(out, "smimegw console: {e}")?;
                 writeln!(
@@ -104,6 +218,11 @@ pub fn run(args: ConsoleArgs, out: &mut dyn Write) -> Result<(), CliError> {
                 return Err(CliError::Usage(e.to_string()));
             }
         },
+        None => None,
+    };
+    let data = match (&args.data, &config) {
+        (Some(d), _) => d.clone(),
+        (None, Some(cfg)) => cfg.data_dir.clone(),
         (None, None) => PathBuf::from("./var"),
     };
     let network = args.network.clone().unwrap_or_else(|| {
@@ -114,13 +233,17 @@ pub fn run(args: ConsoleArgs, out: &mut dyn Write) -> Result<(), CliError> {
             .join("network.conf")
     });
     let store = UserStore::open_as(&data.join("admins"), Names::Logins).map_err(users_error)?;
+    // Line editing on a terminal that can take it.
+    let editing = tty && std::env::var("TERM").map_or(true, |t| t != "dumb");
     let mut c = Console {
         store,
         input: &mut input,
         out,
         tty,
+        editor: editing.then(Editor::new),
         data,
         network,
+        policy_file: config.map(|c| c.policy_text),
         reboot_command: args.reboot_command.clone(),
         user: String::new(),
         certs: None,
@@ -134,8 +257,12 @@ struct Console<'a> {
     input: &'a mut dyn BufRead,
     out: &'a mut dyn Write,
     tty: bool,
+    /// Line editing (on a terminal).
+    editor: Option<Editor>,
     data: PathBuf,
     network: PathBuf,
+    /// The configuration file's `[policy]` tables (when the console read the file).
+    policy_file: Option<String>,
     reboot_command: String,
     user: String,
     /// The certificate store, opened on first use.
@@ -165,15 +292,18 @@ impl Console<'_> {
         if !signed_in {
             return Ok(());
         }
+        let tab = if self.editor.is_some() {
+            " (Tab completes)"
+        } else {
+            ""
+        };
         writeln!(
             self.out,
-            "Signed in as {}. Type help for commands.",
+            "Signed in as {}. Type help for commands{tab}.",
             self.user
         )?;
         loop {
-            write!(self.out, "smimegw> ")?;
-            self.out.flush()?;
-            let Some(line) = self.line()? else {
+            let Some(line) = self.command_line()? else {
                 writeln!(self.out)?;
                 return Ok(());
             };
@@ -184,7 +314,11 @@ impl Console<'_> {
                     writeln!(self.out, "Signed out.")?;
                     return Ok(());
                 }
-                ["help" | "?", ..] => write!(self.out, "{HELP}")?,
+                ["help" | "?"] => write!(self.out, "{}", help_text(None).unwrap_or_default())?,
+                ["help" | "?", topic, ..] => match help_text(Some(topic)) {
+                    Some(h) => write!(self.out, "{h}")?,
+                    None => writeln!(self.out, "No command {topic:?}. Type help for the list.")?,
+                },
                 rest => {
                     if let Err(e) = self.command(rest) {
                         writeln!(self.out, "error: {e}")?;
@@ -205,6 +339,15 @@ impl Console<'_> {
             ["queue", "delete", id] => self.gateway(&format!("delete {id}")),
             ["network"] | ["network", "show"] => self.network_show(),
             ["network", rest @ ..] => self.network_set(rest),
+            ["policy"] | ["policy", "show"] => self.policy_show(),
+            ["policy", "staged"] => self.policy_staged(),
+            // A path may have spaces, quoted or not (as for trust import).
+            ["policy", "stage", path @ ..] if !path.is_empty() => {
+                let path = path.join(" ");
+                self.policy_stage(Path::new(path.trim_matches(|c| c == '"' || c == '\'')))
+            }
+            ["policy", "apply"] => self.policy_apply(),
+            ["policy", "discard"] => self.policy_discard(),
             ["tamper"] => self.gateway("tamper"),
             ["tamper", "clear"] => {
                 if self.password_again("Your password: ", "tamper not cleared")? {
@@ -257,6 +400,34 @@ impl Console<'_> {
         }
     }
 
+    /// A command line after the prompt: edited in raw mode on a terminal (Tab completes,
+    /// Up/Down recall), else read as it comes; `None` at the end of input.
+    fn command_line(&mut self) -> Result<Option<String>, CliError> {
+        const PROMPT: &str = "smimegw> ";
+        if let Some(editor) = self.editor.as_mut() {
+            match RawMode::enter(std::io::stdin()) {
+                Ok(raw) => {
+                    let patterns = patterns();
+                    let complete =
+                        |line: &str| lineedit::complete(line, &patterns, &lineedit::list_dir);
+                    let got = editor.read_line(PROMPT, self.input, self.out, &complete);
+                    // Line mode again before anything else is read or done.
+                    drop(raw);
+                    return Ok(match got? {
+                        Outcome::Line(l) => Some(l),
+                        Outcome::Abandoned => Some(String::new()),
+                        Outcome::Eof => None,
+                    });
+                }
+                // Not a terminal after all: lines as they come from now on.
+                Err(_) => self.editor = None,
+            }
+        }
+        write!(self.out, "{PROMPT}")?;
+        self.out.flush()?;
+        self.line()
+    }
+
     /// A line from the terminal without its end; `None` at the end of input.
     fn line(&mut self) -> Result<Option<String>, CliError> {
         let mut line = String::new();
@@ -298,7 +469,7 @@ impl Console<'_> {
     fn first_admin(&mut self) -> Result<bool, CliError> {
         writeln!(
             self.out,
-            "No administrator exists yet. Choose the password for \"admin\" \
+            "No administrator exists yet. Choose the password for \"admin\"\n\
              (at least {MIN_PASSWORD} characters)."
         )?;
         let Some(pw) = self.new_password()? else {
@@ -576,6 +747,120 @@ impl Console<'_> {
         Ok(())
     }
 
+    fn policy_view(&mut self) -> Result<admin::policy::PolicyView, CliError> {
+        let file = self.policy_file.clone().unwrap_or_default();
+        admin::policy::view(self.cert_store()?, &file).map_err(admin_error)
+    }
+
+    /// The policy in force, and whether a change waits.
+    fn policy_show(&mut self) -> Result<(), CliError> {
+        let v = self.policy_view()?;
+        writeln!(self.out, "In force (from the {}):", v.applied_from)?;
+        if v.applied_from == "configuration file" && self.policy_file.is_none() {
+            writeln!(
+                self.out,
+                "  (not shown: the console was started without the configuration file)"
+            )?;
+        } else if v.applied.trim().is_empty() {
+            writeln!(self.out, "  (no [policy] tables: the defaults)")?;
+        } else {
+            self.show_text(&v.applied)?;
+        }
+        match &v.staged {
+            Some(t) => writeln!(
+                self.out,
+                "A change is staged ({} line(s)), not yet in force: policy staged shows\n\
+                 it, policy apply puts it in force, policy discard drops it.",
+                t.lines().count()
+            )?,
+            None => writeln!(self.out, "Nothing staged.")?,
+        }
+        Ok(())
+    }
+
+    fn policy_staged(&mut self) -> Result<(), CliError> {
+        match self.policy_view()?.staged {
+            Some(t) => {
+                writeln!(self.out, "Staged, not yet in force:")?;
+                self.show_text(&t)?;
+            }
+            None => writeln!(self.out, "Nothing staged.")?,
+        }
+        Ok(())
+    }
+
+    /// Checks a file's `[policy]` tables and stages them; an invalid one is refused with
+    /// the reason, and nothing changes.
+    fn policy_stage(&mut self, path: &Path) -> Result<(), CliError> {
+        let bytes = admin::read_limited(path).map_err(admin_error)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| CliError::Usage(format!("{} is not UTF-8 text", path.display())))?;
+        let actor = self.actor();
+        admin::policy::stage(self.cert_store()?, &actor, &text).map_err(admin_error)?;
+        syslog(&self.user, &format!("policy stage {}", path.display()));
+        writeln!(
+            self.out,
+            "Checked and staged ({} line(s)); policy apply puts it in force.",
+            text.lines().count()
+        )?;
+        Ok(())
+    }
+
+    /// Puts the staged policy in force (after a yes): in the store, then in the running
+    /// gateway (which reads it from the store); a gateway that is not running takes it
+    /// when it starts.
+    fn policy_apply(&mut self) -> Result<(), CliError> {
+        let Some(staged) = self.policy_view()?.staged else {
+            return Err(CliError::Usage(
+                "nothing is staged (policy stage PATH first)".into(),
+            ));
+        };
+        writeln!(
+            self.out,
+            "The staged policy ({} line(s)) replaces the one in force.",
+            staged.lines().count()
+        )?;
+        if !self.confirm("Apply it now? Type yes:", "yes")? {
+            writeln!(self.out, "Not applied.")?;
+            return Ok(());
+        }
+        let actor = self.actor();
+        admin::policy::apply(self.cert_store()?, &actor).map_err(admin_error)?;
+        syslog(&self.user, "policy apply");
+        match try_control_request(&self.data, "policy-apply") {
+            Ok(Some(answer)) => self.out.write_all(answer.as_bytes())?,
+            Ok(None) => writeln!(
+                self.out,
+                "Applied. The gateway is not running: it uses the new policy when it starts."
+            )?,
+            Err(e) => {
+                return Err(CliError::Gateway(format!(
+                    "applied, but the running gateway did not take it ({e}); it uses it \
+                     from its next start"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn policy_discard(&mut self) -> Result<(), CliError> {
+        let actor = self.actor();
+        if admin::policy::discard(self.cert_store()?, &actor).map_err(admin_error)? {
+            syslog(&self.user, "policy discard");
+            writeln!(self.out, "The staged policy was discarded.")?;
+        } else {
+            writeln!(self.out, "Nothing was staged.")?;
+        }
+        Ok(())
+    }
+
+    fn show_text(&mut self, text: &str) -> Result<(), CliError> {
+        for line in text_lines(text) {
+            writeln!(self.out, "{line}")?;
+        }
+        Ok(())
+    }
+
     fn keys_list(&mut self, address: Option<&str>) -> Result<(), CliError> {
         let store = self.cert_store()?;
         let held = match address {
@@ -759,8 +1044,37 @@ fn syslog(user: &str, what: &str) {
         .status();
 }
 
+fn admin_error(e: admin::AdminError) -> CliError {
+    CliError::Usage(e.to_string())
+}
+
 fn store_error(e: smimegw::store::StoreError) -> CliError {
     CliError::Usage(e.to_string())
+}
+
+/// A text (a policy) as it is, in lines within 80 columns: control characters shown as
+/// `?`, tabs as spaces, a longer line continued after a `\`.
+fn text_lines(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line: Vec<char> = line
+            .replace('\t', "    ")
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+        if line.is_empty() {
+            out.push(String::new());
+        }
+        let mut pieces = line.chunks(78).peekable();
+        while let Some(p) = pieces.next() {
+            let mut p: String = p.iter().collect();
+            if pieces.peek().is_some() {
+                p.push('\\');
+            }
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// At most `n` characters (a `~` marks a cut).
@@ -853,4 +1167,87 @@ fn write_network(path: &Path, settings: &[(String, String)]) -> Result<(), CliEr
         path: path.to_path_buf(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn completions(line: &str) -> Vec<String> {
+        lineedit::complete(line, &patterns(), &|_| Vec::new())
+            .candidates
+            .into_iter()
+            .map(|c| c.text)
+            .collect()
+    }
+
+    #[test]
+    fn help_fits_and_every_command_word_in_it_completes() {
+        let help = help_text(None).unwrap();
+        let mut commands = 0;
+        for line in help.lines() {
+            assert!(line.chars().count() <= 80, "{line:?}");
+            // The usage column: literal words, each completable after the ones before.
+            let Some(usage) = line.get(2..HELP_COLUMN.min(line.len())) else {
+                continue;
+            };
+            if line.starts_with("   ") || !line.starts_with("  ") {
+                continue;
+            }
+            let mut typed = String::new();
+            for word in lineedit::literal_words(usage) {
+                let got = completions(&format!("{typed}{}", &word[..1]));
+                assert!(
+                    got.iter().any(|w| w == word),
+                    "{word} after {typed:?}: {got:?}"
+                );
+                typed.push_str(word);
+                typed.push(' ');
+            }
+            commands += 1;
+        }
+        assert_eq!(
+            commands,
+            COMMANDS.iter().filter(|c| !c.usage.is_empty()).count()
+        );
+        for want in [
+            "policy stage PATH",
+            "policy apply",
+            "policy discard",
+            "policy staged",
+        ] {
+            assert!(help.contains(want), "{want}");
+        }
+    }
+
+    #[test]
+    fn help_for_one_command() {
+        let h = help_text(Some("network")).unwrap();
+        assert!(
+            h.contains("network dhcp") && h.contains("apply at the next reboot"),
+            "{h}"
+        );
+        assert!(!h.contains("policy"), "{h}");
+        assert!(help_text(Some("frobnicate")).is_none());
+        assert_eq!(completions("help po"), ["policy"]);
+        assert_eq!(
+            completions("policy "),
+            ["apply", "discard", "show", "stage", "staged"]
+        );
+        assert_eq!(completions("policy stage"), ["stage", "staged"]);
+    }
+
+    #[test]
+    fn policy_text_within_80_columns() {
+        let long = format!("never_sign_to = [{}]", "\"x@example.com\", ".repeat(10));
+        let text = format!("[policy]\nsign = \"always\"\n\n{long}\nbad = \"\x1b[2J\"\n");
+        let lines = text_lines(&text);
+        assert_eq!(lines[..3], ["[policy]", "sign = \"always\"", ""]);
+        assert!(lines.iter().all(|l| l.chars().count() <= 80), "{lines:?}");
+        assert!(lines[3].ends_with('\\'));
+        assert_eq!(lines[3..lines.len() - 1].concat().replace('\\', ""), long);
+        assert_eq!(lines.last().unwrap(), "bad = \"?[2J\"");
+    }
 }

@@ -67,12 +67,39 @@ pub fn run(args: QueueArgs, out: &mut dyn Write) -> Result<(), CliError> {
 /// (lines after `ok`), or the gateway's error.
 pub fn control_request(data: &std::path::Path, request: &str) -> Result<String, CliError> {
     let path = socket_path(data);
-    let mut conn = UnixStream::connect(&path).map_err(|e| {
-        CliError::Gateway(format!(
-            "cannot reach the gateway through {} ({e}); is `smimegw serve` running with this data directory?",
-            path.display()
-        ))
-    })?;
+    let conn = UnixStream::connect(&path).map_err(|e| unreachable(&path, &e))?;
+    exchange(conn, request)
+}
+
+/// Like [`control_request`], but `None` when no gateway listens (no socket, or nobody
+/// behind it): for what can be done without it.
+pub fn try_control_request(
+    data: &std::path::Path,
+    request: &str,
+) -> Result<Option<String>, CliError> {
+    let path = socket_path(data);
+    match UnixStream::connect(&path) {
+        Ok(conn) => exchange(conn, request).map(Some),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(unreachable(&path, &e)),
+    }
+}
+
+fn unreachable(path: &std::path::Path, e: &std::io::Error) -> CliError {
+    CliError::Gateway(format!(
+        "cannot reach the gateway through {} ({e}); is `smimegw serve` running with this data directory?",
+        path.display()
+    ))
+}
+
+fn exchange(mut conn: UnixStream, request: &str) -> Result<String, CliError> {
     conn.write_all(format!("{request}\n").as_bytes())
         .map_err(|e| CliError::Gateway(format!("control socket: {e}")))?;
     let mut lines = BufReader::new(conn).lines();

@@ -1,6 +1,7 @@
-//! The control socket, `DATA/control.sock` (owner only): how `smimegw queue` talks to the
-//! running gateway. One request line per connection (`status`, `certificates`, `tamper`,
-//! `tamper-clear`, `list`, `show ID`, `retry`, `retry ID`, `delete ID`); the answer is text,
+//! The control socket, `DATA/control.sock` (owner only): how `smimegw queue` and the
+//! serial console talk to the running gateway. One request line per connection (`status`,
+//! `certificates`, `tamper`, `tamper-clear`, `list`, `show ID`, `retry`, `retry ID`,
+//! `delete ID`, `key-import JSON`, `key-delete JSON`, `policy-apply`); the answer is text,
 //! its first line `ok` or `error: REASON`.
 
 use std::fmt::Write as _;
@@ -193,6 +194,24 @@ async fn key_request(relay: &Arc<Relay>, import: bool, json: &str) -> Result<Str
     .map_err(|e| e.to_string())?
 }
 
+/// `policy-apply`: the policy applied in the store (by the console, through
+/// [`crate::admin::policy::apply`]) put in force here; none applied: the configuration
+/// file's.
+fn policy_apply(relay: &Relay) -> Result<String, String> {
+    let policy = match relay
+        .store
+        .setting(super::POLICY_APPLIED)
+        .map_err(|e| e.to_string())?
+    {
+        Some(text) => crate::config::Policy::parse(&text)
+            .map_err(|e| format!("the applied policy does not read: {e}"))?,
+        None => relay.config.policy.clone(),
+    };
+    relay.set_policy(policy);
+    tracing::info!("policy: the one applied from the console is in force");
+    Ok("Applied: the gateway uses the new policy from the next message on.\n".into())
+}
+
 /// Deletes a queued message (not while it is being delivered).
 pub async fn delete_queued(relay: &Arc<Relay>, id: &str) -> Result<(), String> {
     if !relay.queue.claim(id) {
@@ -312,6 +331,9 @@ async fn handle(relay: &Arc<Relay>, line: &str) -> Result<String, String> {
             Ok(format!("{id} deleted\n"))
         }
         ("status", None) => status(relay).await,
+        ("policy-apply", None) => tokio::task::spawn_blocking(move || policy_apply(&r))
+            .await
+            .map_err(|e| e.to_string())?,
         ("certificates", None) => {
             let mut out = String::new();
             let _ = writeln!(
@@ -360,7 +382,7 @@ async fn handle(relay: &Arc<Relay>, line: &str) -> Result<String, String> {
         }
         _ => Err(format!(
             "unknown request {line:?} (status, certificates, tamper, tamper-clear, list, \
-             show ID, retry [ID], delete ID)"
+             show ID, retry [ID], delete ID, policy-apply)"
         )),
     }
 }
