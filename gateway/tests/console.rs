@@ -337,7 +337,7 @@ fn console_on_a_terminal_imports_trust_and_shows_certificates_and_queue() {
         ),
         ("trust import carol.key", "holds a private key"),
         ("trust import notes.txt", "without a PEM certificate"),
-        ("trust import huge.pem", "too large for a certificate file"),
+        ("trust import huge.pem", "too large"),
         ("trust import missing.pem", "cannot read missing.pem"),
     ] {
         let out = t.command(cmd);
@@ -476,6 +476,7 @@ fn console_on_a_terminal_imports_trust_and_shows_certificates_and_queue() {
         );
     }
     policy_and_completion(&gw, &mut t);
+    ca_and_crls(&gw, &mut t);
 
     t.line("logout");
     t.expect("Signed out.");
@@ -485,6 +486,89 @@ fn console_on_a_terminal_imports_trust_and_shows_certificates_and_queue() {
             !all.contains(secret),
             "a password was echoed on the terminal:\n{all}"
         );
+    }
+}
+
+/// The built-in CA shown, exported, issuing and renewing; a CRL from the (still trusted)
+/// intermediate imported, listed and removed; a file that is no CRL refused.
+fn ca_and_crls(gw: &Gateway, t: &mut Pty) {
+    let d = gw.dir.path();
+    let out = t.command("ca");
+    assert!(out.contains("-----BEGIN CERTIFICATE-----"), "{out}");
+    assert!(out.contains("subject:"), "{out}");
+    let out = t.command("ca export exported-ca.pem");
+    assert!(
+        out.contains("The CA certificate is in exported-ca.pem"),
+        "{out}"
+    );
+    let exported = std::fs::read_to_string(d.join("exported-ca.pem")).unwrap();
+    let held = std::fs::read_to_string(d.join("data/ca.pem")).unwrap();
+    assert_eq!(exported.trim(), held.trim());
+    let out = t.command("ca issue frank@example.com");
+    assert!(
+        out.contains("issued frank@example.com: valid until"),
+        "{out}"
+    );
+    let out = t.command("ca issue frank@example.com");
+    assert!(out.contains("renew it instead"), "{out}");
+    let out = t.command("ca issue frank@elsewhere.org");
+    assert!(out.contains("not in an internal domain"), "{out}");
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = t.command("ca renew frank@example.com");
+    assert!(out.contains("renewed frank@example.com"), "{out}");
+
+    // The intermediate revokes Erin and publishes a CRL.
+    std::fs::write(
+        d.join("int.cnf"),
+        "[ca]\ndefault_ca = d\n[d]\ndatabase = int-index.txt\ncrlnumber = int-crlnumber\n\
+         default_md = sha256\ndefault_crl_days = 7\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("int-index.txt"), "").unwrap();
+    std::fs::write(d.join("int-crlnumber"), "01\n").unwrap();
+    let ca = [
+        "-config", "int.cnf", "-cert", "int.pem", "-keyfile", "int.key",
+    ];
+    openssl(&[&["ca"][..], &ca, &["-revoke", "erin.pem"]].concat(), d);
+    openssl(
+        &[&["ca"][..], &ca, &["-gencrl", "-out", "int.crl"]].concat(),
+        d,
+    );
+    let out = t.command("crls import notes.txt");
+    assert!(out.contains("not a CRL"), "{out}");
+    let out = t.command("crls import int.crl");
+    assert!(
+        out.contains("added the CRL of CN=Test Intermediate CA: 1 revoked, next update"),
+        "{out}"
+    );
+    let out = t.command("crls");
+    assert!(out.contains("CN=Test Intermediate CA"), "{out}");
+    assert!(out.contains("1 revoked"), "{out}");
+    let fp = out
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .find_map(|p| {
+            let p = p.trim();
+            (p.len() == 16 && p.bytes().all(|b| b.is_ascii_hexdigit())).then(|| p.to_string())
+        })
+        .unwrap_or_else(|| panic!("no fingerprint in {out}"));
+    t.line(&format!("crls remove {fp}"));
+    t.expect("Your password:");
+    t.line("correct horse battery");
+    let out = t.expect("smimegw> ");
+    assert!(
+        out.contains("removed the CRL of CN=Test Intermediate CA"),
+        "{out}"
+    );
+    let out = t.command("crls");
+    assert!(out.contains("No CRL held."), "{out}");
+    let audit = t.command("audit 12");
+    for want in [
+        "certificate issued",
+        "certificate renewed",
+        "CRL added",
+        "CRL removed",
+    ] {
+        assert!(audit.contains(want), "{want}: {audit}");
     }
 }
 

@@ -375,6 +375,11 @@ pub fn import_folder(
 
 /// Reads a file to import, never more than [`MAX_UPLOAD`] bytes.
 pub fn read_limited(path: &Path) -> Result<Vec<u8>, AdminError> {
+    read_at_most(path, MAX_UPLOAD)
+}
+
+/// Reads a file to import, never more than `limit` bytes.
+pub fn read_at_most(path: &Path, limit: usize) -> Result<Vec<u8>, AdminError> {
     use std::io::Read;
     let io = |source| AdminError::Io {
         path: path.display().to_string(),
@@ -382,13 +387,13 @@ pub fn read_limited(path: &Path) -> Result<Vec<u8>, AdminError> {
     };
     let f = std::fs::File::open(path).map_err(io)?;
     let mut bytes = Vec::new();
-    f.take(MAX_UPLOAD as u64 + 1)
+    f.take(limit as u64 + 1)
         .read_to_end(&mut bytes)
         .map_err(io)?;
-    if bytes.len() > MAX_UPLOAD {
+    if bytes.len() > limit {
         return Err(AdminError::Refused {
             name: path.display().to_string(),
-            reason: format!("more than {MAX_UPLOAD} bytes is too large for a certificate file"),
+            reason: format!("the file is too large (at most {limit} bytes)"),
         });
     }
     Ok(bytes)

@@ -134,6 +134,39 @@ const COMMANDS: &[Usage] = &[
         "correspondents [ADDRESS]",
         "correspondents' certificates (to encrypt to them)",
     ),
+    row(
+        "correspondents import PATH",
+        "correspondents' certificates from a file (PEM or DER)",
+    ),
+    row(
+        "crls",
+        "the CRLs held, and the distribution points with their last download",
+    ),
+    row(
+        "crls import PATH",
+        "a CRL file (DER or PEM), checked against its issuer",
+    ),
+    row(
+        "crls refresh",
+        "fetch every CRL from its distribution point now",
+    ),
+    row(
+        "crls remove FINGERPRINT",
+        "drop a CRL (asks for your password)",
+    ),
+    row(
+        "ca",
+        "the built-in CA's certificate (PEM, for mail clients to trust)",
+    ),
+    row("ca export PATH", "write the CA certificate to a file"),
+    row(
+        "ca issue ADDRESS",
+        "issue an internal user a certificate (a new key in the token)",
+    ),
+    row(
+        "ca renew ADDRESS",
+        "renew an internal user's certificate (same key)",
+    ),
     row("audit [N]", "the last N administrator actions (default 20)"),
     row("passwd", "change your password"),
     row("reboot", "restart the appliance (asks first)"),
@@ -243,6 +276,10 @@ pub fn run(args: ConsoleArgs, out: &mut dyn Write) -> Result<(), CliError> {
         editor: editing.then(Editor::new),
         data,
         network,
+        expiry_days: config
+            .as_ref()
+            .and_then(|c| c.expiry_warnings.first().copied())
+            .unwrap_or(30),
         policy_file: config.map(|c| c.policy_text),
         reboot_command: args.reboot_command.clone(),
         user: String::new(),
@@ -263,6 +300,8 @@ struct Console<'a> {
     network: PathBuf,
     /// The configuration file's `[policy]` tables (when the console read the file).
     policy_file: Option<String>,
+    /// How many days ahead expiring certificates are warned of (`[ca] expiry_warnings`).
+    expiry_days: u64,
     reboot_command: String,
     user: String,
     /// The certificate store, opened on first use.
@@ -302,6 +341,9 @@ impl Console<'_> {
             "Signed in as {}. Type help for commands{tab}.",
             self.user
         )?;
+        if let Err(e) = self.warnings() {
+            writeln!(self.out, "(warnings not read: {e})")?;
+        }
         loop {
             let Some(line) = self.command_line()? else {
                 writeln!(self.out)?;
@@ -372,6 +414,34 @@ impl Console<'_> {
                 self.trust_import(Path::new(path))
             }
             ["trust", "remove", fp] => self.trust_remove(fp),
+            ["correspondents", "import", path @ ..] if !path.is_empty() => {
+                let path = path.join(" ");
+                self.correspondents_import(Path::new(path.trim_matches(|c| c == '"' || c == '\'')))
+            }
+            ["crls"] => self.crls(),
+            ["crls", "import", path @ ..] if !path.is_empty() => {
+                let path = path.join(" ");
+                self.crls_import(Path::new(path.trim_matches(|c| c == '"' || c == '\'')))
+            }
+            ["crls", "refresh"] => {
+                let request = serde_json::json!({ "who": self.user, "origin": "serial console" });
+                self.gateway(&format!("crl-refresh {request}"))
+            }
+            ["crls", "remove", fp] => self.crls_remove(fp),
+            ["ca"] => self.ca_show(),
+            ["ca", "export", path @ ..] if !path.is_empty() => {
+                let path = path.join(" ");
+                self.ca_export(Path::new(path.trim_matches(|c| c == '"' || c == '\'')))
+            }
+            ["ca", verb @ ("issue" | "renew"), address] => {
+                let request = serde_json::json!({
+                    "who": self.user,
+                    "origin": "serial console",
+                    "address": address,
+                    "renew": *verb == "renew",
+                });
+                self.gateway(&format!("ca-issue {request}"))
+            }
             ["correspondents"] => self.correspondents(None),
             ["correspondents", address] => self.correspondents(Some(address)),
             ["audit"] => self.audit_log(20),
@@ -726,6 +796,187 @@ impl Console<'_> {
             writeln!(self.out, "skipped {name}: {why}")?;
         }
         syslog(&self.user, &format!("trust import {}", path.display()));
+        Ok(())
+    }
+
+    fn correspondents_import(&mut self, path: &Path) -> Result<(), CliError> {
+        let bytes = admin::read_limited(path).map_err(admin_error)?;
+        let actor = self.actor();
+        let name = path.display().to_string();
+        let report = admin::import_correspondents(
+            self.cert_store()?,
+            &actor,
+            &name,
+            &bytes,
+            smimegw::spool::now(),
+        )
+        .map_err(admin_error)?;
+        for (_, c) in &report.added {
+            writeln!(
+                self.out,
+                "added correspondent: {} ({})",
+                c.addresses.join(", "),
+                &c.fingerprint[..16]
+            )?;
+        }
+        for c in &report.known {
+            writeln!(self.out, "already held: {}", c.addresses.join(", "))?;
+        }
+        syslog(&self.user, &format!("correspondents import {name}"));
+        Ok(())
+    }
+
+    fn crls(&mut self) -> Result<(), CliError> {
+        let o =
+            admin::crl::overview(self.cert_store()?, smimegw::spool::now()).map_err(admin_error)?;
+        if o.crls.is_empty() {
+            writeln!(self.out, "No CRL held.")?;
+        }
+        for c in &o.crls {
+            writeln!(self.out, "{}", fit(&c.issuer, 78))?;
+            writeln!(
+                self.out,
+                "  issued {}, next update {}{}, {} revoked, {}",
+                c.this_update,
+                if c.next_update.is_empty() {
+                    "-"
+                } else {
+                    &c.next_update
+                },
+                if c.out_of_date { " (OUT OF DATE)" } else { "" },
+                c.revoked,
+                &c.fingerprint[..16]
+            )?;
+            writeln!(self.out, "  from {}", fit(&c.source, 71))?;
+        }
+        if !o.sources.is_empty() {
+            writeln!(self.out, "Distribution points:")?;
+            for src in &o.sources {
+                writeln!(self.out, "  {}", fit(&src.url, 76))?;
+                let result = match (&src.error, src.last_attempt.is_empty()) {
+                    (_, true) => "not tried yet".to_string(),
+                    (Some(e), _) => format!("{}: {e}", src.last_attempt),
+                    (None, _) => format!("{}: ok", src.last_attempt),
+                };
+                for line in wrap(&result, 74) {
+                    writeln!(self.out, "    {line}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn crls_import(&mut self, path: &Path) -> Result<(), CliError> {
+        let bytes = admin::read_at_most(path, smimegw::revocation::MAX_CRL).map_err(admin_error)?;
+        let actor = self.actor();
+        let name = path.display().to_string();
+        let v =
+            admin::crl::import(self.cert_store()?, &actor, &name, &bytes).map_err(admin_error)?;
+        writeln!(
+            self.out,
+            "added the CRL of {}: {} revoked, next update {}",
+            v.issuer,
+            v.revoked,
+            if v.next_update.is_empty() {
+                "-"
+            } else {
+                &v.next_update
+            }
+        )?;
+        // The running gateway reads it at once (else within a minute).
+        let _ = try_control_request(&self.data, "crl-reload");
+        syslog(&self.user, &format!("crls import {name}"));
+        Ok(())
+    }
+
+    fn crls_remove(&mut self, fp: &str) -> Result<(), CliError> {
+        if !self.password_again("Your password: ", "nothing removed")? {
+            return Ok(());
+        }
+        let actor = self.actor();
+        let gone = admin::crl::remove(self.cert_store()?, &actor, fp).map_err(admin_error)?;
+        writeln!(self.out, "removed the CRL of {}", gone.issuer)?;
+        let _ = try_control_request(&self.data, "crl-reload");
+        syslog(&self.user, &format!("crls remove {fp}"));
+        Ok(())
+    }
+
+    /// The built-in CA's certificate (`DATA/ca.pem`), PEM.
+    fn ca_pem(&self) -> Result<(smimegw::store::CertInfo, String), CliError> {
+        let path = self.data.join("ca.pem");
+        let bytes = std::fs::read(&path).map_err(|e| {
+            CliError::Usage(format!(
+                "no built-in CA certificate ({}: {e}); is [ca] enabled and has the gateway \
+                 started once?",
+                path.display()
+            ))
+        })?;
+        let ders = smimegw::ca::parse_certificates(&bytes)
+            .map_err(|_| CliError::Usage(format!("{} is damaged", path.display())))?;
+        let der = ders
+            .first()
+            .ok_or_else(|| CliError::Usage(format!("{} is empty", path.display())))?;
+        let info = smimegw::store::CertInfo::parse(der)
+            .ok_or_else(|| CliError::Usage(format!("{} does not parse", path.display())))?;
+        let pem = smimegw::ca::pem("CERTIFICATE", &[der.as_slice()])
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        Ok((info, pem))
+    }
+
+    fn ca_show(&mut self) -> Result<(), CliError> {
+        let (c, pem) = self.ca_pem()?;
+        writeln!(self.out, "subject:    {}", fit(&c.subject, 66))?;
+        writeln!(
+            self.out,
+            "valid:      {} to {}",
+            day(c.not_before),
+            day(c.not_after)
+        )?;
+        writeln!(self.out, "sha256:     {}", &c.fingerprint[..32])?;
+        writeln!(self.out, "            {}", &c.fingerprint[32..])?;
+        self.out.write_all(pem.as_bytes())?;
+        Ok(())
+    }
+
+    fn ca_export(&mut self, path: &Path) -> Result<(), CliError> {
+        let (_, pem) = self.ca_pem()?;
+        std::fs::write(path, pem)
+            .map_err(|e| CliError::Usage(format!("cannot write {}: {e}", path.display())))?;
+        writeln!(self.out, "The CA certificate is in {}.", path.display())?;
+        Ok(())
+    }
+
+    /// Warnings shown after sign-in: certificates expiring soon or expired, CRLs out of
+    /// date (what the web console's banner says).
+    fn warnings(&mut self) -> Result<(), CliError> {
+        if !self.data.join("store.sqlite").exists() {
+            return Ok(());
+        }
+        let within = self.expiry_days;
+        let ca = self.ca_pem().ok().map(|(c, _)| c.subject);
+        let now = smimegw::spool::now();
+        let store = self.cert_store()?;
+        let soon = admin::expiring(store, ca.as_deref(), now, within).map_err(admin_error)?;
+        let stale = store
+            .crls()
+            .map_err(store_error)?
+            .iter()
+            .filter(|c| c.next_update.is_some_and(|n| n <= now))
+            .count();
+        for e in &soon {
+            let when = if e.days_left < 0 {
+                format!("EXPIRED on {}", day(e.not_after))
+            } else {
+                format!("expires in {} day(s), on {}", e.days_left, day(e.not_after))
+            };
+            writeln!(self.out, "WARNING: {} {when}", fit(&e.address, 40))?;
+        }
+        if stale > 0 {
+            writeln!(
+                self.out,
+                "WARNING: {stale} CRL(s) out of date (crls): revocation status unknown"
+            )?;
+        }
         Ok(())
     }
 

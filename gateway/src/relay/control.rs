@@ -1,7 +1,8 @@
 //! The control socket, `DATA/control.sock` (owner only): how `smimegw queue` and the
 //! serial console talk to the running gateway. One request line per connection (`status`,
 //! `certificates`, `tamper`, `tamper-clear`, `list`, `show ID`, `retry`, `retry ID`,
-//! `delete ID`, `key-import JSON`, `key-delete JSON`, `policy-apply`); the answer is text,
+//! `delete ID`, `key-import JSON`, `key-delete JSON`, `policy-apply`, `ca-issue JSON`,
+//! `crl-refresh JSON`, `crl-reload`); the answer is text,
 //! its first line `ok` or `error: REASON`.
 
 use std::fmt::Write as _;
@@ -194,6 +195,76 @@ async fn key_request(relay: &Arc<Relay>, import: bool, json: &str) -> Result<Str
     .map_err(|e| e.to_string())?
 }
 
+/// `ca-issue` and `crl-refresh`: the serial console's actions that need the token or the
+/// relay's caches. The console has checked the administrator.
+#[derive(serde::Deserialize)]
+struct AdminRequest {
+    who: String,
+    origin: String,
+    #[serde(default)]
+    address: String,
+    #[serde(default)]
+    renew: bool,
+}
+
+enum AdminAction {
+    Issue,
+    RefreshCrls,
+}
+
+async fn admin_request(
+    relay: &Arc<Relay>,
+    json: &str,
+    action: AdminAction,
+) -> Result<String, String> {
+    let req: AdminRequest = serde_json::from_str(json).map_err(|e| format!("bad request: {e}"))?;
+    let r = relay.clone();
+    tokio::task::spawn_blocking(move || {
+        let actor = crate::admin::Actor {
+            who: req.who,
+            origin: req.origin,
+        };
+        match action {
+            AdminAction::Issue => {
+                let c = r
+                    .issue_certificate(&actor, &req.address, req.renew)
+                    .map_err(|e| e.to_string())?;
+                Ok(format!(
+                    "{} {}: valid until {}, fingerprint {}\n",
+                    if req.renew { "renewed" } else { "issued" },
+                    c.addresses.join(", "),
+                    day(c.not_after),
+                    &c.fingerprint[..16]
+                ))
+            }
+            AdminAction::RefreshCrls => {
+                let report = crate::admin::crl::refresh(
+                    r.store.as_ref(),
+                    &actor,
+                    r.config.revocation.timeout,
+                );
+                r.certs.revocation().reload();
+                let mut out = String::new();
+                for (url, issuer) in &report.updated {
+                    let _ = writeln!(out, "updated    {url}\n           ({issuer})");
+                }
+                for url in &report.unchanged {
+                    let _ = writeln!(out, "unchanged  {url}");
+                }
+                for (url, e) in &report.failed {
+                    let _ = writeln!(out, "FAILED     {url}\n           {e}");
+                }
+                if out.is_empty() {
+                    out.push_str("No certificate held names a CRL distribution point.\n");
+                }
+                Ok(out)
+            }
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
 /// `policy-apply`: the policy applied in the store (by the console, through
 /// [`crate::admin::policy::apply`]) put in force here; none applied: the configuration
 /// file's.
@@ -239,6 +310,16 @@ async fn handle(relay: &Arc<Relay>, line: &str) -> Result<String, String> {
     }
     if let Some(json) = line.strip_prefix("key-delete ") {
         return key_request(relay, false, json).await;
+    }
+    if let Some(json) = line.strip_prefix("ca-issue ") {
+        return admin_request(relay, json, AdminAction::Issue).await;
+    }
+    if let Some(json) = line.strip_prefix("crl-refresh ") {
+        return admin_request(relay, json, AdminAction::RefreshCrls).await;
+    }
+    if line == "crl-reload" {
+        relay.certs.revocation().reload();
+        return Ok(String::new());
     }
     let mut words = line.split_whitespace();
     let cmd = words.next().unwrap_or("");
