@@ -322,6 +322,15 @@ fn console_on_a_terminal_imports_trust_and_shows_certificates_and_queue() {
     t.expect("Signed in as admin");
     t.expect("smimegw> ");
 
+    let token = t.command("token");
+    assert!(token.contains("mechanisms:"), "{token}");
+    assert!(token.contains("yes"), "{token}");
+    for line in token.lines() {
+        assert!(
+            line.chars().count() <= 80,
+            "wider than 80 columns: {line:?}"
+        );
+    }
     let certs = t.command("certificates");
     assert!(certs.contains("alice@example.com"), "{certs}");
     assert!(

@@ -72,6 +72,10 @@ const COMMANDS: &[Usage] = &[
     row("status", "the gateway, token, queue, next hops at a glance"),
     row("certificates", "internal users' signing certificates"),
     row(
+        "token",
+        "the key token: label, model, and the mechanisms the gateway uses",
+    ),
+    row(
         "keys [ADDRESS]",
         "internal users' certificates and their keys",
     ),
@@ -373,6 +377,7 @@ impl Console<'_> {
     fn command(&mut self, words: &[&str]) -> Result<(), CliError> {
         match words {
             ["status"] => self.gateway("status"),
+            ["token"] => self.gateway("token"),
             ["certificates" | "certs"] => self.gateway("certificates"),
             ["queue"] | ["queue", "list"] => self.gateway("list"),
             ["queue", "show", id] => self.gateway(&format!("show {id}")),

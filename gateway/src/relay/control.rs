@@ -1,5 +1,5 @@
 //! The control socket, `DATA/control.sock` (owner only): how `smimegw queue` and the
-//! serial console talk to the running gateway. One request line per connection (`status`,
+//! serial console talk to the running gateway. One request line per connection (`status`, `token`,
 //! `certificates`, `tamper`, `tamper-clear`, `list`, `show ID`, `retry`, `retry ID`,
 //! `delete ID`, `key-import JSON`, `key-delete JSON`, `policy-apply`, `ca-issue JSON`,
 //! `crl-refresh JSON`, `crl-reload`); the answer is text,
@@ -114,6 +114,37 @@ async fn status(relay: &Arc<Relay>) -> Result<String, String> {
             .as_ref()
             .map_or("none".to_string(), |p| p.display().to_string())
     );
+    Ok(out)
+}
+
+/// The token: what it is, and each mechanism the gateway uses (supported or not).
+async fn token(relay: &Arc<Relay>) -> Result<String, String> {
+    let token = relay.keys.token().clone();
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio::task::spawn_blocking(move || {
+            Ok::<_, hsm::Error>((token.info()?, token.capabilities()?))
+        }),
+    )
+    .await
+    .map_err(|_| "the token did not answer within 10 s".to_string())?
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("the token does not answer: {e}"))?;
+    let (info, caps) = answer;
+    let mut out = String::new();
+    let _ = writeln!(out, "label:      {}", info.label);
+    let _ = writeln!(out, "backend:    {}", info.backend);
+    let _ = writeln!(out, "model:      {}", info.model);
+    let _ = writeln!(out, "mechanisms:");
+    for m in &caps.mechanisms {
+        let line = format!(
+            "  {:<3} {:<24} {}",
+            if m.supported { "yes" } else { "no" },
+            m.name,
+            m.detail
+        );
+        let _ = writeln!(out, "{}", line.chars().take(80).collect::<String>());
+    }
     Ok(out)
 }
 
@@ -412,6 +443,7 @@ async fn handle(relay: &Arc<Relay>, line: &str) -> Result<String, String> {
             Ok(format!("{id} deleted\n"))
         }
         ("status", None) => status(relay).await,
+        ("token", None) => token(relay).await,
         ("policy-apply", None) => tokio::task::spawn_blocking(move || policy_apply(&r))
             .await
             .map_err(|e| e.to_string())?,
