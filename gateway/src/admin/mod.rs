@@ -125,6 +125,21 @@ fn looks_like_pkcs12(der: &[u8]) -> bool {
         .is_some_and(|v| v.number == 2 && !v.constructed && v.body == [3])
 }
 
+/// Why `c` is not valid at `now`, if it is not.
+fn valid_now(c: &CertInfo, now: u64) -> Result<(), String> {
+    let who = short_name(c);
+    if c.not_after <= now {
+        return Err(format!("\"{who}\" expired on {}", day(c.not_after)));
+    }
+    if c.not_before > now {
+        return Err(format!(
+            "\"{who}\" is not valid before {}",
+            day(c.not_before)
+        ));
+    }
+    Ok(())
+}
+
 /// Checks certificates for trust: CA certificates only, valid now, usable as anchors.
 fn check_trust(
     name: &str,
@@ -149,15 +164,7 @@ fn check_trust(
                  root and intermediate CA certificates are trust anchors"
             )));
         }
-        if c.not_after <= now {
-            return Err(refuse(format!("\"{who}\" expired on {}", day(c.not_after))));
-        }
-        if c.not_before > now {
-            return Err(refuse(format!(
-                "\"{who}\" is not valid before {}",
-                day(c.not_before)
-            )));
-        }
+        valid_now(c, now).map_err(refuse)?;
         let der = rustls_pki_types::CertificateDer::from(c.der.as_slice());
         if let Err(e) = webpki::anchor_from_trusted_cert(&der) {
             return Err(refuse(format!("\"{who}\" cannot be a trust anchor: {e:?}")));
@@ -259,15 +266,7 @@ pub fn import_correspondents(
         if c.addresses.is_empty() {
             return Err(refuse(format!("\"{who}\" names no email address")));
         }
-        if c.not_after <= now {
-            return Err(refuse(format!("\"{who}\" expired on {}", day(c.not_after))));
-        }
-        if c.not_before > now {
-            return Err(refuse(format!(
-                "\"{who}\" is not valid before {}",
-                day(c.not_before)
-            )));
-        }
+        valid_now(&c, now).map_err(refuse)?;
         if !c.can_encrypt {
             return Err(refuse(format!(
                 "\"{who}\"'s key usage does not allow encrypting to it"

@@ -403,12 +403,18 @@ pub async fn upload_trust(
         )?)
     })
     .await?;
-    Ok(json!({
+    Ok(report_json(&report))
+}
+
+/// What an import added (kind, name, addresses, fingerprint) and found held already.
+pub fn report_json(report: &admin::ImportReport) -> Value {
+    json!({
         "added": report.added.iter().map(|(k, c)| json!({
-            "kind": k.as_str(), "name": admin::short_name(c), "fingerprint": c.fingerprint,
+            "kind": k.as_str(), "name": admin::short_name(c), "addresses": c.addresses,
+            "fingerprint": c.fingerprint,
         })).collect::<Vec<_>>(),
         "known": report.known.iter().map(|c| c.fingerprint.clone()).collect::<Vec<_>>(),
-    }))
+    })
 }
 
 pub async fn remove_trust(web: &Arc<Web>, s: &Session, fp: String) -> ApiResult<Value> {

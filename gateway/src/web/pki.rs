@@ -113,12 +113,7 @@ pub async fn upload_correspondents(
         )?)
     })
     .await?;
-    Ok(json!({
-        "added": report.added.iter().map(|(_, c)| json!({
-            "name": admin::short_name(c), "addresses": c.addresses, "fingerprint": c.fingerprint,
-        })).collect::<Vec<_>>(),
-        "known": report.known.iter().map(|c| c.fingerprint.clone()).collect::<Vec<_>>(),
-    }))
+    Ok(super::api::report_json(&report))
 }
 
 /// The metrics in Prometheus' text format.
@@ -331,16 +326,25 @@ struct Address {
     address: String,
 }
 
+async fn issue_answer(
+    web: &Arc<Web>,
+    headers: &HeaderMap,
+    a: Address,
+    renew: bool,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let s = changing(web, headers)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(issue(web, &s, a.address, renew).await?),
+    ))
+}
+
 async fn post_issue(
     State(web): State<Arc<Web>>,
     headers: HeaderMap,
     Json(a): Json<Address>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let s = changing(&web, &headers)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(issue(&web, &s, a.address, false).await?),
-    ))
+    issue_answer(&web, &headers, a, false).await
 }
 
 async fn post_renew(
@@ -348,11 +352,7 @@ async fn post_renew(
     headers: HeaderMap,
     Json(a): Json<Address>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let s = changing(&web, &headers)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(issue(&web, &s, a.address, true).await?),
-    ))
+    issue_answer(&web, &headers, a, true).await
 }
 
 async fn post_correspondents(
