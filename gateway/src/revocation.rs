@@ -658,6 +658,7 @@ fn get(url: &str, deadline: Instant) -> Result<Answer, String> {
             .map_err(|e| e.to_string())?;
         let n = match s.read(&mut chunk) {
             Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e)
                 if matches!(
                     e.kind(),

@@ -714,6 +714,16 @@ fn tail(path: &Path, lines: usize) -> String {
     out
 }
 
+/// `read`, again when a signal interrupted it (EINTR).
+fn read_some(s: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match s.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 /// One WebDriver request, on a connection of its own: the answer's `value`, or its error.
 fn http(
     port: u16,
@@ -753,7 +763,7 @@ fn http(
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i + 4;
         }
-        let n = s.read(&mut chunk).map_err(io)?;
+        let n = read_some(&mut s, &mut chunk).map_err(io)?;
         if n == 0 {
             return Err(WdError::transport(format!(
                 "{method} {path}: connection closed without an answer"
@@ -786,7 +796,7 @@ fn http(
     match header("Content-Length").and_then(|n| n.parse::<usize>().ok()) {
         Some(len) => {
             while body.len() < len {
-                let n = s.read(&mut chunk).map_err(io)?;
+                let n = read_some(&mut s, &mut chunk).map_err(io)?;
                 if n == 0 {
                     return Err(WdError::transport(format!(
                         "{method} {path}: answer cut short"
