@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::openssl;
 use harness::header_value;
-use harness::web::{ADMIN_PASSWORD, Api, gateway, user_ca, user_p12_with};
+use harness::web::{ADMIN_PASSWORD, Api, gateway, user_ca, user_ca_named, user_p12_with};
 use serde_json::json;
 
 /// Serves the files of `dir` over HTTP/1.0 on a free loopback port; counts requests.
@@ -281,29 +281,7 @@ fn revoked_correspondent_is_neither_encrypted_to_nor_trusted() {
     // A CRL from a CA the gateway does not trust.
     let other = d.join("other");
     std::fs::create_dir_all(&other).unwrap();
-    user_ca(&other);
-    openssl(
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "30",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-subj",
-            "/CN=Stranger CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=keyCertSign,cRLSign",
-        ],
-        &other,
-    );
+    user_ca_named(&other, "/CN=Stranger CA");
     gen_crl(&other, "other.crl");
     // Named like the trusted CA but signed by another key.
     let imposter = d.join("imposter");

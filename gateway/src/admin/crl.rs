@@ -70,6 +70,16 @@ pub fn overview(store: &dyn Store, now: u64) -> Result<CrlOverview, AdminError> 
     Ok(CrlOverview { crls, sources })
 }
 
+/// How many CRLs held are past their nextUpdate at `now` (their certificates' status is
+/// unknown): what the consoles warn of.
+pub fn out_of_date(store: &dyn Store, now: u64) -> Result<usize, AdminError> {
+    Ok(store
+        .crls()?
+        .iter()
+        .filter(|c| c.next_update.is_some_and(|n| n <= now))
+        .count())
+}
+
 fn day_time(t: u64) -> String {
     let (y, mo, d, h, mi, s) = crate::smime::asn1::civil(t);
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02} UTC")

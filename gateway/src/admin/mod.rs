@@ -229,6 +229,17 @@ pub fn import_trust(
 ) -> Result<ImportReport, AdminError> {
     let certs = certificates_in(name, bytes)?;
     let checked = check_trust(name, &certs, now)?;
+    import_checked(store, actor, name, checked, "trust import")
+}
+
+/// Adds certificates checked from the upload `name`, audited as `action`.
+fn import_checked(
+    store: &dyn Store,
+    actor: &Actor,
+    name: &str,
+    checked: Vec<(Kind, CertInfo)>,
+    action: &str,
+) -> Result<ImportReport, AdminError> {
     let mut report = ImportReport::default();
     add_all(
         store,
@@ -236,7 +247,7 @@ pub fn import_trust(
         &format!("imported from {name}"),
         &mut report,
     )?;
-    record(store, actor, "trust import", describe(name, &report));
+    record(store, actor, action, describe(name, &report));
     Ok(report)
 }
 
@@ -274,20 +285,7 @@ pub fn import_correspondents(
         }
         checked.push((Kind::External, c));
     }
-    let mut report = ImportReport::default();
-    add_all(
-        store,
-        checked,
-        &format!("imported from {name}"),
-        &mut report,
-    )?;
-    record(
-        store,
-        actor,
-        "correspondent import",
-        describe(name, &report),
-    );
-    Ok(report)
+    import_checked(store, actor, name, checked, "correspondent import")
 }
 
 fn describe(name: &str, r: &ImportReport) -> String {

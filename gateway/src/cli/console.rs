@@ -962,12 +962,7 @@ impl Console<'_> {
         let now = smimegw::spool::now();
         let store = self.cert_store()?;
         let soon = admin::expiring(store, ca.as_deref(), now, within).map_err(admin_error)?;
-        let stale = store
-            .crls()
-            .map_err(store_error)?
-            .iter()
-            .filter(|c| c.next_update.is_some_and(|n| n <= now))
-            .count();
+        let stale = admin::crl::out_of_date(store, now).map_err(admin_error)?;
         for e in &soon {
             let when = if e.days_left < 0 {
                 format!("EXPIRED on {}", day(e.not_after))

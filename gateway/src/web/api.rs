@@ -523,6 +523,16 @@ pub struct Upload {
     pub fields: std::collections::HashMap<String, String>,
 }
 
+impl Upload {
+    /// The file's name and bytes; a 400 naming the field when there is none.
+    pub fn required_file(self) -> ApiResult<(String, Vec<u8>)> {
+        let file = self
+            .file
+            .ok_or_else(|| ApiError::BadRequest("no file in the upload (field \"file\")".into()))?;
+        Ok((self.file_name, file))
+    }
+}
+
 pub async fn read_upload(mut mp: Multipart) -> ApiResult<Upload> {
     let bad = |e: axum::extract::multipart::MultipartError| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -729,20 +739,19 @@ async fn post_cert(
     mp: Multipart,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let s = changing(&web, &headers)?;
-    let up = read_upload(mp).await?;
-    let file = up
-        .file
-        .ok_or_else(|| ApiError::BadRequest("no file in the upload (field \"file\")".into()))?;
-    let password = up.fields.get("password").cloned().unwrap_or_default();
+    let mut up = read_upload(mp).await?;
+    let password = up.fields.remove("password").unwrap_or_default();
+    let (name, file) = up.required_file()?;
     Ok((
         StatusCode::CREATED,
-        Json(upload_p12(&web, &s, up.file_name, file, password).await?),
+        Json(upload_p12(&web, &s, name, file, password).await?),
     ))
 }
 
+/// A removal's body: the administrator's password again.
 #[derive(Deserialize)]
-struct Confirmation {
-    password: String,
+pub(super) struct Confirmation {
+    pub password: String,
 }
 
 async fn del_cert(
@@ -785,13 +794,10 @@ async fn post_trust(
     mp: Multipart,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let s = changing(&web, &headers)?;
-    let up = read_upload(mp).await?;
-    let file = up
-        .file
-        .ok_or_else(|| ApiError::BadRequest("no file in the upload (field \"file\")".into()))?;
+    let (name, file) = read_upload(mp).await?.required_file()?;
     Ok((
         StatusCode::CREATED,
-        Json(upload_trust(&web, &s, up.file_name, file).await?),
+        Json(upload_trust(&web, &s, name, file).await?),
     ))
 }
 

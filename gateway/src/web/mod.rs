@@ -105,16 +105,12 @@ fn banner_text(r: &Relay) -> String {
         Ok(_) => {}
         Err(e) => parts.push(format!("certificate store: {e}")),
     }
-    if let Ok(crls) = r.store.crls() {
-        let stale = crls
-            .iter()
-            .filter(|c| c.next_update.is_some_and(|n| n <= now))
-            .count();
-        if stale > 0 {
-            parts.push(format!(
-                "{stale} CRL(s) out of date: revocation status unknown for their certificates."
-            ));
-        }
+    if let Ok(stale) = crate::admin::crl::out_of_date(r.store.as_ref(), now)
+        && stale > 0
+    {
+        parts.push(format!(
+            "{stale} CRL(s) out of date: revocation status unknown for their certificates."
+        ));
     }
     parts.join(" ")
 }

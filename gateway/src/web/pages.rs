@@ -194,6 +194,41 @@ pub(super) async fn confirmed_removal(
     Ok((s, r))
 }
 
+/// An admin's form to upload one file (`name=file`, its input and button ids from `id`).
+pub(super) fn upload_fieldset(s: &Session, legend: &str, action: &str, id: &str) -> String {
+    format!(
+        "<fieldset><legend>{legend}</legend><form method=post action='{action}' \
+         enctype='multipart/form-data'>{} <input type=file name=file id={id}file> \
+         <button type=submit id={id}upload>Upload</button></form></fieldset>",
+        csrf_field(s)
+    )
+}
+
+/// An admin's form to remove something by fingerprint, with the password again.
+pub(super) fn removal_fieldset(s: &Session, legend: &str, action: &str) -> String {
+    format!(
+        "<fieldset><legend>{legend}</legend><form method=post action='{action}'>{}\
+         <label>Fingerprint <input name=fingerprint></label> <label>Your password \
+         <input type=password name=password></label> <button type=submit>Remove</button>\
+         </form></fieldset>",
+        csrf_field(s)
+    )
+}
+
+/// The file of an upload form, or the notice saying why there is none.
+pub(super) fn uploaded_file(
+    up: ApiResult<api::Upload>,
+    missing: &str,
+) -> Result<(String, Vec<u8>), Notice> {
+    match up {
+        Err(e) => Err(Notice::Err(e.message())),
+        Ok(up) => match up.file {
+            None => Err(Notice::Err(missing.into())),
+            Some(f) => Ok((up.file_name, f)),
+        },
+    }
+}
+
 pub(super) fn outcome<T>(r: ApiResult<T>, ok: impl FnOnce(T) -> String) -> Notice {
     match r {
         Ok(v) => Notice::Ok(ok(v)),
@@ -616,18 +651,13 @@ async fn trust_page(web: &Arc<Web>, s: &Session, notice: Notice) -> Response {
         Err(e) => b.push_str(&format!("<div class=err>{}</div>", esc(&e.message()))),
     }
     if s.role == Role::Admin {
-        let _ = write!(
-            b,
-            "<fieldset><legend>Trust root or intermediate CA certificates</legend>\
-             <form method=post action='/trust/upload' enctype='multipart/form-data'>{c}\
-             <input type=file name=file id=trustfile> <button type=submit id=trustupload>Upload\
-             </button></form></fieldset>\
-             <fieldset><legend>Stop trusting one</legend><form method=post action='/trust/remove'>\
-             {c}<label>Fingerprint <input name=fingerprint></label> <label>Your password \
-             <input type=password name=password></label> <button type=submit>Remove</button>\
-             </form></fieldset>",
-            c = csrf_field(s)
-        );
+        b.push_str(&upload_fieldset(
+            s,
+            "Trust root or intermediate CA certificates",
+            "/trust/upload",
+            "trust",
+        ));
+        b.push_str(&removal_fieldset(s, "Stop trusting one", "/trust/remove"));
     }
     page(web, s, "Trust anchors", notice, &b)
 }
@@ -644,23 +674,15 @@ async fn trust_upload(State(web): State<Arc<Web>>, headers: HeaderMap, mp: Multi
         Ok(x) => x,
         Err(r) => return r,
     };
-    let up = match up {
-        Ok(u) => u,
-        Err(e) => return trust_page(&web, &s, Notice::Err(e.message())).await,
-    };
-    let notice = match up.file {
-        None => Notice::Err("choose a certificate file first".into()),
-        Some(f) => outcome(
-            api::upload_trust(&web, &s, up.file_name.clone(), f).await,
-            |v| {
-                format!(
-                    "{}: {} added, {} held already.",
-                    up.file_name,
-                    v["added"].as_array().map_or(0, Vec::len),
-                    v["known"].as_array().map_or(0, Vec::len)
-                )
-            },
-        ),
+    let notice = match uploaded_file(up, "choose a certificate file first") {
+        Err(n) => n,
+        Ok((name, f)) => outcome(api::upload_trust(&web, &s, name.clone(), f).await, |v| {
+            format!(
+                "{name}: {} added, {} held already.",
+                v["added"].as_array().map_or(0, Vec::len),
+                v["known"].as_array().map_or(0, Vec::len)
+            )
+        }),
     };
     trust_page(&web, &s, notice).await
 }
@@ -709,14 +731,12 @@ pub(super) async fn correspondents_page(
         Err(e) => b.push_str(&format!("<div class=err>{}</div>", esc(&e.message()))),
     }
     if s.role == Role::Admin {
-        let _ = write!(
-            b,
-            "<fieldset><legend>Import correspondents' certificates (PEM or DER)</legend>\
-             <form method=post action='/correspondents/upload' enctype='multipart/form-data'>\
-             {} <input type=file name=file id=corrfile> <button type=submit id=corrupload>\
-             Upload</button></form></fieldset>",
-            csrf_field(s)
-        );
+        b.push_str(&upload_fieldset(
+            s,
+            "Import correspondents' certificates (PEM or DER)",
+            "/correspondents/upload",
+            "corr",
+        ));
     }
     page(web, s, "Correspondents", notice, &b)
 }

@@ -12,7 +12,9 @@ use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::api::{ApiError, ApiResult, blocking, changing, confirm, read_upload, reading};
+use super::api::{
+    ApiError, ApiResult, Confirmation, blocking, changing, confirm, read_upload, reading,
+};
 use super::auth::{Session, SignInError};
 use super::{Peer, Web};
 use crate::admin::{self, crl::CrlOverview};
@@ -251,20 +253,13 @@ async fn get_crls(State(web): State<Arc<Web>>, headers: HeaderMap) -> ApiResult<
     Ok(Json(crl_overview(&web).await?))
 }
 
-fn file_of(up: super::api::Upload) -> ApiResult<(String, Vec<u8>)> {
-    let file = up
-        .file
-        .ok_or_else(|| ApiError::BadRequest("no file in the upload (field \"file\")".into()))?;
-    Ok((up.file_name, file))
-}
-
 async fn post_crl(
     State(web): State<Arc<Web>>,
     headers: HeaderMap,
     mp: Multipart,
 ) -> ApiResult<(StatusCode, Json<admin::crl::CrlView>)> {
     let s = changing(&web, &headers)?;
-    let (name, file) = file_of(read_upload(mp).await?)?;
+    let (name, file) = read_upload(mp).await?.required_file()?;
     Ok((
         StatusCode::CREATED,
         Json(upload_crl(&web, &s, name, file).await?),
@@ -274,11 +269,6 @@ async fn post_crl(
 async fn post_refresh(State(web): State<Arc<Web>>, headers: HeaderMap) -> ApiResult<Json<Value>> {
     let s = changing(&web, &headers)?;
     Ok(Json(refresh_crls(&web, &s).await?))
-}
-
-#[derive(Deserialize)]
-struct Confirmation {
-    password: String,
 }
 
 async fn del_crl(
@@ -361,7 +351,7 @@ async fn post_correspondents(
     mp: Multipart,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let s = changing(&web, &headers)?;
-    let (name, file) = file_of(read_upload(mp).await?)?;
+    let (name, file) = read_upload(mp).await?.required_file()?;
     Ok((
         StatusCode::CREATED,
         Json(upload_correspondents(&web, &s, name, file).await?),

@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use super::auth::{Role, Session};
 use super::pages::{
     Notice, Removal, change_allowed, confirmed_removal, correspondents_page, csrf_field, esc,
-    outcome, page, session_or_login, upload_form,
+    outcome, page, removal_fieldset, session_or_login, upload_fieldset, upload_form, uploaded_file,
 };
 use super::{Peer, Web, pki};
 use crate::smime::asn1::day;
@@ -97,20 +97,19 @@ async fn crls_page(web: &Arc<Web>, s: &Session, notice: Notice) -> Response {
         }
     }
     if s.role == Role::Admin {
+        b.push_str(&upload_fieldset(
+            s,
+            "Upload a CRL (DER or PEM)",
+            "/crls/upload",
+            "crl",
+        ));
         let _ = write!(
             b,
-            "<fieldset><legend>Upload a CRL (DER or PEM)</legend>\
-             <form method=post action='/crls/upload' enctype='multipart/form-data'>{c}\
-             <input type=file name=file id=crlfile> <button type=submit id=crlupload>Upload\
-             </button></form></fieldset>\
-             <form method=post action='/crls/refresh'>{c}<button type=submit id=crlrefresh>\
-             Fetch all CRLs now</button></form>\
-             <fieldset><legend>Remove a CRL</legend><form method=post action='/crls/remove'>\
-             {c}<label>Fingerprint <input name=fingerprint></label> <label>Your password \
-             <input type=password name=password></label> <button type=submit>Remove</button>\
-             </form></fieldset>",
-            c = csrf_field(s)
+            "<form method=post action='/crls/refresh'>{}<button type=submit id=crlrefresh>\
+             Fetch all CRLs now</button></form>",
+            csrf_field(s)
         );
+        b.push_str(&removal_fieldset(s, "Remove a CRL", "/crls/remove"));
     }
     page(web, s, "CRLs", notice, &b)
 }
@@ -127,20 +126,14 @@ async fn crls_upload(State(web): State<Arc<Web>>, headers: HeaderMap, mp: Multip
         Ok(x) => x,
         Err(r) => return r,
     };
-    let notice = match up {
-        Err(e) => Notice::Err(e.message()),
-        Ok(up) => match up.file {
-            None => Notice::Err("choose a CRL file first".into()),
-            Some(f) => outcome(
-                pki::upload_crl(&web, &s, up.file_name.clone(), f).await,
-                |v| {
-                    format!(
-                        "CRL from {} added: {} revoked, next update {}.",
-                        v.issuer, v.revoked, v.next_update
-                    )
-                },
-            ),
-        },
+    let notice = match uploaded_file(up, "choose a CRL file first") {
+        Err(n) => n,
+        Ok((name, f)) => outcome(pki::upload_crl(&web, &s, name, f).await, |v| {
+            format!(
+                "CRL from {} added: {} revoked, next update {}.",
+                v.issuer, v.revoked, v.next_update
+            )
+        }),
     };
     crls_page(&web, &s, notice).await
 }
@@ -244,8 +237,10 @@ async fn ca_issue(
             "Issued to {}: valid until {}, fingerprint {}.",
             address.trim(),
             v["not_after"].as_str().unwrap_or(""),
-            &v["fingerprint"].as_str().unwrap_or("")
-                [..16.min(v["fingerprint"].as_str().map_or(0, str::len))]
+            v["fingerprint"]
+                .as_str()
+                .and_then(|f| f.get(..16))
+                .unwrap_or("")
         )
     });
     ca_page(&web, &s, notice).await
@@ -262,22 +257,18 @@ async fn correspondents_upload(
         Ok(x) => x,
         Err(r) => return r,
     };
-    let notice = match up {
-        Err(e) => Notice::Err(e.message()),
-        Ok(up) => match up.file {
-            None => Notice::Err("choose a certificate file first".into()),
-            Some(f) => outcome(
-                pki::upload_correspondents(&web, &s, up.file_name.clone(), f).await,
-                |v| {
-                    format!(
-                        "{}: {} added, {} held already.",
-                        up.file_name,
-                        v["added"].as_array().map_or(0, Vec::len),
-                        v["known"].as_array().map_or(0, Vec::len)
-                    )
-                },
-            ),
-        },
+    let notice = match uploaded_file(up, "choose a certificate file first") {
+        Err(n) => n,
+        Ok((name, f)) => outcome(
+            pki::upload_correspondents(&web, &s, name.clone(), f).await,
+            |v| {
+                format!(
+                    "{name}: {} added, {} held already.",
+                    v["added"].as_array().map_or(0, Vec::len),
+                    v["known"].as_array().map_or(0, Vec::len)
+                )
+            },
+        ),
     };
     correspondents_page(&web, &s, "", notice).await
 }

@@ -35,6 +35,11 @@ pub fn gateway(rest: &str) -> (Gateway, u16) {
 
 /// A CA (`ca.pem`, `ca.key` in `dir`) for users' certificates.
 pub fn user_ca(dir: &Path) {
+    user_ca_named(dir, "/O=Example/CN=Example Users CA");
+}
+
+/// [`user_ca`] with another subject (`/CN=...`).
+pub fn user_ca_named(dir: &Path, subject: &str) {
     openssl(
         &[
             "req",
@@ -49,7 +54,7 @@ pub fn user_ca(dir: &Path) {
             "-out",
             "ca.pem",
             "-subj",
-            "/O=Example/CN=Example Users CA",
+            subject,
             "-addext",
             "basicConstraints=critical,CA:TRUE",
             "-addext",
