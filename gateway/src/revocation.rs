@@ -51,7 +51,8 @@ impl UnknownStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevocationSettings {
     pub unknown: UnknownStatus,
-    /// Fetch CRLs from the certificates' HTTP distribution points.
+    /// Fetch CRLs from the certificates' HTTP distribution points on schedule (an
+    /// administrator's "fetch now" works either way).
     pub fetch: bool,
     /// How often they are fetched again (sooner when a held CRL's nextUpdate passes).
     pub refresh: Duration,
