@@ -326,6 +326,22 @@ pub struct Policy {
     pub never_sign_headers: Vec<HeaderRule>,
     pub archive_bcc: Option<String>,
     pub encrypt_subject_tag: Option<String>,
+    /// Authenticated users who may send (and so sign) as other addresses too: user → the
+    /// addresses (a shared mailbox). Everyone may send as themself.
+    pub send_as: BTreeMap<String, Vec<String>>,
+    /// What to do with inbound content decrypted from CBC (no integrity protection) that is
+    /// not under a valid signature and holds HTML (EFAIL's malleability gadgets).
+    pub unauthenticated_cbc_html: CbcHtml,
+}
+
+/// `policy.unauthenticated_cbc_html`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CbcHtml {
+    /// Delivered, marked as not integrity protected.
+    Deliver,
+    /// Not delivered: the sender gets a DSN (with the message as it was sent, encrypted).
+    Refuse,
 }
 
 /// A `[policy]` section on its own (what the consoles edit).
@@ -379,6 +395,16 @@ impl Policy {
         }
         let domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
         self.domains.get(domain).copied().unwrap_or(self.default)
+    }
+
+    /// Whether the authenticated `user` may send as `from` (themself, or a grant in
+    /// `policy.send_as`).
+    pub fn may_send_as(&self, user: &str, from: &str) -> bool {
+        user.eq_ignore_ascii_case(from)
+            || self
+                .send_as
+                .get(&user.to_ascii_lowercase())
+                .is_some_and(|list| list.iter().any(|a| a.eq_ignore_ascii_case(from)))
     }
 
     /// Whether mail to `recipient` is never signed (the destination exceptions).
@@ -706,6 +732,8 @@ mod raw {
         pub never_sign_headers: Option<Vec<HeaderRaw>>,
         pub archive_bcc: Option<String>,
         pub encrypt_subject_tag: Option<String>,
+        pub send_as: Option<BTreeMap<String, Vec<String>>>,
+        pub unauthenticated_cbc_html: Option<CbcHtml>,
     }
 
     fn path(base: &Path, p: PathBuf) -> PathBuf {
@@ -1109,6 +1137,17 @@ mod raw {
                 }
                 t => t,
             };
+            let mut send_as = BTreeMap::new();
+            for (user, list) in p.send_as.unwrap_or_default() {
+                let key = format!("policy.send_as.{user:?}");
+                let user = address(&key, &user)?;
+                let list = list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| address(&format!("{key}[{i}]"), a))
+                    .collect::<Result<Vec<_>, _>>()?;
+                send_as.insert(user, list);
+            }
             Ok(Policy {
                 default,
                 domains,
@@ -1117,6 +1156,8 @@ mod raw {
                 never_sign_headers,
                 archive_bcc,
                 encrypt_subject_tag,
+                send_as,
+                unauthenticated_cbc_html: p.unauthenticated_cbc_html.unwrap_or(CbcHtml::Deliver),
             })
         }
     }

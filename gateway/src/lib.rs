@@ -6,6 +6,7 @@ pub mod ca;
 pub mod config;
 pub mod fsutil;
 pub mod ldap;
+pub mod mailbox;
 pub mod relay;
 pub mod revocation;
 pub mod smime;

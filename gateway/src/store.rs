@@ -27,6 +27,9 @@ pub enum Kind {
     External,
     /// An internal user's certificate; its private key is in the token (`Stored::key`).
     Internal,
+    /// A correspondent's certificate from signed mail whose path did not validate: shown to
+    /// administrators, who may approve it (it becomes `External`); never encrypted to.
+    Candidate,
 }
 
 impl Kind {
@@ -36,6 +39,7 @@ impl Kind {
             Kind::Intermediate => "intermediate",
             Kind::External => "external",
             Kind::Internal => "internal",
+            Kind::Candidate => "candidate",
         }
     }
 
@@ -45,6 +49,7 @@ impl Kind {
             "intermediate" => Kind::Intermediate,
             "external" => Kind::External,
             "internal" => Kind::Internal,
+            "candidate" => Kind::Candidate,
             _ => return None,
         })
     }
@@ -221,6 +226,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Removes the one certificate of these kinds whose fingerprint starts with `prefix` (at
     /// least 8 hex digits); what was removed.
     fn remove(&self, prefix: &str, kinds: &[Kind]) -> Result<Stored>;
+    /// Changes the kind of the one certificate whose fingerprint starts with `prefix` and
+    /// whose kind is `from` (a candidate approved, or found trusted): the certificate as it
+    /// is now.
+    fn set_kind(&self, prefix: &str, from: Kind, to: Kind) -> Result<Stored>;
     /// Appends to the audit log.
     fn record(&self, entry: &AuditEntry) -> Result<()>;
     /// The newest `limit` audit entries, newest first.
@@ -489,6 +498,41 @@ impl Store for SqliteStore {
                     .into_iter()
                     .next()
                     .ok_or(StoreError::NoMatch(prefix))?)
+            }
+            count => Err(StoreError::Ambiguous { prefix, count }),
+        }
+    }
+
+    fn set_kind(&self, prefix: &str, from: Kind, to: Kind) -> Result<Stored> {
+        let prefix = prefix.trim().to_ascii_lowercase().replace(':', "");
+        if prefix.len() < 8 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::NoMatch(prefix));
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let found = Self::rows(
+            &tx,
+            &format!(
+                "SELECT kind, source, added, der, key_uri FROM certificates \
+                 WHERE fingerprint LIKE ?1 || '%' AND {}",
+                kind_filter(&[from])
+            ),
+            &[&prefix],
+        )?;
+        match found.len() {
+            0 => Err(StoreError::NoMatch(prefix)),
+            1 => {
+                tx.execute(
+                    "UPDATE certificates SET kind = ?1 WHERE fingerprint = ?2",
+                    params![to.as_str(), found[0].info.fingerprint],
+                )?;
+                tx.commit()?;
+                let mut s = found
+                    .into_iter()
+                    .next()
+                    .ok_or(StoreError::NoMatch(prefix))?;
+                s.kind = to;
+                Ok(s)
             }
             count => Err(StoreError::Ambiguous { prefix, count }),
         }

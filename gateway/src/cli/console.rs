@@ -786,6 +786,7 @@ impl Console<'_> {
                 Kind::Intermediate => "trusted (intermediate)",
                 Kind::External => "correspondent",
                 Kind::Internal => "internal user",
+                Kind::Candidate => "candidate (awaits approval)",
             };
             let name = if *kind == Kind::External {
                 c.addresses.join(", ")

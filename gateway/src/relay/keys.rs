@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use hsm::{ObjectType, Token};
 
 use crate::admin;
+use crate::mailbox::Address;
+use crate::smime::trust;
 use crate::ca::{CA_LABEL, Ca};
 use crate::revocation::Revocation;
 use crate::store::{Added, CertInfo, Kind, Store};
@@ -277,7 +279,7 @@ impl CertStore {
                     && let Ok(der) = std::fs::read(e.path())
                     && let Some(info) = CertInfo::parse(&der)
                 {
-                    let source = format!("harvested from signed mail from {addr}");
+                    let source = format!("{HARVESTED} {addr}");
                     store
                         .add(Kind::External, &info, &source)
                         .map_err(std::io::Error::other)?;
@@ -320,7 +322,16 @@ impl CertStore {
     /// The certificate to encrypt to `address` at `now`: the best of those held, else the
     /// best the directory has (looked up and cached there). `Err` when the directory could
     /// not be asked (temporary: the message waits).
-    pub fn lookup(&self, address: &str, now: u64) -> Result<Option<Vec<u8>>, String> {
+    ///
+    /// Only certificates an administrator put there (imported, uploaded) or whose path to
+    /// one of `trust`'s anchors validates now are used: a certificate harvested from mail
+    /// proves nothing by having come in a signed message.
+    pub fn lookup(
+        &self,
+        address: &str,
+        now: u64,
+        trust: &Trust<'_>,
+    ) -> Result<Option<Vec<u8>>, String> {
         let held = match self.store.for_address(address) {
             Ok(h) => h,
             Err(e) => return Err(format!("certificate store: {e}")),
@@ -328,6 +339,11 @@ impl CertStore {
         let infos = self.usable(
             held.iter()
                 .filter(|s| s.kind == Kind::External)
+                .filter(|s| {
+                    !s.source.starts_with(HARVESTED)
+                        || trust::check_path(&s.info.der, trust.intermediates, trust.anchors, now)
+                            .is_ok()
+                })
                 .map(|s| &s.info),
             now,
         );
@@ -359,24 +375,55 @@ impl CertStore {
         }
     }
 
-    /// Keeps `cert` when it names `sender` (a certificate is harvested only for the address
-    /// that sent it). Returns whether it was new.
-    pub fn harvest(&self, sender: &str, cert: &[u8]) -> bool {
-        let sender = sender.to_ascii_lowercase();
+    /// Keeps `cert`, the certificate of a valid signature on mail from `sender`, when it
+    /// names `sender` (a certificate is harvested only for the address that sent it): as a
+    /// correspondent's certificate when `trusted` (its path validated and it is not revoked),
+    /// else as a candidate an administrator may approve. A candidate found trusted later is
+    /// promoted. Returns whether it was new.
+    pub fn harvest(&self, sender: &Address, cert: &[u8], trusted: bool) -> bool {
         let Some(info) = CertInfo::parse(cert) else {
             return false;
         };
-        if !info.addresses.contains(&sender) || info.is_ca {
+        if !info.addresses.iter().any(|a| a == sender.as_str()) || info.is_ca {
             return false;
         }
-        let source = format!("harvested from signed mail from {sender}");
-        match self.store.add(Kind::External, &info, &source) {
-            Ok(Added::New) => true,
-            Ok(Added::Known) => false,
+        let (kind, source) = if trusted {
+            (Kind::External, format!("{HARVESTED} {sender}"))
+        } else {
+            (
+                Kind::Candidate,
+                format!("{HARVESTED} {sender} (not trusted: awaits approval)"),
+            )
+        };
+        match self.store.add(kind, &info, &source) {
+            Ok(Added::New) => {
+                if !trusted {
+                    tracing::info!(sender = %sender, fingerprint = %&info.fingerprint[..16], "untrusted certificate kept as a candidate; not used to encrypt until approved");
+                }
+                true
+            }
+            Ok(Added::Known) => {
+                if trusted {
+                    let _ = self
+                        .store
+                        .set_kind(&info.fingerprint, Kind::Candidate, Kind::External);
+                }
+                false
+            }
             Err(e) => {
                 tracing::error!("certificate store: {e}");
                 false
             }
         }
     }
+}
+
+/// The start of a harvested certificate's source in the store.
+pub const HARVESTED: &str = "harvested from signed mail from";
+
+/// The trust anchors and intermediates (DER) certificates are validated against.
+#[derive(Debug, Clone, Copy)]
+pub struct Trust<'a> {
+    pub anchors: &'a [Vec<u8>],
+    pub intermediates: &'a [Vec<u8>],
 }

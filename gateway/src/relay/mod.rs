@@ -2,6 +2,7 @@
 //! ([`crate::spool`]), the queue that runs the [`pipeline`] (policy and S/MIME) and
 //! [`deliver`]s, and the bounces ([`dsn`]).
 
+pub mod annotate;
 pub mod board;
 pub mod control;
 pub mod deliver;
@@ -338,7 +339,7 @@ impl Relay {
                     match s.kind {
                         Kind::Anchor => anchors.push(s.info.der),
                         Kind::Intermediate => intermediates.push(s.info.der),
-                        Kind::External | Kind::Internal => {}
+                        Kind::External | Kind::Internal | Kind::Candidate => {}
                     }
                 }
             }

@@ -18,7 +18,8 @@ use std::path::Path;
 
 use hsm::{AesOffload, Hash, KeyRef};
 
-use crate::config::{CipherName, Config, Encrypt, HashName, Sign, SignatureFormat};
+use crate::config::{CbcHtml, CipherName, Config, Encrypt, HashName, Sign, SignatureFormat};
+use crate::mailbox::{self, Address, FromProblem};
 use crate::smime::encrypt::{Cipher, encrypt_stream};
 use crate::smime::envelope::Recipient as KeyHolder;
 use crate::smime::error::SmimeError;
@@ -30,7 +31,8 @@ use crate::smime::trust;
 use crate::spool::{Envelope, Status};
 use crate::store::CertInfo;
 
-use super::keys::{CertProblem, CertStore, Keys};
+use super::annotate::{self, SmimeResult, Verdict};
+use super::keys::{CertProblem, CertStore, Keys, Trust};
 
 /// A message ready for one route and some of the recipients.
 #[derive(Debug)]
@@ -314,7 +316,32 @@ fn outbound_plan(
         Ok(e) => e,
         Err(e) => return fail_or_pass(ctx, env, rcpts, plan, &malformed(e)),
     };
-    let rules = policy.rules_for(&env.from);
+    // The signing identity is the one recipients see: the From field, read strictly. An
+    // authenticated user signs only as herself (or as what policy grants her).
+    let from = mailbox::sender(entity.fields.iter().map(|f| (f.name, f.value.as_str())));
+    if let Some(user) = env.authenticated.as_deref() {
+        let allowed = from
+            .as_ref()
+            .is_ok_and(|a| policy.may_send_as(user, a.as_str()));
+        if !allowed {
+            let why = match &from {
+                Ok(_) => format!(
+                    "5.7.1 the From address is not one that user {user} may send as; the message was not sent"
+                ),
+                Err(p) => format!("5.7.1 {p}; the message was not sent"),
+            };
+            for &i in rcpts {
+                plan.failed.push((i, why.clone()));
+            }
+            return Ok(());
+        }
+    }
+    // Mail from the internal MTA: the key is chosen by From, never by the envelope sender.
+    let (identity, sender_internal) = match &from {
+        Ok(a) => (a.as_str().to_string(), ctx.config.is_internal_address(a.as_str())),
+        Err(_) => (env.from.clone(), sender_internal),
+    };
+    let rules = policy.rules_for(&identity);
     let header_exception = policy.never_sign_headers.iter().find(|h| {
         entity
             .fields
@@ -370,7 +397,14 @@ fn outbound_plan(
             rules.sign == Sign::Always && !policy.never_sign_to(addr) && header_exception.is_none();
         let cert = match encrypt_mode {
             Encrypt::Never => None,
-            _ => match ctx.certs.lookup(addr, ctx.now) {
+            _ => match ctx.certs.lookup(
+                addr,
+                ctx.now,
+                &Trust {
+                    anchors: ctx.anchors,
+                    intermediates: ctx.intermediates,
+                },
+            ) {
                 Ok(c) => c,
                 // The directory could not say: the message waits rather than going out
                 // unencrypted (or bouncing) on a guess.
@@ -401,7 +435,24 @@ fn outbound_plan(
     }
 
     let signer_key = if groups.keys().any(|t| t.sign) {
-        match ctx.keys.signer(&env.from, ctx.now) {
+        let key = match &from {
+            Ok(a) => ctx.keys.signer(a.as_str(), ctx.now),
+            Err(p) => {
+                // Whose key would it be? Nobody's: the message is not sent unsigned either.
+                let why = format!("5.7.1 cannot sign: {p}; the message was not sent");
+                for (t, (rs, _)) in &groups {
+                    if t.sign {
+                        for &i in rs {
+                            plan.failed.push((i, why.clone()));
+                        }
+                    }
+                }
+                groups.retain(|t, _| !t.sign);
+                Err(CertProblem::NotFound)
+            }
+        };
+        match key {
+            Err(CertProblem::NotFound) if from.is_err() => None,
             Ok(k) => Some(k),
             Err(problem) => {
                 let (temporary, why) = match problem {
@@ -531,7 +582,12 @@ fn fail_or_pass(
     let mut pass = Vec::new();
     for &i in rcpts {
         let addr = &env.recipients[i].address;
-        let protect = internal
+        let archive = policy
+            .archive_bcc
+            .as_deref()
+            .is_some_and(|a| a.eq_ignore_ascii_case(addr));
+        let protect = !archive
+            && internal
             && ((rules.sign == Sign::Always && !policy.never_sign_to(addr))
                 || rules.encrypt == Encrypt::Required);
         if protect {
@@ -549,12 +605,6 @@ fn fail_or_pass(
         });
     }
     Ok(())
-}
-
-/// Header fields that only this gateway may write.
-fn is_status_field(name: &str) -> bool {
-    name.eq_ignore_ascii_case("X-SMIME-Status")
-        || name.eq_ignore_ascii_case("Authentication-Results")
 }
 
 fn inbound_plan(
@@ -582,59 +632,146 @@ fn inbound_plan(
     let mut src = File::open(message)?;
     let result = open_and_annotate(ctx, env, &mut src, &holders);
     match result {
-        Ok((body, status)) => plan.jobs.push(Job {
+        Ok(Inbound::Deliver(body, verdict)) => plan.jobs.push(Job {
             recipients: rcpts.to_vec(),
             inbound: true,
             body: Some(Body::File(body)),
-            treatment: status,
+            treatment: verdict.summary(),
         }),
+        Ok(Inbound::Refuse(why)) => {
+            tracing::warn!(id = %env.id, "inbound message refused by policy: {why}");
+            for &i in rcpts {
+                plan.failed.push((i, format!("5.7.1 {why}")));
+            }
+        }
         Err(e) if e.is_temporary() => {
             for &i in rcpts {
                 plan.deferred.push((i, format!("4.7.1 S/MIME: {e}")));
             }
         }
         Err(e) => {
-            // Not S/MIME we can open (malformed): delivered as received, with the reason in
-            // the status field, so mail is never lost to a parser.
-            let why = format!("error ({e})");
-            let body = annotate_only(ctx, &mut src, &why)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            // Not S/MIME we can open (malformed): delivered as received, with a verdict of
+            // our own words in the status field (the error, which may quote the message,
+            // goes to the log only), so mail is never lost to a parser.
+            tracing::info!(id = %env.id, "inbound message not opened: {e}");
+            let verdict = Verdict::new(SmimeResult::PermError, not_opened(&e));
+            let body = annotate_only(ctx, env, &mut src, &verdict)?;
             plan.jobs.push(Job {
                 recipients: rcpts.to_vec(),
                 inbound: true,
                 body: Some(Body::File(body)),
-                treatment: why,
+                treatment: verdict.summary(),
             });
         }
     }
     Ok(())
 }
 
-/// The status fields for a result.
-fn status_fields(hostname: &str, smime: &str, detail: &str) -> Vec<u8> {
-    format!(
-        "Authentication-Results: {hostname}; smime={smime}{}\r\nX-SMIME-Status: {smime}{}\r\n",
-        if detail.is_empty() {
-            String::new()
-        } else {
-            format!(" ({detail})")
-        },
-        if detail.is_empty() {
-            String::new()
-        } else {
-            format!("; {detail}")
-        },
-    )
-    .into_bytes()
+/// What an inbound message becomes.
+enum Inbound {
+    Deliver(File, Verdict),
+    /// Refused by policy, with the reason for the DSN.
+    Refuse(String),
 }
 
-/// The message as received, with our status fields in place of any that came with it.
-fn annotate_only(ctx: &Context<'_>, src: &mut File, status: &str) -> Result<File, SmimeError> {
-    let (header, body_start) = header_of(src)?;
-    let fields = status_fields(&ctx.config.server.hostname, status, "");
-    let mut keep =
-        |f: &crate::smime::mime::Field<'_>| (!is_status_field(f.name)).then(|| f.raw.to_vec());
-    rewrite(src, &header, body_start, &fields, &mut keep)
+/// Our words for an error that stopped a message being opened.
+fn not_opened(e: &SmimeError) -> &'static str {
+    match e {
+        SmimeError::Malformed(_) => "the message could not be opened: malformed MIME or CMS",
+        SmimeError::Unsupported(_) => {
+            "the message could not be opened: an unsupported algorithm or structure"
+        }
+        SmimeError::NotRecipient(_) => "not decrypted: not encrypted to a key of ours",
+        SmimeError::Decrypt => "not decrypted: the decryption failed",
+        SmimeError::Certificate(_) => "the message could not be opened: an unusable certificate",
+        _ => "the message could not be opened",
+    }
+}
+
+/// The message as received, with our status fields in place of any that came with it. Never
+/// fails on the message's bytes (only on I/O).
+fn annotate_only(
+    ctx: &Context<'_>,
+    env: &Envelope,
+    src: &mut File,
+    verdict: &Verdict,
+) -> std::io::Result<File> {
+    let (header, body_start) = header_of(src).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let fields = verdict.fields(&ctx.config.server.hostname);
+    let composed = annotate::compose(&fields, &header, None, &env.from);
+    let end = src.seek(SeekFrom::End(0))?;
+    src.seek(SeekFrom::Start(body_start))?;
+    let mut out = BufWriter::new(scratch()?);
+    out.write_all(&composed)?;
+    std::io::copy(&mut std::io::Read::take(&mut *src, end - body_start), &mut out)?;
+    let mut f = out.into_inner().map_err(|e| e.into_error())?;
+    f.seek(SeekFrom::Start(0))?;
+    Ok(f)
+}
+
+/// The verdict on one signer: (rank, result, our text); pass > neutral > fail.
+fn judge_signer(
+    ctx: &Context<'_>,
+    from: &Result<Address, FromProblem>,
+    signer: &crate::smime::signed::SignerResult,
+    certificates: &[Vec<u8>],
+) -> (u8, SmimeResult, String) {
+    let cert = match (&signer.cert, signer.valid) {
+        (Some(cert), true) => cert,
+        (None, true) => {
+            return (
+                1,
+                SmimeResult::Neutral,
+                "the signer's certificate is not in the message".into(),
+            );
+        }
+        (_, false) => {
+            return (0, SmimeResult::Fail, "bad signature".into());
+        }
+    };
+    let mut path = certificates.to_vec();
+    path.extend_from_slice(ctx.intermediates);
+    // The path (and revocation), then the signer's address against the From field.
+    let trusted = trust::check_signer_path(cert, &path, ctx.anchors, ctx.now, None)
+        .and_then(|chain| not_revoked(ctx, cert, &chain));
+    let names = |a: &Address| {
+        der::Decode::from_der(cert)
+            .map(|c: x509_cert::Certificate| {
+                trust::addresses(&c)
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(a.as_str()))
+            })
+            .unwrap_or(false)
+    };
+    match from {
+        Ok(addr) if names(addr) => {
+            // Kept to encrypt replies: as a correspondent's certificate when trusted, else
+            // as a candidate for an administrator to approve.
+            ctx.certs.harvest(addr, cert, trusted.is_ok());
+            match trusted {
+                Ok(()) => (2, SmimeResult::Pass, format!("signed by {addr}")),
+                Err(why) => (
+                    1,
+                    SmimeResult::Neutral,
+                    format!("signature valid but not trusted: {why}"),
+                ),
+            }
+        }
+        Ok(_) => (
+            1,
+            SmimeResult::Neutral,
+            match trusted {
+                Ok(()) => "signature valid but the certificate does not name the From address"
+                    .to_string(),
+                Err(why) => format!("signature valid but not trusted: {why}"),
+            },
+        ),
+        Err(problem) => (
+            1,
+            SmimeResult::Neutral,
+            format!("signature valid but {}", problem.describe()),
+        ),
+    }
 }
 
 fn open_and_annotate(
@@ -642,8 +779,8 @@ fn open_and_annotate(
     env: &Envelope,
     src: &mut File,
     holders: &[KeyHolder<'_>],
-) -> Result<(File, String), SmimeError> {
-    let (outer_header, _) = header_of(src)?;
+) -> Result<Inbound, SmimeError> {
+    let (outer_header, outer_body) = header_of(src)?;
     let outer = Entity::parse(&outer_header)?;
     src.seek(SeekFrom::Start(0))?;
     let mut inner = BufWriter::new(scratch()?);
@@ -665,58 +802,25 @@ fn open_and_annotate(
         .map_err(|e| SmimeError::Io(e.into_error()))?;
     inner.seek(SeekFrom::Start(0))?;
 
-    // The verdict.
-    let from = outer
-        .field("From")
-        .and_then(trust::from_address)
-        .unwrap_or_else(|| env.from.clone());
+    // The verdict. The signer is tied to the one From field, read strictly.
+    let from = mailbox::sender(outer.fields.iter().map(|f| (f.name, f.value.as_str())));
     let mut decrypted = false;
-    // The best signer's result: (rank, RFC 7281 result, text); pass > neutral > fail.
-    let mut signed = None::<(u8, &'static str, String)>;
+    // Content decrypted from CBC (EnvelopedData) has no integrity of its own.
+    let mut unauthenticated = false;
+    let mut signed = None::<(u8, SmimeResult, String)>;
     for layer in &opened.layers {
         match layer {
-            Layer::Encrypted(_) => decrypted = true,
+            Layer::Encrypted(info) => {
+                decrypted = true;
+                unauthenticated |= !info.authenticated;
+            }
             Layer::Signed {
                 signers,
                 certificates,
                 ..
             } => {
                 for s in signers {
-                    let verdict = match (&s.cert, s.valid) {
-                        (Some(cert), true) => {
-                            // The certificate of a valid signature is kept to encrypt replies,
-                            // trusted or not, as mail clients do.
-                            ctx.certs.harvest(&from, cert);
-                            let mut path = certificates.clone();
-                            path.extend_from_slice(ctx.intermediates);
-                            match trust::check_signer_path(
-                                cert,
-                                &path,
-                                ctx.anchors,
-                                ctx.now,
-                                Some(&from),
-                            )
-                            .and_then(|chain| not_revoked(ctx, cert, &chain))
-                            {
-                                Ok(()) => (2, "pass", format!("signed by {from}")),
-                                Err(why) => (
-                                    1,
-                                    "neutral",
-                                    format!("signature valid but not trusted: {why}"),
-                                ),
-                            }
-                        }
-                        (None, true) => (
-                            1,
-                            "neutral",
-                            "the signer's certificate is not in the message".to_string(),
-                        ),
-                        (_, false) => (
-                            0,
-                            "fail",
-                            format!("bad signature: {}", s.reason.clone().unwrap_or_default()),
-                        ),
-                    };
+                    let verdict = judge_signer(ctx, &from, s, certificates);
                     if signed.as_ref().is_none_or(|(rank, _, _)| *rank < verdict.0) {
                         signed = Some(verdict);
                     }
@@ -724,51 +828,119 @@ fn open_and_annotate(
             }
         }
     }
-    let (smime, detail) = match (&opened.stopped, decrypted, signed) {
-        (Some(e), _, _) => ("fail".to_string(), format!("not decrypted: {e}")),
-        (None, _, Some((_, result, text))) => (
-            result.to_string(),
-            if decrypted {
+    let integrity_lost = decrypted
+        && unauthenticated
+        && !signed
+            .as_ref()
+            .is_some_and(|(_, r, _)| *r == SmimeResult::Pass);
+    let verdict = match (&opened.stopped, decrypted, signed) {
+        (Some(e), _, _) => {
+            tracing::info!(id = %env.id, "inbound message not decrypted: {e}");
+            Verdict::new(SmimeResult::PermError, not_opened(e))
+        }
+        (None, _, Some((_, result, text))) => {
+            let mut d = if decrypted {
                 format!("decrypted; {text}")
             } else {
                 text
+            };
+            if integrity_lost {
+                d.push_str("; not integrity protected");
+            }
+            Verdict::new(result, &d)
+        }
+        (None, true, None) => Verdict::new(
+            SmimeResult::None,
+            if unauthenticated {
+                "decrypted; not signed; not integrity protected"
+            } else {
+                "decrypted; not signed"
             },
         ),
-        (None, true, None) => ("none".to_string(), "decrypted; not signed".into()),
-        (None, false, None) => ("none".to_string(), String::new()),
+        (None, false, None) => Verdict::new(SmimeResult::None, ""),
     };
-    let fields = status_fields(&ctx.config.server.hostname, &smime, &detail);
-    let summary = format!("{smime} {detail}").trim().to_string();
-
-    if opened.layers.is_empty() || opened.stopped.is_some() && opened.layers.is_empty() {
-        // Nothing was opened: the message as received, annotated.
-        src.seek(SeekFrom::Start(0))?;
-        let (header, body_start) = header_of(src)?;
-        let mut keep =
-            |f: &crate::smime::mime::Field<'_>| (!is_status_field(f.name)).then(|| f.raw.to_vec());
-        return Ok((
-            rewrite(src, &header, body_start, &fields, &mut keep)?,
-            summary,
+    if integrity_lost
+        && ctx.policy.unauthenticated_cbc_html == CbcHtml::Refuse
+        && holds_html(&mut inner)?
+    {
+        return Ok(Inbound::Refuse(
+            "the message was refused: HTML in CBC-encrypted content without a valid signature \
+             (it could have been altered on the way; ask the sender to sign, or to use AES-GCM)"
+                .into(),
         ));
     }
-    // The outer fields (From, To, Subject, Date, Received...) around the opened entity,
-    // whose own Content-* fields describe it.
+    let fields = verdict.fields(&ctx.config.server.hostname);
+
     let mut out = BufWriter::new(scratch()?);
-    out.write_all(&fields)?;
-    for f in &outer.fields {
-        let n = f.name.to_ascii_lowercase();
-        if is_status_field(f.name) || n.starts_with("content-") || n == "mime-version" {
-            continue;
-        }
-        out.write_all(f.raw)?;
+    if opened.layers.is_empty() {
+        // Nothing was opened: the message as received, annotated.
+        let header = annotate::compose(&fields, &outer_header, None, &env.from);
+        out.write_all(&header)?;
+        let end = src.seek(SeekFrom::End(0))?;
+        stream::copy_span(
+            src,
+            Span {
+                start: outer_body,
+                end,
+            },
+            &mut out,
+        )?;
+    } else {
+        // The outer fields (From, To, Subject, Date, Received...) around the opened entity,
+        // of whose own fields only the Content-* ones describe it.
+        let whole = stream::whole(&mut inner)?;
+        let (inner_header, inner_body) = stream::read_header(&mut inner, whole)?;
+        let header = annotate::compose(&fields, &outer_header, Some(&inner_header), &env.from);
+        out.write_all(&header)?;
+        stream::copy_span(
+            &mut inner,
+            Span {
+                start: inner_body,
+                end: whole.end,
+            },
+            &mut out,
+        )?;
     }
-    out.write_all(b"MIME-Version: 1.0\r\n")?;
-    std::io::copy(&mut inner, &mut out)?;
     let mut f = out
         .into_inner()
         .map_err(|e| SmimeError::Io(e.into_error()))?;
     f.seek(SeekFrom::Start(0))?;
-    Ok((f, summary))
+    Ok(Inbound::Deliver(f, verdict))
+}
+
+/// Whether decrypted content holds HTML that may reference anything remote. Deliberately
+/// wide: an HTML part under a transfer encoding counts too, since CBC gadgets can write
+/// encoded text as easily as plain.
+fn holds_html(src: &mut File) -> std::io::Result<bool> {
+    use std::io::Read;
+    const MARKERS: &[&[u8]] = &[
+        b"src=", b"href=", b"url(", b"://", b"srcset", b"background", b"action=", b"base64",
+        b"quoted-printable", b"<link", b"<meta",
+    ];
+    src.seek(SeekFrom::Start(0))?;
+    let mut html = false;
+    let mut remote = false;
+    let mut buf = vec![0u8; 64 * 1024];
+    // The end of the previous chunk, so a marker split across reads is still found.
+    let mut carry: Vec<u8> = Vec::new();
+    loop {
+        let n = src.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        let mut window = std::mem::take(&mut carry);
+        window.extend(buf[..n].iter().map(u8::to_ascii_lowercase));
+        html |= window.windows(9).any(|w| w == b"text/html");
+        remote |= MARKERS
+            .iter()
+            .any(|m| window.windows(m.len()).any(|w| w == *m));
+        if html && remote {
+            break;
+        }
+        carry = window[window.len().saturating_sub(32)..].to_vec();
+    }
+    src.seek(SeekFrom::Start(0))?;
+    Ok(html && remote)
 }
 
 #[cfg(test)]

@@ -99,8 +99,11 @@ impl<'a> Entity<'a> {
                 .iter()
                 .position(|b| *b == b':')
                 .ok_or_else(|| malformed(format!("header line {} has no colon", i + 1)))?;
+            // RFC 5322 §4.5 (obs-optional): white space may stand between the name and the
+            // colon; the name is what comes before it.
             let name = std::str::from_utf8(&raw_field[..colon])
                 .ok()
+                .map(|n| n.trim_end_matches([' ', '\t']))
                 .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_graphic() && b != b':'))
                 .ok_or_else(|| malformed(format!("header line {} has a bad field name", i + 1)))?;
             let value = unfold(&raw_field[colon + 1..]);

@@ -43,6 +43,40 @@ pub fn check_signer_path(
     at: u64,
     email: Option<&str>,
 ) -> Result<Vec<Vec<u8>>, String> {
+    let used = check_path(cert, intermediates, anchors, at)?;
+    let parsed = x509_cert::Certificate::from_der(cert)
+        .map_err(|e| format!("the signer's certificate does not parse: {e}"))?;
+    let tbs = parsed.tbs_certificate();
+    if let Ok(Some((_, ku))) = tbs.get_extension::<KeyUsageExt>() {
+        let flags = ku.0;
+        if !flags.contains(KeyUsages::DigitalSignature)
+            && !flags.contains(KeyUsages::NonRepudiation)
+        {
+            return Err("the certificate's key usage does not allow signing".into());
+        }
+    }
+    if let Some(want) = email {
+        let have = addresses(&parsed);
+        if !have.iter().any(|a| a.eq_ignore_ascii_case(want)) {
+            return Err(if have.is_empty() {
+                "the certificate names no email address".to_string()
+            } else {
+                "the certificate does not name the From address".to_string()
+            });
+        }
+    }
+    Ok(used)
+}
+
+/// The path from `cert` to one of `anchors` at `at` (validity, basic constraints, name
+/// constraints, every link's signature; EKU emailProtection if present): the intermediate
+/// certificates it used, or why there is none. Nothing about key usage or addresses.
+pub fn check_path(
+    cert: &[u8],
+    intermediates: &[Vec<u8>],
+    anchors: &[Vec<u8>],
+    at: u64,
+) -> Result<Vec<Vec<u8>>, String> {
     let cert_der = CertificateDer::from(cert);
     let ee = EndEntityCert::try_from(&cert_der)
         .map_err(|e| format!("the signer's certificate cannot be used: {}", describe(&e)))?;
@@ -73,36 +107,10 @@ pub fn check_signer_path(
             None,
         )
         .map_err(|e| describe(&e))?;
-    let used: Vec<Vec<u8>> = path
+    Ok(path
         .intermediate_certificates()
         .map(|c| c.der().to_vec())
-        .collect();
-
-    let parsed = x509_cert::Certificate::from_der(cert)
-        .map_err(|e| format!("the signer's certificate does not parse: {e}"))?;
-    let tbs = parsed.tbs_certificate();
-    if let Ok(Some((_, ku))) = tbs.get_extension::<KeyUsageExt>() {
-        let flags = ku.0;
-        if !flags.contains(KeyUsages::DigitalSignature)
-            && !flags.contains(KeyUsages::NonRepudiation)
-        {
-            return Err("the certificate's key usage does not allow signing".into());
-        }
-    }
-    if let Some(want) = email {
-        let have = addresses(&parsed);
-        if !have.iter().any(|a| a.eq_ignore_ascii_case(want)) {
-            return Err(format!(
-                "the certificate is for {} but the message is from {want}",
-                if have.is_empty() {
-                    "no email address".to_string()
-                } else {
-                    have.join(", ")
-                }
-            ));
-        }
-    }
-    Ok(used)
+        .collect())
 }
 
 /// The email addresses a certificate names: rfc822Name in subjectAltName, and the legacy
