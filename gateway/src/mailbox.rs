@@ -83,10 +83,15 @@ impl std::error::Error for FromProblem {}
 
 /// The one sender of a message whose header fields are `fields` (name, unfolded value):
 /// exactly one From field holding exactly one mailbox, read without ambiguity.
-pub fn sender<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Address, FromProblem> {
+pub fn sender<'a>(
+    fields: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<Address, FromProblem> {
     let mut found = None;
     for (name, value) in fields {
-        if name.trim_end_matches([' ', '\t']).eq_ignore_ascii_case("From") {
+        if name
+            .trim_end_matches([' ', '\t'])
+            .eq_ignore_ascii_case("From")
+        {
             if found.is_some() {
                 return Err(FromProblem::Several);
             }
@@ -209,7 +214,8 @@ impl<'a> Parser<'a> {
                     _ => text.push(b),
                 }
             }
-            self.comments.push(decode_words(&String::from_utf8_lossy(&text))?);
+            self.comments
+                .push(decode_words(&String::from_utf8_lossy(&text))?);
         }
     }
 
@@ -392,11 +398,7 @@ fn decode_word(w: &str) -> Result<Option<(String, usize)>, FromProblem> {
     };
     let data = &tail[..end];
     let used = 2 + charset.len() + 1 + enc.len() + 1 + end + 2;
-    let charset = charset
-        .split('*')
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let charset = charset.split('*').next().unwrap_or("").to_ascii_lowercase();
     let bytes = match enc {
         "B" | "b" => crate::smime::mime::base64_decode(data.as_bytes())
             .map_err(|_| FromProblem::Unparsable)?,
@@ -431,7 +433,9 @@ fn q_decode(data: &str) -> Vec<u8> {
         match b[i] {
             b'_' => out.push(b' '),
             b'=' => {
-                let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+                let hex = b
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok());
                 match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                     Some(v) => {
                         out.push(v);
@@ -487,11 +491,20 @@ mod tests {
     fn plain_forms_parse() {
         assert_eq!(ok("alice@example.com"), "alice@example.com");
         assert_eq!(ok("Alice <Alice@Example.COM>"), "alice@example.com");
-        assert_eq!(ok("\"Doe, Alice\" <alice@example.com>"), "alice@example.com");
+        assert_eq!(
+            ok("\"Doe, Alice\" <alice@example.com>"),
+            "alice@example.com"
+        );
         assert_eq!(ok("alice@example.com (Alice)"), "alice@example.com");
         assert_eq!(ok("A. Doe <a.doe@example.com>"), "a.doe@example.com");
-        assert_eq!(ok("\"alice@example.com\" <alice@example.com>"), "alice@example.com");
-        assert_eq!(ok("=?UTF-8?Q?J=C3=B6rg?= <joerg@example.de>"), "joerg@example.de");
+        assert_eq!(
+            ok("\"alice@example.com\" <alice@example.com>"),
+            "alice@example.com"
+        );
+        assert_eq!(
+            ok("=?UTF-8?Q?J=C3=B6rg?= <joerg@example.de>"),
+            "joerg@example.de"
+        );
         assert_eq!(
             ok("=?ISO-2022-JP?B?GyRCJDMkcyQLJEEkTxsoQg==?= <taro@example.jp>"),
             "taro@example.jp"
@@ -504,11 +517,26 @@ mod tests {
         let cases = [
             ("<ceo@partner.test> <mallory@evil.test>", Unparsable),
             ("ceo@partner.test <mallory@evil.test>", Unparsable),
-            ("\"ceo@partner.test\" <mallory@evil.test>", LooksLikeAnotherAddress),
-            ("=?utf-8?q?ceo=40partner.test?= <mallory@evil.test>", LooksLikeAnotherAddress),
-            ("=?utf-8?b?Y2VvQHBhcnRuZXIudGVzdA==?= <mallory@evil.test>", LooksLikeAnotherAddress),
-            ("\"ceo\u{FF20}partner.test\" <mallory@evil.test>", LooksLikeAnotherAddress),
-            ("mallory@evil.test (ceo@partner.test)", LooksLikeAnotherAddress),
+            (
+                "\"ceo@partner.test\" <mallory@evil.test>",
+                LooksLikeAnotherAddress,
+            ),
+            (
+                "=?utf-8?q?ceo=40partner.test?= <mallory@evil.test>",
+                LooksLikeAnotherAddress,
+            ),
+            (
+                "=?utf-8?b?Y2VvQHBhcnRuZXIudGVzdA==?= <mallory@evil.test>",
+                LooksLikeAnotherAddress,
+            ),
+            (
+                "\"ceo\u{FF20}partner.test\" <mallory@evil.test>",
+                LooksLikeAnotherAddress,
+            ),
+            (
+                "mallory@evil.test (ceo@partner.test)",
+                LooksLikeAnotherAddress,
+            ),
             ("a@x.test, b@y.test", SeveralMailboxes),
             ("\"odd local\"@x.test", Unusual),
             ("a@[127.0.0.1]", Unusual),
@@ -537,7 +565,16 @@ mod tests {
 
     #[test]
     fn hostile_bytes_never_panic() {
-        for v in ["(", "((((((((((a", "\"", "=?", "=?a?b?", "<@a:b@c.d>", "\u{0}@\u{0}", "a@b.c (\\"] {
+        for v in [
+            "(",
+            "((((((((((a",
+            "\"",
+            "=?",
+            "=?a?b?",
+            "<@a:b@c.d>",
+            "\u{0}@\u{0}",
+            "a@b.c (\\",
+        ] {
             let _ = from_value(v);
         }
     }

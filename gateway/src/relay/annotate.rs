@@ -124,7 +124,8 @@ pub fn safe_text(s: &str) -> String {
 
 /// Header fields that only this gateway writes.
 pub fn is_status_field(name: &[u8]) -> bool {
-    name.eq_ignore_ascii_case(b"X-SMIME-Status") || name.eq_ignore_ascii_case(b"Authentication-Results")
+    name.eq_ignore_ascii_case(b"X-SMIME-Status")
+        || name.eq_ignore_ascii_case(b"Authentication-Results")
 }
 
 /// One header field as found by [`fields`]: its name (`None` for a line that is no field)
@@ -229,7 +230,9 @@ pub fn compose(ours: &[u8], outer: &[u8], opened: Option<&[u8]>, envelope_from: 
         if is_status_field(name) {
             continue;
         }
-        if opened.is_some() && (is_content_field(name) || name.eq_ignore_ascii_case(b"MIME-Version")) {
+        if opened.is_some()
+            && (is_content_field(name) || name.eq_ignore_ascii_case(b"MIME-Version"))
+        {
             continue;
         }
         if name.eq_ignore_ascii_case(b"From") {
@@ -320,7 +323,10 @@ mod tests {
         assert_eq!(count(&h, "X-SMIME-Status"), 1, "{text}");
         assert_eq!(count(&h, "From"), 1, "{text}");
         assert_eq!(count(&h, "X-Original-From"), 1, "{text}");
-        assert!(!text.contains("continued") && !text.contains("no colon"), "{text}");
+        assert!(
+            !text.contains("continued") && !text.contains("no colon"),
+            "{text}"
+        );
         assert!(text.contains("Subject: hi"), "{text}");
     }
 
@@ -348,14 +354,36 @@ mod tests {
 
     fn hostile_header(rng: &mut Rng) -> Vec<u8> {
         const NAMES: &[&[u8]] = &[
-            b"From", b"from", b"FROM ", b"X-SMIME-Status", b"x-smime-status\t", b"Authentication-Results",
-            b"AUTHENTICATION-RESULTS  ", b"Subject", b"Content-Type", b"content-transfer-encoding", b"MIME-Version",
-            b"To", b"X-SMIME-Status\x00", b"Sender", b"Received", b"", b" From", b"\tX-SMIME-Status",
+            b"From",
+            b"from",
+            b"FROM ",
+            b"X-SMIME-Status",
+            b"x-smime-status\t",
+            b"Authentication-Results",
+            b"AUTHENTICATION-RESULTS  ",
+            b"Subject",
+            b"Content-Type",
+            b"content-transfer-encoding",
+            b"MIME-Version",
+            b"To",
+            b"X-SMIME-Status\x00",
+            b"Sender",
+            b"Received",
+            b"",
+            b" From",
+            b"\tX-SMIME-Status",
         ];
         const VALUES: &[&[u8]] = &[
-            b" pass; signed by ceo@partner.test", b" ceo@partner.test", b" <ceo@x.test> <m@evil.test>",
-            b" text/plain", b" x\r\n continued: pass", b" a\rX-SMIME-Status: pass", b"", b" \xff\xfe",
-            b" gw; smime=pass", b" 1.0\r\n\tX-SMIME-Status: pass",
+            b" pass; signed by ceo@partner.test",
+            b" ceo@partner.test",
+            b" <ceo@x.test> <m@evil.test>",
+            b" text/plain",
+            b" x\r\n continued: pass",
+            b" a\rX-SMIME-Status: pass",
+            b"",
+            b" \xff\xfe",
+            b" gw; smime=pass",
+            b" 1.0\r\n\tX-SMIME-Status: pass",
         ];
         const SEPS: &[&[u8]] = &[b":", b" :", b"", b"::"];
         const ENDS: &[&[u8]] = &[b"\r\n", b"\n", b"\r\n", b"\r\n"];
@@ -400,12 +428,19 @@ mod tests {
                     .map(|f| f.value.clone())
                     .collect()
             };
-            assert_eq!(values("X-SMIME-Status"), vec![v.summary()], "case {i}: {h:?}");
+            assert_eq!(
+                values("X-SMIME-Status"),
+                vec![v.summary()],
+                "case {i}: {h:?}"
+            );
             assert_eq!(values("Authentication-Results").len(), 1, "case {i}: {h:?}");
             assert!(values("Authentication-Results")[0].starts_with("gw.example.com; smime="));
             assert_eq!(values("From").len(), 1, "case {i}: {h:?}");
             // Nothing but well-formed lines.
-            assert!(!h.windows(2).any(|w| w[0] == b'\r' && w[1] != b'\n'), "case {i}");
+            assert!(
+                !h.windows(2).any(|w| w[0] == b'\r' && w[1] != b'\n'),
+                "case {i}"
+            );
             assert!(!h.contains(&0), "case {i}");
         }
     }

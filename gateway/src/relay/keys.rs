@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use hsm::{ObjectType, Token};
 
 use crate::admin;
-use crate::mailbox::Address;
-use crate::smime::trust;
 use crate::ca::{CA_LABEL, Ca};
+use crate::mailbox::Address;
 use crate::revocation::Revocation;
+use crate::smime::trust;
 use crate::store::{Added, CertInfo, Kind, Store};
 
 /// A key in the token with its certificate.

@@ -118,6 +118,17 @@ struct Tx {
     spool_error: Option<String>,
     /// Whether the sender can sign, once asked (the same for every recipient).
     can_sign: Option<Result<(), Reply>>,
+    /// The message's header section as it came in (at most [`HEADER_KEPT`] bytes), for the
+    /// From check of authenticated users.
+    header: Vec<u8>,
+}
+
+/// How much of a message's start the listener keeps to read its From field.
+const HEADER_KEPT: usize = 256 * 1024;
+
+/// Whether `data` holds a whole header section (up to its empty line).
+fn header_complete(data: &[u8]) -> bool {
+    data.starts_with(b"\r\n") || data.windows(4).any(|w| w == b"\r\n\r\n")
 }
 
 struct Session {
@@ -235,6 +246,7 @@ impl Session {
                     incoming: None,
                     spool_error: None,
                     can_sign: None,
+                    header: Vec::new(),
                 });
                 server.accept("Ok");
             }
@@ -269,6 +281,13 @@ impl Session {
             }
             Event::Data(bytes) => {
                 if let Some(tx) = self.tx.as_mut()
+                    && tx.header.len() < HEADER_KEPT
+                    && !header_complete(&tx.header)
+                {
+                    let room = HEADER_KEPT - tx.header.len();
+                    tx.header.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                }
+                if let Some(tx) = self.tx.as_mut()
                     && tx.spool_error.is_none()
                     && let Some(inc) = tx.incoming.as_mut()
                     && let Err(e) = inc.write(&bytes)
@@ -280,6 +299,11 @@ impl Session {
                 self.tx = None;
             }
             Event::DataEnd => {
+                if let Some(refusal) = self.from_refused() {
+                    server.reject(refusal);
+                    self.tx = None;
+                    return;
+                }
                 let reply = self.commit().await;
                 match reply {
                     Ok(id) => server.accept(&format!("Ok: queued as {id}")),
@@ -412,6 +436,25 @@ impl Session {
             tx.can_sign = Some(answer.clone());
         }
         answer
+    }
+
+    /// An authenticated user signs only as herself: a From field that is not hers (nor
+    /// granted her by `policy.send_as`), or that cannot be read as one address, is refused.
+    fn from_refused(&self) -> Option<Reply> {
+        let user = self.user.as_deref()?;
+        let tx = self.tx.as_ref()?;
+        let from = crate::smime::mime::Entity::parse(&tx.header)
+            .map_err(|_| crate::mailbox::FromProblem::Unparsable)
+            .and_then(|e| {
+                crate::mailbox::sender(e.fields.iter().map(|f| (f.name, f.value.as_str())))
+            });
+        let why = match from {
+            Ok(a) if self.relay.policy().may_send_as(user, a.as_str()) => return None,
+            Ok(_) => format!("The From address is not one that user {user} may send as"),
+            Err(p) => format!("Refused: {p}"),
+        };
+        tracing::warn!(peer = %self.peer, %user, "message refused: {why}");
+        Some(Reply::new(550, "5.7.1", why))
     }
 
     /// DATA ended: fsync the message and its envelope, then `250`.

