@@ -683,3 +683,29 @@ fn authenticated_users_sign_only_as_their_own_from() {
 fn send_ok(text: &str) {
     assert!(text.contains("250 2.0.0 Ok: queued as"), "{text}");
 }
+
+#[test]
+fn a_message_that_cannot_be_processed_still_ends_within_its_lifetime() {
+    let hop_port = free_port();
+    let gw = Gateway::start_full(
+        tempfile::tempdir().unwrap(),
+        "",
+        "first_retry = \"1s\"\nmax_retry = \"1s\"\nlifetime = \"4s\"",
+        &format!("[delivery.outbound]\nnext_hop = \"127.0.0.1:{hop_port}\"\ntls = \"off\"\n"),
+    );
+    gw.mail("alice@example.com", "bob@example.net", "doomed");
+    gw.wait_attempts(1);
+    // Its content goes missing: every later attempt fails before any recipient's verdict.
+    let queue = gw.data().join("spool/queue");
+    for e in std::fs::read_dir(&queue).unwrap().flatten() {
+        if e.path().extension().is_some_and(|x| x == "eml") {
+            std::fs::remove_file(e.path()).unwrap();
+        }
+    }
+    // It still ends: failed when its lifetime is over, and gone from the queue.
+    gw.wait_queue_empty();
+    assert!(gw.log().contains("delivery time expired"), "{}", gw.log());
+    // The sender hears of it.
+    let dsn = gw.maildir("inbox", 1);
+    assert!(dsn[0].1.contains("delivery time expired"), "{}", dsn[0].1);
+}

@@ -228,7 +228,19 @@ async fn attempt(relay: &Arc<Relay>, id: &str) {
         }
     }
     env.attempts += 1;
-    // Past the lifetime, what is still pending fails.
+    conclude(relay, id, &mut env, newly_failed, now).await;
+}
+
+/// After an attempt: past the lifetime, what is still pending fails; the sender hears of
+/// failures; a finished message is removed, else scheduled again. Every attempt ends here,
+/// whether processing worked or not, so every accepted message ends within its lifetime.
+async fn conclude(
+    relay: &Arc<Relay>,
+    id: &str,
+    env: &mut Envelope,
+    mut newly_failed: Vec<(String, String)>,
+    now: u64,
+) {
     if !env.is_done() && now.saturating_sub(env.received) >= relay.config.queue.lifetime.as_secs() {
         for r in env.recipients.iter_mut() {
             if let Status::Pending { last } = &r.status {
@@ -237,13 +249,14 @@ async fn attempt(relay: &Arc<Relay>, id: &str) {
                     env.attempts,
                     last.as_deref().unwrap_or("no attempt")
                 );
+                tracing::warn!(id, rcpt = %r.address, "failed: {why}");
                 newly_failed.push((r.address.clone(), why.clone()));
                 r.status = Status::Failed { reason: why };
             }
         }
     }
     if !newly_failed.is_empty() {
-        bounce(relay, &env, &newly_failed).await;
+        bounce(relay, env, &newly_failed).await;
     }
     if env.is_done() {
         if let Err(e) = relay.spool.remove(id) {
@@ -252,12 +265,14 @@ async fn attempt(relay: &Arc<Relay>, id: &str) {
         return;
     }
     env.next_try = now + backoff(relay, env.attempts);
-    if let Err(e) = relay.spool.update(&env) {
+    if let Err(e) = relay.spool.update(env) {
         tracing::error!(id, "cannot record the results: {e}");
     }
     relay.queue.schedule(id, env.next_try);
 }
 
+/// Processing failed (not a verdict on any recipient): each pending recipient keeps `why`
+/// as its last error, and the lifetime applies as after any attempt.
 async fn retry_later(relay: &Arc<Relay>, env: &mut Envelope, why: &str) {
     for r in env.recipients.iter_mut() {
         if let Status::Pending { last } = &mut r.status {
@@ -265,11 +280,8 @@ async fn retry_later(relay: &Arc<Relay>, env: &mut Envelope, why: &str) {
         }
     }
     env.attempts += 1;
-    env.next_try = spool::now() + backoff(relay, env.attempts);
-    if let Err(e) = relay.spool.update(env) {
-        tracing::error!(id = %env.id, "cannot record the results: {e}");
-    }
-    relay.queue.schedule(&env.id, env.next_try);
+    let id = env.id.clone();
+    conclude(relay, &id, env, Vec::new(), spool::now()).await;
 }
 
 async fn run_job(
@@ -371,7 +383,10 @@ async fn bounce(relay: &Arc<Relay>, env: &Envelope, failed: &[(String, String)])
     let sender = env.from.clone();
     let env = env.clone();
     let res = tokio::task::spawn_blocking(move || -> Result<String, String> {
-        let mut original = File::open(r.spool.message_path(&env.id)).map_err(|e| e.to_string())?;
+        // A message whose content is gone still gets its report (without the content).
+        let mut original = File::open(r.spool.message_path(&env.id))
+            .or_else(|_| tempfile::tempfile())
+            .map_err(|e| e.to_string())?;
         let mut incoming = r.spool.incoming().map_err(|e| e.to_string())?;
         let mut buf = Vec::new();
         let now = spool::now();
