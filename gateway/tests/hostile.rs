@@ -552,6 +552,29 @@ fn untrusted_certificates_are_candidates_and_never_encrypted_to() {
         !text.contains("enveloped-data") && text.contains("for carol"),
         "{text}"
     );
+
+    // An administrator who checked the fingerprint with Carol approves it (consoles list
+    // candidates); then mail to her is encrypted.
+    let fp = held[0].info.fingerprint[..16].to_string();
+    let pw = "correct horse battery";
+    let shown = console(
+        &gw.data(),
+        &format!("{pw}\n{pw}\ncandidates\ncandidates approve {fp}\n{pw}\nlogout\n"),
+    );
+    assert!(
+        shown.contains(&fp) && shown.contains("2 candidate(s)"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("approved; now used to encrypt: carol@partner.test"),
+        "{shown}"
+    );
+    gw.mail("alice@example.com", "carol@partner.test", "now sealed");
+    let out = gw.maildir("outbox", 3);
+    assert!(
+        out.iter()
+            .any(|(_, t)| t.contains("carol@partner.test") && t.contains("enveloped-data"))
+    );
 }
 
 #[test]

@@ -485,6 +485,49 @@ pub fn remove_trust(store: &dyn Store, actor: &Actor, prefix: &str) -> Result<St
     Ok(removed)
 }
 
+/// Approves a candidate certificate (harvested from mail whose signer's path did not
+/// validate): from now on it is a correspondent's certificate, used to encrypt to the
+/// addresses it names. The administrator vouches for it; in the audit log.
+pub fn approve_candidate(
+    store: &dyn Store,
+    actor: &Actor,
+    prefix: &str,
+) -> Result<Stored, AdminError> {
+    let approved = store.set_kind(prefix, Kind::Candidate, Kind::External)?;
+    record(
+        store,
+        actor,
+        "candidate approve",
+        format!(
+            "{} ({}), {}",
+            approved.info.addresses.join(", "),
+            &approved.info.fingerprint[..16],
+            approved.source
+        ),
+    );
+    Ok(approved)
+}
+
+/// Removes a candidate certificate (the administrator does not vouch for it).
+pub fn reject_candidate(
+    store: &dyn Store,
+    actor: &Actor,
+    prefix: &str,
+) -> Result<Stored, AdminError> {
+    let removed = store.remove(prefix, &[Kind::Candidate])?;
+    record(
+        store,
+        actor,
+        "candidate reject",
+        format!(
+            "{} ({})",
+            removed.info.addresses.join(", "),
+            &removed.info.fingerprint[..16]
+        ),
+    );
+    Ok(removed)
+}
+
 /// The certificate to encrypt to `address` among `candidates`: valid at `now`, naming the
 /// address, allowing encryption, not a CA; the newest (latest start, then latest end, then
 /// fingerprint, so the choice is the same every time).

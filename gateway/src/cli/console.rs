@@ -143,6 +143,15 @@ const COMMANDS: &[Usage] = &[
         "correspondents' certificates from a file (PEM or DER)",
     ),
     row(
+        "candidates",
+        "certificates from signed mail whose signer is not trusted (never encrypted to)",
+    ),
+    row(
+        "candidates approve FINGERPRINT",
+        "vouch for one: it becomes a correspondent's certificate (asks for your password)",
+    ),
+    row("candidates reject FINGERPRINT", "remove one"),
+    row(
         "crls",
         "the CRLs held, and the distribution points with their last download",
     ),
@@ -447,6 +456,8 @@ impl Console<'_> {
                 });
                 self.gateway(&format!("ca-issue {request}"))
             }
+            ["candidates"] => self.candidates(),
+            ["candidates", verb @ ("approve" | "reject"), fp] => self.candidate(verb, fp),
             ["correspondents"] => self.correspondents(None),
             ["correspondents", address] => self.correspondents(Some(address)),
             ["audit"] => self.audit_log(20),
@@ -1207,6 +1218,61 @@ impl Console<'_> {
             &rows,
         )?;
         writeln!(self.out, "{} certificate(s)", held.len())?;
+        Ok(())
+    }
+
+    fn candidates(&mut self) -> Result<(), CliError> {
+        let held = self
+            .cert_store()?
+            .list(&[Kind::Candidate])
+            .map_err(store_error)?;
+        let rows: Vec<Vec<String>> = held
+            .iter()
+            .map(|s| {
+                vec![
+                    fit(&s.info.addresses.join(","), 30),
+                    fit(&admin::short_name(&s.info), 20),
+                    day(s.info.not_after),
+                    s.info.fingerprint[..16].to_string(),
+                ]
+            })
+            .collect();
+        table(
+            self.out,
+            &["ADDRESS", "SUBJECT", "UNTIL", "FINGERPRINT"],
+            &rows,
+        )?;
+        writeln!(
+            self.out,
+            "{} candidate(s); approve one only after checking its fingerprint with its owner",
+            held.len()
+        )?;
+        Ok(())
+    }
+
+    fn candidate(&mut self, verb: &str, fp: &str) -> Result<(), CliError> {
+        let actor = self.actor();
+        let done = if verb == "approve" {
+            if !self.password_again("Your password: ", "nothing approved")? {
+                return Ok(());
+            }
+            admin::approve_candidate(self.cert_store()?, &actor, fp)
+        } else {
+            admin::reject_candidate(self.cert_store()?, &actor, fp)
+        }
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+        writeln!(
+            self.out,
+            "{}: {} ({})",
+            if verb == "approve" {
+                "approved; now used to encrypt"
+            } else {
+                "removed"
+            },
+            done.info.addresses.join(", "),
+            &done.info.fingerprint[..16]
+        )?;
+        syslog(&self.user, &format!("candidates {verb} {fp}"));
         Ok(())
     }
 
