@@ -227,9 +227,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// least 8 hex digits); what was removed.
     fn remove(&self, prefix: &str, kinds: &[Kind]) -> Result<Stored>;
     /// Changes the kind of the one certificate whose fingerprint starts with `prefix` and
-    /// whose kind is `from` (a candidate approved, or found trusted): the certificate as it
-    /// is now.
-    fn set_kind(&self, prefix: &str, from: Kind, to: Kind) -> Result<Stored>;
+    /// whose kind is `from` (a candidate approved, or found trusted), with `source` saying
+    /// why: the certificate as it is now.
+    fn set_kind(&self, prefix: &str, from: Kind, to: Kind, source: &str) -> Result<Stored>;
     /// Appends to the audit log.
     fn record(&self, entry: &AuditEntry) -> Result<()>;
     /// The newest `limit` audit entries, newest first.
@@ -503,7 +503,7 @@ impl Store for SqliteStore {
         }
     }
 
-    fn set_kind(&self, prefix: &str, from: Kind, to: Kind) -> Result<Stored> {
+    fn set_kind(&self, prefix: &str, from: Kind, to: Kind, source: &str) -> Result<Stored> {
         let prefix = prefix.trim().to_ascii_lowercase().replace(':', "");
         if prefix.len() < 8 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(StoreError::NoMatch(prefix));
@@ -523,8 +523,8 @@ impl Store for SqliteStore {
             0 => Err(StoreError::NoMatch(prefix)),
             1 => {
                 tx.execute(
-                    "UPDATE certificates SET kind = ?1 WHERE fingerprint = ?2",
-                    params![to.as_str(), found[0].info.fingerprint],
+                    "UPDATE certificates SET kind = ?1, source = ?2 WHERE fingerprint = ?3",
+                    params![to.as_str(), source, found[0].info.fingerprint],
                 )?;
                 tx.commit()?;
                 let mut s = found
@@ -532,6 +532,7 @@ impl Store for SqliteStore {
                     .next()
                     .ok_or(StoreError::NoMatch(prefix))?;
                 s.kind = to;
+                s.source = source.to_string();
                 Ok(s)
             }
             count => Err(StoreError::Ambiguous { prefix, count }),

@@ -493,16 +493,16 @@ pub fn approve_candidate(
     actor: &Actor,
     prefix: &str,
 ) -> Result<Stored, AdminError> {
-    let approved = store.set_kind(prefix, Kind::Candidate, Kind::External)?;
+    let source = format!("approved by {} ({})", actor.who, actor.origin);
+    let approved = store.set_kind(prefix, Kind::Candidate, Kind::External, &source)?;
     record(
         store,
         actor,
         "candidate approve",
         format!(
-            "{} ({}), {}",
+            "{} ({})",
             approved.info.addresses.join(", "),
             &approved.info.fingerprint[..16],
-            approved.source
         ),
     );
     Ok(approved)

@@ -404,9 +404,12 @@ impl CertStore {
             }
             Ok(Added::Known) => {
                 if trusted {
-                    let _ = self
-                        .store
-                        .set_kind(&info.fingerprint, Kind::Candidate, Kind::External);
+                    let _ = self.store.set_kind(
+                        &info.fingerprint,
+                        Kind::Candidate,
+                        Kind::External,
+                        &source,
+                    );
                 }
                 false
             }
