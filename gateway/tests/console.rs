@@ -383,8 +383,9 @@ fn console_on_a_terminal_imports_trust_and_shows_certificates_and_queue() {
     let out = t.command("trust import SSL Certificates");
     for want in [
         "added trusted (intermediate): Test Intermediate CA",
-        // Carol's certificate came with her signed mail already.
-        "already held: Carol",
+        // Carol's certificate came with her signed mail already, as a candidate (her
+        // signer was not trusted then): imported, it is vouched for.
+        "added correspondent: carol@example.net",
         "added correspondent: erin@example.net",
         "skipped readme.txt: neither an email address nor ca.NAME",
         "skipped ca.xxxx",

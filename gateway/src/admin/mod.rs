@@ -212,6 +212,16 @@ fn add_all(
                 store.add(kind, &c, source)?;
                 report.added.push((kind, c));
             }
+            // Held as a candidate (from mail whose signer was not trusted): an administrator
+            // importing it vouches for it.
+            Added::Known
+                if kind == Kind::External
+                    && store
+                        .set_kind(&c.fingerprint, Kind::Candidate, Kind::External, source)
+                        .is_ok() =>
+            {
+                report.added.push((kind, c));
+            }
             Added::Known => report.known.push(c),
         }
     }

@@ -252,20 +252,29 @@ fn verify(a: VerifyArgs, stdout: &mut dyn Write) -> Result<(), CliError> {
     };
     let whole = smime::stream::whole(&mut input)?;
     let (header, _) = smime::stream::read_header(&mut input, whole)?;
-    let from = smime::mime::Entity::parse(&header)
-        .ok()
-        .and_then(|e| e.field("From").and_then(smime::trust::from_address));
+    // The From field, read strictly: one that could be read two ways makes no signer
+    // trusted for it. Without a From field, no address is checked.
+    let from = match smime::mime::Entity::parse(&header) {
+        Ok(e) if e.field("From").is_some() => {
+            smimegw::mailbox::sender(e.fields.iter().map(|f| (f.name, f.value.as_str())))
+                .map(|a| Some(a.to_string()))
+        }
+        _ => Ok(None),
+    };
 
     let mut reports = Vec::new();
     for s in &verified.signers {
         let trusted = match (&s.cert, s.valid) {
-            (Some(cert), true) => smime::trust::check_signer(
-                cert,
-                &verified.certificates,
-                &anchors,
-                at,
-                from.as_deref(),
-            ),
+            (Some(cert), true) => match &from {
+                Ok(from) => smime::trust::check_signer(
+                    cert,
+                    &verified.certificates,
+                    &anchors,
+                    at,
+                    from.as_deref(),
+                ),
+                Err(problem) => Err(problem.describe().to_string()),
+            },
             (None, _) => Err("the signer's certificate is not in the message".into()),
             (Some(_), false) => Err("not checked: the signature is invalid".into()),
         };

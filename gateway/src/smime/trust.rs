@@ -138,16 +138,6 @@ pub fn addresses(cert: &x509_cert::Certificate) -> Vec<String> {
     out
 }
 
-/// The address in a From header value: the part in angle brackets, else the whole value.
-pub fn from_address(from: &str) -> Option<String> {
-    let addr = match (from.rfind('<'), from.rfind('>')) {
-        (Some(l), Some(r)) if l < r => &from[l + 1..r],
-        _ => from,
-    };
-    let addr = addr.trim();
-    addr.contains('@').then(|| addr.to_string())
-}
-
 fn describe(e: &webpki::Error) -> String {
     use webpki::Error as E;
     match e {
