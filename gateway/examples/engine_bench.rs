@@ -71,7 +71,11 @@ fn main() {
     let bundle = hsm::read_pkcs12(&p12, &Pin::new("nss".into())).unwrap();
     let cert = bundle.chain[0].clone();
     std::fs::write(dir.path().join("alice.der"), &cert).unwrap();
-    let soft = SoftToken::create(&dir.path().join("soft"), &Pin::new("bench-passphrase".into())).unwrap();
+    let soft = SoftToken::create(
+        &dir.path().join("soft"),
+        &Pin::new("bench-passphrase".into()),
+    )
+    .unwrap();
     soft.import(LABEL, &bundle).unwrap();
     init_softhsm(dir.path());
     let p11 = Pkcs11Token::open(Pkcs11Options {

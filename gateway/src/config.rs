@@ -512,9 +512,8 @@ pub const DEFAULT_SESSIONS_PER_CLIENT: usize = 20;
 /// for SMTPUTF8). `None` for anything else.
 pub fn plain_mailbox(address: &str) -> Option<(&str, &str)> {
     let (local, domain) = address.split_once('@')?;
-    let atext = |c: char| {
-        c.is_ascii_alphanumeric() || "#$&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
-    };
+    let atext =
+        |c: char| c.is_ascii_alphanumeric() || "#$&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii();
     let local_ok = !local.is_empty()
         && local.len() <= 64
         && local
@@ -525,7 +524,8 @@ pub fn plain_mailbox(address: &str) -> Option<(&str, &str)> {
             && l.len() <= 63
             && !l.starts_with('-')
             && !l.ends_with('-')
-            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
     };
     let domain_ok = !domain.is_empty() && domain.len() <= 253 && domain.split('.').all(label);
     (local_ok && domain_ok).then_some((local, domain))
@@ -1398,7 +1398,10 @@ mod tests {
     #[test]
     fn abuse_limits_have_defaults_and_refuse_nonsense() {
         let c = parse("").unwrap();
-        assert_eq!(c.server.max_sessions_per_client, DEFAULT_SESSIONS_PER_CLIENT);
+        assert_eq!(
+            c.server.max_sessions_per_client,
+            DEFAULT_SESSIONS_PER_CLIENT
+        );
         assert_eq!(c.server.max_session_time, Duration::from_secs(600));
         assert_eq!(c.server.max_auth_failures, 3);
         assert_eq!(c.server.max_auth_failures_per_client, 10);
@@ -1417,17 +1420,38 @@ mod tests {
         assert_eq!(c.server.auth_lockout, Duration::from_secs(3600));
         assert_eq!(c.server.max_message_size, 64 << 10);
         for (text, key) in [
-            ("max_message_size = \"0\"", "server.max_message_size: 0 bytes is too small"),
-            ("max_message_size = \"10k\"", "server.max_message_size: 10240 bytes"),
-            ("max_header_size = \"0\"", "server.max_header_size: 0 bytes is too small"),
-            ("max_sessions_per_client = 0", "server.max_sessions_per_client: must be"),
+            (
+                "max_message_size = \"0\"",
+                "server.max_message_size: 0 bytes is too small",
+            ),
+            (
+                "max_message_size = \"10k\"",
+                "server.max_message_size: 10240 bytes",
+            ),
+            (
+                "max_header_size = \"0\"",
+                "server.max_header_size: 0 bytes is too small",
+            ),
+            (
+                "max_sessions_per_client = 0",
+                "server.max_sessions_per_client: must be",
+            ),
             (
                 "max_sessions = 10\nmax_sessions_per_client = 11",
                 "server.max_sessions_per_client: 11 is more than server.max_sessions (10)",
             ),
-            ("max_session_time = \"0s\"", "server.max_session_time: must be at least 1s"),
-            ("idle_timeout = \"0\"", "server.idle_timeout: must be at least 1s"),
-            ("max_auth_failures = 0", "server.max_auth_failures: must be at least 1"),
+            (
+                "max_session_time = \"0s\"",
+                "server.max_session_time: must be at least 1s",
+            ),
+            (
+                "idle_timeout = \"0\"",
+                "server.idle_timeout: must be at least 1s",
+            ),
+            (
+                "max_auth_failures = 0",
+                "server.max_auth_failures: must be at least 1",
+            ),
             ("auth_lockout = \"soon\"", "server.auth_lockout"),
         ] {
             let e = parse(&format!("[server]\n{text}")).unwrap_err();
@@ -1438,7 +1462,11 @@ mod tests {
     #[test]
     fn only_plain_mailboxes_in_internal_domains_are_internal() {
         let c = parse("[server]\ninternal_domains = [\"example.com\"]").unwrap();
-        for a in ["alice@example.com", "Alice.B+tag@EXAMPLE.com", "o'brien@example.com"] {
+        for a in [
+            "alice@example.com",
+            "Alice.B+tag@EXAMPLE.com",
+            "o'brien@example.com",
+        ] {
             assert!(c.is_internal_address(a), "{a}");
             assert!(plain_mailbox(a).is_some(), "{a}");
         }
@@ -1482,8 +1510,14 @@ mod tests {
         assert!(parse("").unwrap().revocation.allow_hosts.is_empty());
         for (text, key) in [
             ("allow_hosts = [\"http://x/\"]", "revocation.allow_hosts[0]"),
-            ("allow_hosts = [\"10.0.0.0/8\"]", "revocation.allow_hosts[0]"),
-            ("allow_networks = [\"nowhere\"]", "revocation.allow_networks[0]"),
+            (
+                "allow_hosts = [\"10.0.0.0/8\"]",
+                "revocation.allow_hosts[0]",
+            ),
+            (
+                "allow_networks = [\"nowhere\"]",
+                "revocation.allow_networks[0]",
+            ),
         ] {
             let e = parse(&format!("[revocation]\n{text}")).unwrap_err();
             assert!(e.contains(key), "{text}: {e}");

@@ -106,7 +106,11 @@ impl FetchAllowance {
             hosts: settings
                 .allow_hosts
                 .iter()
-                .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase())
+                .map(|h| {
+                    h.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_ascii_lowercase()
+                })
                 .collect(),
             networks: settings.allow_networks.clone(),
         }
@@ -1137,7 +1141,13 @@ mod tests {
         ] {
             assert_eq!(kind(a), Some(k), "{a}");
         }
-        for a in ["192.0.2.1", "8.8.8.8", "100.128.0.1", "2001:db8::1", "64:ff9b::8.8.8.8"] {
+        for a in [
+            "192.0.2.1",
+            "8.8.8.8",
+            "100.128.0.1",
+            "2001:db8::1",
+            "64:ff9b::8.8.8.8",
+        ] {
             assert_eq!(kind(a), None, "{a}");
         }
         let none = FetchAllowance::default();

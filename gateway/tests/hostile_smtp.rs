@@ -95,7 +95,10 @@ fn password_guessing_is_cut_off_per_session_and_locked_out_per_client() {
     );
     // Four guesses pipelined in one session: three are checked, then 421 and the
     // connection is closed (no 221 to the QUIT).
-    let script = format!("EHLO x\r\n{}QUIT\r\n", format!("AUTH PLAIN {WRONG_PLAIN}\r\n").repeat(4));
+    let script = format!(
+        "EHLO x\r\n{}QUIT\r\n",
+        format!("AUTH PLAIN {WRONG_PLAIN}\r\n").repeat(4)
+    );
     let got = tls_session(gw.port, &script);
     eprintln!("guesses: {got}");
     assert_eq!(got.matches("535 5.7.8").count(), 3, "{got}");
@@ -256,7 +259,11 @@ fn a_trickling_client_is_cut_off_at_the_session_time_limit() {
         got.contains("421 4.4.2 Session time limit exceeded"),
         "{got}"
     );
-    assert!(start.elapsed() >= Duration::from_secs(3), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
@@ -274,9 +281,7 @@ fn recipient_syntax_a_server_inside_would_relay_is_refused_from_outside() {
     for t in tricks {
         s.push_str(&format!("RCPT TO:<{t}>\r\n"));
     }
-    s.push_str(
-        "RCPT TO:<alice@example.com>\r\nDATA\r\nSubject: hi\r\n\r\nhello\r\n.\r\nQUIT\r\n",
-    );
+    s.push_str("RCPT TO:<alice@example.com>\r\nDATA\r\nSubject: hi\r\n\r\nhello\r\n.\r\nQUIT\r\n");
     let got = raw_session(gw.port, s.as_bytes());
     eprintln!("tricks: {got}");
     assert_eq!(
@@ -289,7 +294,11 @@ fn recipient_syntax_a_server_inside_would_relay_is_refused_from_outside() {
     let m = gw.maildir("inbox", 1);
     gw.wait_queue_empty();
     assert_eq!(gw.maildir("inbox", 1).len(), 1);
-    assert!(m[0].1.contains("Delivered-To: alice@example.com"), "{}", m[0].1);
+    assert!(
+        m[0].1.contains("Delivered-To: alice@example.com"),
+        "{}",
+        m[0].1
+    );
     assert!(!m[0].1.contains("evil"), "{}", m[0].1);
 }
 
@@ -361,7 +370,8 @@ fn serve_fails(server_extra: &str, pin: &str) -> (String, tempfile::TempDir) {
             assert!(!out.status.success());
             return (String::from_utf8_lossy(&out.stderr).into_owned(), dir);
         }
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() || start.elapsed() > Duration::from_secs(30)
+        if TcpStream::connect(("127.0.0.1", port)).is_ok()
+            || start.elapsed() > Duration::from_secs(30)
         {
             let _ = child.kill();
             let out = child.wait_with_output().unwrap();
@@ -397,7 +407,10 @@ fn settings_that_refuse_every_message_or_weaken_the_token_do_not_start() {
         "{err}"
     );
     assert!(!dir.path().join("data/token/token.check").exists());
-    assert!(!err.contains("1234"), "the passphrase is never printed: {err}");
+    assert!(
+        !err.contains("1234"),
+        "the passphrase is never printed: {err}"
+    );
 }
 
 /// Serves the files of `dir` over HTTP/1.0 on a loopback port; counts requests.
@@ -426,11 +439,9 @@ fn http_files(dir: PathBuf) -> (u16, Arc<AtomicUsize>) {
                 .trim_start_matches('/');
             let answer = match std::fs::read(dir.join(path)) {
                 Ok(body) => {
-                    let mut a = format!(
-                        "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n",
-                        body.len()
-                    )
-                    .into_bytes();
+                    let mut a =
+                        format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len())
+                            .into_bytes();
                     a.extend_from_slice(&body);
                     a
                 }
@@ -592,12 +603,20 @@ fn crl_distribution_points_of_untrusted_certificates_are_never_fetched() {
     // Fetch now: the trusted distribution point only.
     let a = api.call("POST", "/api/v1/crls/refresh", None, &[]);
     assert_eq!(a.status, 200, "{}", a.text);
-    assert!(a.json["failed"].as_array().unwrap().is_empty(), "{}", a.text);
+    assert!(
+        a.json["failed"].as_array().unwrap().is_empty(),
+        "{}",
+        a.text
+    );
     let fetched = a.json["updated"][0]["url"] == good_url.as_str()
         || a.json["unchanged"][0] == good_url.as_str();
     assert!(fetched, "{}", a.text);
     assert!(good_hits.load(Ordering::SeqCst) >= 1);
-    assert_eq!(trap_hits.load(Ordering::SeqCst), 0, "the trap was contacted");
+    assert_eq!(
+        trap_hits.load(Ordering::SeqCst),
+        0,
+        "the trap was contacted"
+    );
     let o = api.call("GET", "/api/v1/crls", None, &[]);
     assert_eq!(o.json["sources"].as_array().unwrap().len(), 1, "{}", o.text);
     assert_eq!(o.json["sources"][0]["url"], good_url.as_str(), "{}", o.text);
@@ -609,7 +628,11 @@ fn crl_distribution_points_of_untrusted_certificates_are_never_fetched() {
         good_hits.load(Ordering::SeqCst) > before
     });
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(trap_hits.load(Ordering::SeqCst), 0, "the trap was contacted");
+    assert_eq!(
+        trap_hits.load(Ordering::SeqCst),
+        0,
+        "the trap was contacted"
+    );
 }
 
 #[test]
@@ -642,5 +665,9 @@ fn a_loopback_distribution_point_is_refused_without_the_allow_key() {
     // Recorded for the consoles.
     let o = api.call("GET", "/api/v1/crls", None, &[]);
     assert_eq!(o.json["sources"][0]["error"], e, "{}", o.text);
-    assert_eq!(trap_hits.load(Ordering::SeqCst), 0, "the trap was contacted");
+    assert_eq!(
+        trap_hits.load(Ordering::SeqCst),
+        0,
+        "the trap was contacted"
+    );
 }

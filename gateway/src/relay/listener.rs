@@ -45,11 +45,9 @@ pub async fn accept_loop(relay: Arc<Relay>, listener: TcpListener, limits: Arc<C
         let refuse = |tcp: TcpStream, reply: &'static [u8]| {
             tokio::spawn(async move {
                 let mut tcp = tcp;
-                let _ = tokio::time::timeout(
-                    std::time::Duration::from_secs(10),
-                    tcp.write_all(reply),
-                )
-                .await;
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(10), tcp.write_all(reply))
+                        .await;
             });
         };
         let Some(slot) = limits.open_session(peer.ip()) else {
@@ -162,12 +160,7 @@ async fn send(conn: &mut Conn, out: &[u8], limit: std::time::Duration) -> bool {
     )
 }
 
-async fn session(
-    relay: Arc<Relay>,
-    tcp: TcpStream,
-    peer: SocketAddr,
-    limits: Arc<ClientLimits>,
-) {
+async fn session(relay: Arc<Relay>, tcp: TcpStream, peer: SocketAddr, limits: Arc<ClientLimits>) {
     let cfg = &relay.config.server;
     let mut server = Server::new(ServerConfig {
         hostname: cfg.hostname.clone(),
@@ -212,9 +205,8 @@ async fn session(
                     let Conn::Plain(tcp) = std::mem::replace(&mut conn, Conn::Gone) else {
                         return;
                     };
-                    let limit = idle.min(deadline.saturating_duration_since(
-                        tokio::time::Instant::now(),
-                    ));
+                    let limit =
+                        idle.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
                     match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
                         Ok(Ok(tls)) => {
                             conn = Conn::Tls(Box::new(tls));

@@ -1436,7 +1436,10 @@ mod tests {
             ["250", "250", "550", "550", "250", "452", "452", "421"],
             "{out}"
         );
-        assert!(out.ends_with("421 4.7.0 Too many errors, closing\r\n"), "{out}");
+        assert!(
+            out.ends_with("421 4.7.0 Too many errors, closing\r\n"),
+            "{out}"
+        );
         assert!(
             !events
                 .iter()
@@ -1473,7 +1476,10 @@ mod tests {
               AUTH PLAIN AGFsaWNlAHdyb25n\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n",
         );
         assert_eq!(codes(&out), ["250", "535", "535", "535", "421"], "{out}");
-        assert!(out.contains("421 4.7.0 Too many failed authentications"), "{out}");
+        assert!(
+            out.contains("421 4.7.0 Too many failed authentications"),
+            "{out}"
+        );
         assert_eq!(
             events
                 .iter()
@@ -1496,7 +1502,9 @@ mod tests {
         );
         assert!(s.is_closed());
         // Below the limit the session goes on.
-        let (_, out, _) = auth_session(b"EHLO c\r\nAUTH PLAIN AGFsaWNlAHdyb25n\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n");
+        let (_, out, _) = auth_session(
+            b"EHLO c\r\nAUTH PLAIN AGFsaWNlAHdyb25n\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n",
+        );
         assert_eq!(codes(&out), ["250", "535", "235"], "{out}");
     }
 }
