@@ -71,7 +71,11 @@ fn main() {
     let bundle = hsm::read_pkcs12(&p12, &Pin::new("nss".into())).unwrap();
     let cert = bundle.chain[0].clone();
     std::fs::write(dir.path().join("alice.der"), &cert).unwrap();
-    let soft = SoftToken::create(&dir.path().join("soft"), &Pin::new("bench".into())).unwrap();
+    let soft = SoftToken::create(
+        &dir.path().join("soft"),
+        &Pin::new("bench-passphrase".into()),
+    )
+    .unwrap();
     soft.import(LABEL, &bundle).unwrap();
     init_softhsm(dir.path());
     let p11 = Pkcs11Token::open(Pkcs11Options {
@@ -197,7 +201,7 @@ fn main() {
 
 /// One big operation, timed, in this process; prints seconds and peak RSS (kB).
 fn child(op: &str, dir: &Path) {
-    let soft = SoftToken::open(&dir.join("soft"), &Pin::new("bench".into())).unwrap();
+    let soft = SoftToken::open(&dir.join("soft"), &Pin::new("bench-passphrase".into())).unwrap();
     let cert = std::fs::read(dir.join("alice.der")).unwrap();
     let open = |name: &str| File::open(dir.join(name)).unwrap();
     let create =

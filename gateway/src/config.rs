@@ -51,10 +51,22 @@ pub struct Server {
     pub max_message_size: u64,
     pub max_recipients: usize,
     pub max_sessions: usize,
+    /// Sessions one client (an IPv4 address, an IPv6 /64) may hold at once; `421 4.7.0`
+    /// beyond it.
+    pub max_sessions_per_client: usize,
     /// A client silent this long is disconnected (RFC 5321 §4.5.3.2 suggests 5 minutes).
     pub idle_timeout: Duration,
-    /// Commands that are not MAIL, RCPT or DATA allowed per message (a guard against abuse).
+    /// A session lasting longer is closed with `421 4.4.2`, however busy (a client trickling
+    /// a byte now and then cannot hold a slot for ever).
+    pub max_session_time: Duration,
+    /// Refusals (4xx and 5xx) a session may earn before it is closed with 421.
     pub max_errors: usize,
+    /// Failed AUTH attempts in one session before it is closed with 421.
+    pub max_auth_failures: usize,
+    /// Failed AUTH attempts from one client (within `auth_lockout` of each other) before
+    /// its AUTH is refused with `454 4.7.0` for `auth_lockout`.
+    pub max_auth_failures_per_client: usize,
+    pub auth_lockout: Duration,
     /// Bare LF or CR in message data: refused (default) or normalised to CRLF.
     pub bare_line_ends: crate::smtp::BareLineEnds,
     /// Largest header section accepted (bytes).
@@ -497,17 +509,52 @@ impl Config {
             .any(|d| d.eq_ignore_ascii_case(domain))
     }
 
-    /// Whether an address is in an internal domain.
+    /// Whether an address is in an internal domain: a plain mailbox (see [`plain_mailbox`])
+    /// whose domain is internal. `user%host@ours`, `host!user@ours`, `"a@b"@ours`,
+    /// `a@b@ours` and source routes are not internal, whatever follows their last `@`: a
+    /// permissive mail server inside would route them elsewhere.
     pub fn is_internal_address(&self, address: &str) -> bool {
-        address
-            .rsplit_once('@')
-            .is_some_and(|(_, d)| self.is_internal_domain(d))
+        plain_mailbox(address).is_some_and(|(_, d)| self.is_internal_domain(d))
     }
 
     /// Whether a client address is in the internal networks.
     pub fn is_internal_client(&self, ip: IpAddr) -> bool {
         self.server.internal_networks.iter().any(|n| n.contains(ip))
     }
+}
+
+/// The smallest `server.max_message_size` accepted.
+pub const MIN_MESSAGE_SIZE: u64 = 64 << 10;
+/// The smallest `server.max_header_size` accepted.
+pub const MIN_HEADER_SIZE: u64 = 1 << 10;
+/// `server.max_sessions_per_client` unless set (or `max_sessions`, when smaller): Postfix's
+/// default concurrency towards one destination, so an organisation's server relaying
+/// through the gateway is not refused.
+pub const DEFAULT_SESSIONS_PER_CLIENT: usize = 20;
+
+/// An address as `(local part, domain)` when it is a plain mailbox: one `@`; a dot-atom
+/// local part without `%` or `!` (no quoted string, no source route, no UUCP bang path, no
+/// percent hack); a domain of dot-separated labels (letters, digits, hyphens, or non-ASCII
+/// for SMTPUTF8). `None` for anything else.
+pub fn plain_mailbox(address: &str) -> Option<(&str, &str)> {
+    let (local, domain) = address.split_once('@')?;
+    let atext =
+        |c: char| c.is_ascii_alphanumeric() || "#$&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii();
+    let local_ok = !local.is_empty()
+        && local.len() <= 64
+        && local
+            .split('.')
+            .all(|atom| !atom.is_empty() && atom.chars().all(atext));
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
+    };
+    let domain_ok = !domain.is_empty() && domain.len() <= 253 && domain.split('.').all(label);
+    (local_ok && domain_ok).then_some((local, domain))
 }
 
 /// toml's message, which names the key and shows the line, on one line or a few.
@@ -585,6 +632,8 @@ mod raw {
         pub fetch: Option<bool>,
         pub refresh: Option<String>,
         pub fetch_timeout: Option<String>,
+        pub allow_hosts: Option<Vec<String>>,
+        pub allow_networks: Option<Vec<String>>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -625,8 +674,13 @@ mod raw {
         pub max_message_size: Option<String>,
         pub max_recipients: Option<usize>,
         pub max_sessions: Option<usize>,
+        pub max_sessions_per_client: Option<usize>,
         pub idle_timeout: Option<String>,
+        pub max_session_time: Option<String>,
         pub max_errors: Option<usize>,
+        pub max_auth_failures: Option<usize>,
+        pub max_auth_failures_per_client: Option<usize>,
+        pub auth_lockout: Option<String>,
         pub bare_line_ends: Option<String>,
         pub max_header_size: Option<String>,
         pub max_hops: Option<usize>,
@@ -893,15 +947,50 @@ mod raw {
                 Some(v) => parse_size(&v).map_err(|e| format!("server.max_message_size: {e}"))?,
                 None => 50 << 20,
             };
+            if max_message_size < MIN_MESSAGE_SIZE {
+                // 0 would be announced as "SIZE 0" (no limit) and refuse every message.
+                return Err(format!(
+                    "server.max_message_size: {max_message_size} bytes is too small; at least \
+                     {}k (S/MIME messages are never that small)",
+                    MIN_MESSAGE_SIZE >> 10
+                ));
+            }
             let idle_timeout = match s.idle_timeout {
                 Some(v) => parse_duration(&v).map_err(|e| format!("server.idle_timeout: {e}"))?,
                 None => Duration::from_secs(300),
             };
+            let nonzero = |key: &str, v: Option<String>, d: u64| {
+                let t = match v {
+                    Some(v) => parse_duration(&v).map_err(|e| format!("{key}: {e}"))?,
+                    None => Duration::from_secs(d),
+                };
+                if t.is_zero() {
+                    return Err(format!("{key}: must be at least 1s"));
+                }
+                Ok(t)
+            };
+            if idle_timeout.is_zero() {
+                return Err("server.idle_timeout: must be at least 1s".into());
+            }
+            let max_session_time = nonzero("server.max_session_time", s.max_session_time, 600)?;
+            let auth_lockout = nonzero("server.auth_lockout", s.auth_lockout, 900)?;
             let positive = |key: &str, v: Option<usize>, d: usize| match v {
                 Some(0) => Err(format!("{key}: must be at least 1")),
                 Some(n) => Ok(n),
                 None => Ok(d),
             };
+            let max_sessions = positive("server.max_sessions", s.max_sessions, 1000)?;
+            let max_sessions_per_client = positive(
+                "server.max_sessions_per_client",
+                s.max_sessions_per_client,
+                DEFAULT_SESSIONS_PER_CLIENT.min(max_sessions),
+            )?;
+            if max_sessions_per_client > max_sessions {
+                return Err(format!(
+                    "server.max_sessions_per_client: {max_sessions_per_client} is more than \
+                     server.max_sessions ({max_sessions})"
+                ));
+            }
             let bare_line_ends = match s.bare_line_ends.as_deref() {
                 None | Some("reject") => crate::smtp::BareLineEnds::Reject,
                 Some("normalize") => crate::smtp::BareLineEnds::Normalize,
@@ -915,6 +1004,13 @@ mod raw {
                 Some(v) => parse_size(&v).map_err(|e| format!("server.max_header_size: {e}"))?,
                 None => 1 << 20,
             };
+            if max_header_size < MIN_HEADER_SIZE {
+                return Err(format!(
+                    "server.max_header_size: {max_header_size} bytes is too small; at least \
+                     {}k (every message would be refused)",
+                    MIN_HEADER_SIZE >> 10
+                ));
+            }
             if s.tls_cert.is_some() != s.tls_key.is_some() {
                 return Err(
                     "server.tls_cert and server.tls_key go together: set both or neither".into(),
@@ -927,9 +1023,18 @@ mod raw {
                 internal_domains,
                 max_message_size,
                 max_recipients: positive("server.max_recipients", s.max_recipients, 1000)?,
-                max_sessions: positive("server.max_sessions", s.max_sessions, 1000)?,
+                max_sessions,
+                max_sessions_per_client,
                 idle_timeout,
+                max_session_time,
                 max_errors: positive("server.max_errors", s.max_errors, 20)?,
+                max_auth_failures: positive("server.max_auth_failures", s.max_auth_failures, 3)?,
+                max_auth_failures_per_client: positive(
+                    "server.max_auth_failures_per_client",
+                    s.max_auth_failures_per_client,
+                    10,
+                )?,
+                auth_lockout,
                 bare_line_ends,
                 max_header_size,
                 max_hops: positive("server.max_hops", s.max_hops, 50)?,
@@ -1010,11 +1115,32 @@ mod raw {
                     if refresh < Duration::from_secs(300) {
                         return Err("revocation.refresh: at least 5m".into());
                     }
+                    let allow_hosts = r.allow_hosts.unwrap_or_default();
+                    if let Some((i, h)) = allow_hosts.iter().enumerate().find(|(_, h)| {
+                        h.trim().is_empty() || h.contains(['/', ' ', '@']) || h.contains("://")
+                    }) {
+                        return Err(format!(
+                            "revocation.allow_hosts[{i}]: {h:?} is not a host name or address \
+                             (networks go in revocation.allow_networks)"
+                        ));
+                    }
+                    let allow_networks = r
+                        .allow_networks
+                        .unwrap_or_default()
+                        .iter()
+                        .enumerate()
+                        .map(|(i, n)| {
+                            Network::parse(n)
+                                .map_err(|e| format!("revocation.allow_networks[{i}]: {e}"))
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
                     RevocationSettings {
                         unknown,
                         fetch: r.fetch.unwrap_or(true),
                         refresh,
                         timeout: dur("revocation.fetch_timeout", r.fetch_timeout, 15)?,
+                        allow_hosts: allow_hosts.iter().map(|h| h.trim().to_string()).collect(),
+                        allow_networks,
                     }
                 },
                 expiry_warnings: {
@@ -1307,6 +1433,135 @@ mod tests {
         ] {
             let e = parse(&format!("[board]\n{text}")).unwrap_err();
             assert!(e.contains(msg), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn abuse_limits_have_defaults_and_refuse_nonsense() {
+        let c = parse("").unwrap();
+        assert_eq!(
+            c.server.max_sessions_per_client,
+            DEFAULT_SESSIONS_PER_CLIENT
+        );
+        assert_eq!(c.server.max_session_time, Duration::from_secs(600));
+        assert_eq!(c.server.max_auth_failures, 3);
+        assert_eq!(c.server.max_auth_failures_per_client, 10);
+        assert_eq!(c.server.auth_lockout, Duration::from_secs(900));
+        // A small max_sessions caps the per-client default.
+        let c = parse("[server]\nmax_sessions = 5").unwrap();
+        assert_eq!(c.server.max_sessions_per_client, 5);
+        let c = parse(
+            "[server]\nmax_sessions_per_client = 2\nmax_session_time = \"1m\"\n\
+             max_auth_failures = 5\nmax_auth_failures_per_client = 7\nauth_lockout = \"1h\"\n\
+             max_message_size = \"64k\"\nmax_header_size = \"1k\"",
+        )
+        .unwrap();
+        assert_eq!(c.server.max_sessions_per_client, 2);
+        assert_eq!(c.server.max_session_time, Duration::from_secs(60));
+        assert_eq!(c.server.auth_lockout, Duration::from_secs(3600));
+        assert_eq!(c.server.max_message_size, 64 << 10);
+        for (text, key) in [
+            (
+                "max_message_size = \"0\"",
+                "server.max_message_size: 0 bytes is too small",
+            ),
+            (
+                "max_message_size = \"10k\"",
+                "server.max_message_size: 10240 bytes",
+            ),
+            (
+                "max_header_size = \"0\"",
+                "server.max_header_size: 0 bytes is too small",
+            ),
+            (
+                "max_sessions_per_client = 0",
+                "server.max_sessions_per_client: must be",
+            ),
+            (
+                "max_sessions = 10\nmax_sessions_per_client = 11",
+                "server.max_sessions_per_client: 11 is more than server.max_sessions (10)",
+            ),
+            (
+                "max_session_time = \"0s\"",
+                "server.max_session_time: must be at least 1s",
+            ),
+            (
+                "idle_timeout = \"0\"",
+                "server.idle_timeout: must be at least 1s",
+            ),
+            (
+                "max_auth_failures = 0",
+                "server.max_auth_failures: must be at least 1",
+            ),
+            ("auth_lockout = \"soon\"", "server.auth_lockout"),
+        ] {
+            let e = parse(&format!("[server]\n{text}")).unwrap_err();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn only_plain_mailboxes_in_internal_domains_are_internal() {
+        let c = parse("[server]\ninternal_domains = [\"example.com\"]").unwrap();
+        for a in [
+            "alice@example.com",
+            "Alice.B+tag@EXAMPLE.com",
+            "o'brien@example.com",
+        ] {
+            assert!(c.is_internal_address(a), "{a}");
+            assert!(plain_mailbox(a).is_some(), "{a}");
+        }
+        for a in [
+            "user%evil.example@example.com",
+            "evil.example!user@example.com",
+            "\"user@evil.example\"@example.com",
+            "\"john smith\"@example.com",
+            "user@evil.example@example.com",
+            "@evil.example:user@example.com",
+            "@a.example,@b.example:user@example.com",
+            "user@example.com.",
+            "user..x@example.com",
+            ".user@example.com",
+            "user@-example.com",
+            "user@[192.0.2.1]",
+            "user@example.org",
+        ] {
+            assert!(!c.is_internal_address(a), "{a}");
+        }
+        assert_eq!(
+            plain_mailbox("bob@example.org"),
+            Some(("bob", "example.org"))
+        );
+        assert!(plain_mailbox("user%x@example.org").is_none());
+        assert!(plain_mailbox("用户@例子.example").is_some(), "SMTPUTF8");
+    }
+
+    #[test]
+    fn revocation_fetches_are_allowed_by_host_or_network() {
+        let c = parse(
+            "[revocation]\nallow_hosts = [\"crl.corp.example\", \"[::1]\"]\n\
+             allow_networks = [\"10.1.0.0/16\"]",
+        )
+        .unwrap();
+        assert_eq!(c.revocation.allow_hosts, ["crl.corp.example", "[::1]"]);
+        assert_eq!(
+            c.revocation.allow_networks,
+            [Network::parse("10.1.0.0/16").unwrap()]
+        );
+        assert!(parse("").unwrap().revocation.allow_hosts.is_empty());
+        for (text, key) in [
+            ("allow_hosts = [\"http://x/\"]", "revocation.allow_hosts[0]"),
+            (
+                "allow_hosts = [\"10.0.0.0/8\"]",
+                "revocation.allow_hosts[0]",
+            ),
+            (
+                "allow_networks = [\"nowhere\"]",
+                "revocation.allow_networks[0]",
+            ),
+        ] {
+            let e = parse(&format!("[revocation]\n{text}")).unwrap_err();
+            assert!(e.contains(key), "{text}: {e}");
         }
     }
 }

@@ -9,11 +9,18 @@
 //! not as a trusted signer.
 //!
 //! Direct, full CRLs only: delta CRLs and indirect CRLs are refused with that reason.
+//!
+//! Downloads are a way in for whoever can put a certificate in front of the gateway (a
+//! signed message harvests its signer's), so they are bounded: only the distribution points
+//! of certificates that chain to a trusted CA in the store are fetched ([`wanted_urls`]),
+//! never from loopback, link-local, private, multicast or unspecified addresses unless the
+//! administrator allows the host or network (`[revocation] allow_hosts`, `allow_networks`),
+//! at most [`FETCH_PARALLEL`] at once and all within [`REFRESH_DEADLINE`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::{Arc, RwLock};
+use std::net::{IpAddr, TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use der::Decode;
@@ -21,6 +28,7 @@ use x509_cert::crl::CertificateList;
 use x509_cert::ext::pkix::CrlDistributionPoints;
 use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
 
+use crate::config::Network;
 use crate::smime::asn1::day;
 use crate::smime::oid;
 use crate::store::{CertInfo, Kind, Store, StoredCrl};
@@ -58,6 +66,11 @@ pub struct RevocationSettings {
     pub refresh: Duration,
     /// Per download.
     pub timeout: Duration,
+    /// Hosts (as the URL names them) fetched from whatever address they have
+    /// (`allow_hosts`).
+    pub allow_hosts: Vec<String>,
+    /// Addresses fetched from even when loopback, private, link-local... (`allow_networks`).
+    pub allow_networks: Vec<Network>,
 }
 
 impl Default for RevocationSettings {
@@ -67,8 +80,122 @@ impl Default for RevocationSettings {
             fetch: true,
             refresh: Duration::from_secs(6 * 3600),
             timeout: Duration::from_secs(15),
+            allow_hosts: Vec::new(),
+            allow_networks: Vec::new(),
         }
     }
+}
+
+/// Downloads running at once in a refresh.
+pub const FETCH_PARALLEL: usize = 4;
+/// A whole refresh ends by then (or by the per-download timeout, when that is longer):
+/// distribution points not fetched by then are noted as failed.
+pub const REFRESH_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Where CRLs may be downloaded from beyond public addresses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FetchAllowance {
+    /// Host names or address literals, lower case, without brackets.
+    pub hosts: Vec<String>,
+    pub networks: Vec<Network>,
+}
+
+impl FetchAllowance {
+    pub fn of(settings: &RevocationSettings) -> FetchAllowance {
+        FetchAllowance {
+            hosts: settings
+                .allow_hosts
+                .iter()
+                .map(|h| {
+                    h.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_ascii_lowercase()
+                })
+                .collect(),
+            networks: settings.allow_networks.clone(),
+        }
+    }
+
+    /// Why a connection to `ip` for `host` is refused, if it is.
+    fn refuses(&self, host: &str, ip: IpAddr) -> Option<String> {
+        let kind = special_address(ip)?;
+        if self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
+            || self.networks.iter().any(|n| n.contains(ip))
+        {
+            return None;
+        }
+        Some(format!(
+            "{host} is {ip}, {kind}: not fetched from (allow it with [revocation] \
+             allow_hosts = [\"{host}\"] or allow_networks)"
+        ))
+    }
+}
+
+/// The kind of address a CRL is never fetched from unless allowed: loopback, private
+/// (RFC 1918, shared 100.64/10, IPv6 unique local), link-local, multicast, broadcast,
+/// reserved, unspecified. IPv4 inside IPv6 (mapped, NAT64) is judged as IPv4.
+pub fn special_address(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(a) => {
+            let [b0, b1, ..] = a.octets();
+            if a.is_loopback() {
+                Some("a loopback address")
+            } else if a.is_unspecified() || b0 == 0 {
+                Some("an unspecified address")
+            } else if a.is_private() || (b0 == 100 && (64..128).contains(&b1)) {
+                Some("a private address")
+            } else if a.is_link_local() {
+                Some("a link-local address")
+            } else if a.is_multicast() {
+                Some("a multicast address")
+            } else if a.is_broadcast() || b0 >= 240 {
+                Some("a reserved address")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(a) => {
+            if let Some(v4) = a.to_ipv4_mapped() {
+                return special_address(IpAddr::V4(v4));
+            }
+            let seg = a.segments();
+            if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                let v4 = std::net::Ipv4Addr::from(u128::from(a) as u32);
+                return special_address(IpAddr::V4(v4));
+            }
+            if a.is_loopback() {
+                Some("a loopback address")
+            } else if a.is_unspecified() {
+                Some("an unspecified address")
+            } else if seg[0] & 0xfe00 == 0xfc00 {
+                Some("a private address")
+            } else if seg[0] & 0xffc0 == 0xfe80 || seg[0] & 0xffc0 == 0xfec0 {
+                Some("a link-local address")
+            } else if a.is_multicast() {
+                Some("a multicast address")
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// The allowance of the running gateway (`[revocation]`), for the callers that pass only a
+/// timeout to [`refresh`]; set by [`set_fetch_allowance`] at start. Nothing allowed until.
+static ALLOWANCE: RwLock<Option<Arc<FetchAllowance>>> = RwLock::new(None);
+
+/// Sets the allowance [`refresh`] uses (the relay does at start).
+pub fn set_fetch_allowance(settings: &RevocationSettings) {
+    let mut a = ALLOWANCE.write().unwrap_or_else(|p| p.into_inner());
+    *a = Some(Arc::new(FetchAllowance::of(settings)));
+}
+
+fn current_allowance() -> Arc<FetchAllowance> {
+    ALLOWANCE
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .unwrap_or_default()
 }
 
 /// One revoked certificate.
@@ -243,39 +370,86 @@ impl Crl {
                 issuer.subject
             ));
         }
-        use der::Encode;
-        let spki = tbs
-            .subject_public_key_info()
-            .to_der()
-            .map_err(|e| e.to_string())?;
-        let alg = match self.algorithm.as_slice() {
-            a if a == oid::SHA256_WITH_RSA => hsm::SignAlgorithm::RsaPkcs1(hsm::Hash::Sha256),
-            a if a == oid::SHA384_WITH_RSA => hsm::SignAlgorithm::RsaPkcs1(hsm::Hash::Sha384),
-            a if a == oid::SHA512_WITH_RSA => hsm::SignAlgorithm::RsaPkcs1(hsm::Hash::Sha512),
-            a if a == oid::ECDSA_SHA256 => hsm::SignAlgorithm::Ecdsa(hsm::Hash::Sha256),
-            a if a == oid::ECDSA_SHA384 => hsm::SignAlgorithm::Ecdsa(hsm::Hash::Sha384),
-            a if a == oid::ECDSA_SHA512 => hsm::SignAlgorithm::Ecdsa(hsm::Hash::Sha512),
-            a => {
-                return Err(format!(
-                    "signed with {}, which is not accepted (SHA-256 or better with RSA or \
-                     ECDSA)",
-                    oid::dotted(a)
-                ));
-            }
-        };
-        let digest = alg.hash().digest(&self.tbs);
-        hsm::public::verify_digest(&spki, alg, &digest, &self.signature).map_err(|_| {
-            format!(
-                "the signature does not verify with {}'s key",
-                issuer.subject
-            )
-        })
+        verify_signed(&self.tbs, &self.algorithm, &self.signature, issuer)
     }
 
     /// Still current at `now` (no nextUpdate: current until replaced).
     pub fn current(&self, now: u64) -> bool {
         self.next_update.is_none_or(|n| now < n)
     }
+}
+
+/// Checks a signature (`signature` over `signed`, algorithm OID contents `algorithm`) with
+/// `issuer`'s public key: SHA-2 with RSA PKCS#1 v1.5 or ECDSA.
+fn verify_signed(
+    signed: &[u8],
+    algorithm: &[u8],
+    signature: &[u8],
+    issuer: &CertInfo,
+) -> Result<(), String> {
+    use der::Encode;
+    let cert = x509_cert::Certificate::from_der(&issuer.der).map_err(|e| e.to_string())?;
+    let spki = cert
+        .tbs_certificate()
+        .subject_public_key_info()
+        .to_der()
+        .map_err(|e| e.to_string())?;
+    let alg = match algorithm {
+        a if a == oid::SHA256_WITH_RSA => hsm::SignAlgorithm::RsaPkcs1(hsm::Hash::Sha256),
+        a if a == oid::SHA384_WITH_RSA => hsm::SignAlgorithm::RsaPkcs1(hsm::Hash::Sha384),
+        a if a == oid::SHA512_WITH_RSA => hsm::SignAlgorithm::RsaPkcs1(hsm::Hash::Sha512),
+        a if a == oid::ECDSA_SHA256 => hsm::SignAlgorithm::Ecdsa(hsm::Hash::Sha256),
+        a if a == oid::ECDSA_SHA384 => hsm::SignAlgorithm::Ecdsa(hsm::Hash::Sha384),
+        a if a == oid::ECDSA_SHA512 => hsm::SignAlgorithm::Ecdsa(hsm::Hash::Sha512),
+        a => {
+            return Err(format!(
+                "signed with {}, which is not accepted (SHA-256 or better with RSA or ECDSA)",
+                oid::dotted(a)
+            ));
+        }
+    };
+    let digest = alg.hash().digest(signed);
+    hsm::public::verify_digest(&spki, alg, &digest, signature).map_err(|_| {
+        format!(
+            "the signature does not verify with {}'s key",
+            issuer.subject
+        )
+    })
+}
+
+/// Whether `cert` was issued by the CA `ca`: names match, `ca` is a CA whose key usage (if
+/// any) allows signing certificates, and `cert`'s signature verifies with its key.
+pub fn issued_by(cert: &CertInfo, ca: &CertInfo) -> bool {
+    if cert.issuer != ca.subject || !ca.is_ca {
+        return false;
+    }
+    let Ok(ca_cert) = x509_cert::Certificate::from_der(&ca.der) else {
+        return false;
+    };
+    if let Ok(Some((_, ku))) = ca_cert
+        .tbs_certificate()
+        .get_extension::<x509_cert::ext::pkix::KeyUsage>()
+        && !ku.0.contains(x509_cert::ext::pkix::KeyUsages::KeyCertSign)
+    {
+        return false;
+    }
+    let Ok(c) = x509_cert::Certificate::from_der(&cert.der) else {
+        return false;
+    };
+    let Some(tbs) = hsm::ber::read_all(&cert.der)
+        .ok()
+        .and_then(|outer| outer.children().next().and_then(Result::ok))
+        .map(|t| t.raw.to_vec())
+    else {
+        return false;
+    };
+    verify_signed(
+        &tbs,
+        c.signature_algorithm().oid.as_bytes(),
+        c.signature().raw_bytes(),
+        ca,
+    )
+    .is_ok()
 }
 
 fn reason_name(code: u8) -> &'static str {
@@ -524,23 +698,140 @@ pub struct RefreshReport {
     pub failed: Vec<(String, String)>,
 }
 
-/// The distribution points the held certificates name (correspondents', internal users' and
-/// intermediates'), each once.
+/// The certificates whose distribution points are fetched: the trusted CA certificates (the
+/// store's anchors, and its intermediates issued by a trusted CA, found transitively) and
+/// the certificates those CAs issued. "Issued" is checked by signature ([`issued_by`]), not
+/// by name: a certificate harvested from anyone's signed mail, or uploaded as a
+/// correspondent, that no trusted CA signed names URLs nobody vouched for, and they are
+/// never fetched.
+pub fn fetch_holders(store: &dyn Store) -> Vec<CertInfo> {
+    let all = store.list(&[]).unwrap_or_default();
+    let mut trusted: Vec<CertInfo> = all
+        .iter()
+        .filter(|s| s.kind == Kind::Anchor)
+        .map(|s| s.info.clone())
+        .collect();
+    let mut pending: Vec<&CertInfo> = all
+        .iter()
+        .filter(|s| s.kind == Kind::Intermediate)
+        .map(|s| &s.info)
+        .collect();
+    loop {
+        let before = trusted.len();
+        let mut i = 0;
+        while i < pending.len() {
+            if trusted.iter().any(|ca| issued_by(pending[i], ca)) {
+                trusted.push(pending.swap_remove(i).clone());
+            } else {
+                i += 1;
+            }
+        }
+        if trusted.len() == before {
+            break;
+        }
+    }
+    let issued: Vec<CertInfo> = all
+        .iter()
+        .filter(|s| matches!(s.kind, Kind::External | Kind::Internal))
+        .filter(|s| trusted.iter().any(|ca| issued_by(&s.info, ca)))
+        .map(|s| s.info.clone())
+        .collect();
+    trusted.extend(issued);
+    trusted
+}
+
+/// The distribution points of the certificates [`fetch_holders`] chooses, each once.
 pub fn wanted_urls(store: &dyn Store) -> Vec<String> {
     let mut urls = BTreeSet::new();
-    for s in store.list(&[]).unwrap_or_default() {
-        urls.extend(distribution_points(&s.info.der));
+    for c in fetch_holders(store) {
+        urls.extend(distribution_points(&c.der));
     }
     urls.into_iter().collect()
 }
 
-/// Fetches every CRL the held certificates point to and keeps the newer ones; each attempt
-/// is noted in the store (when, and the error) for the consoles.
+/// How a refresh downloads.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// Per download (redirects included).
+    pub timeout: Duration,
+    /// For the whole refresh.
+    pub deadline: Duration,
+    pub allow: FetchAllowance,
+}
+
+impl FetchOptions {
+    pub fn of(settings: &RevocationSettings) -> FetchOptions {
+        FetchOptions {
+            timeout: settings.timeout,
+            deadline: REFRESH_DEADLINE.max(settings.timeout),
+            allow: FetchAllowance::of(settings),
+        }
+    }
+}
+
+/// [`refresh_with`] the running gateway's allowance ([`set_fetch_allowance`]).
 pub fn refresh(store: &dyn Store, timeout: Duration) -> RefreshReport {
+    let options = FetchOptions {
+        timeout,
+        deadline: REFRESH_DEADLINE.max(timeout),
+        allow: (*current_allowance()).clone(),
+    };
+    refresh_with(store, &options)
+}
+
+/// Fetches the CRLs [`wanted_urls`] names and keeps the newer ones; each attempt is noted in
+/// the store (when, and the error) for the consoles. [`FETCH_PARALLEL`] downloads at once;
+/// what is not done by the deadline is noted as failed and left behind.
+pub fn refresh_with(store: &dyn Store, options: &FetchOptions) -> RefreshReport {
+    let urls = wanted_urls(store);
     let mut report = RefreshReport::default();
-    for url in wanted_urls(store) {
-        let result = fetch(&url, timeout)
-            .and_then(|bytes| Crl::parse(&bytes).map_err(|e| format!("the answer is {e}")))
+    if urls.is_empty() {
+        return report;
+    }
+    let deadline = Instant::now() + options.deadline;
+    let late = format!(
+        "not fetched: the refresh ran out of time ({} s for all distribution points)",
+        options.deadline.as_secs()
+    );
+    let todo = Arc::new(Mutex::new(urls.clone()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    for _ in 0..FETCH_PARALLEL.min(urls.len()) {
+        let (todo, tx, allow) = (todo.clone(), tx.clone(), options.allow.clone());
+        let (timeout, late) = (options.timeout, late.clone());
+        // Detached: one stuck past the deadline (a slow name lookup) is left behind.
+        std::thread::spawn(move || {
+            loop {
+                let Some(url) = todo.lock().ok().and_then(|mut t| t.pop()) else {
+                    return;
+                };
+                let now = Instant::now();
+                let result = if now >= deadline {
+                    Err(late.clone())
+                } else {
+                    fetch_until(&url, (now + timeout).min(deadline), &allow)
+                        .and_then(|b| Crl::parse(&b).map_err(|e| format!("the answer is {e}")))
+                };
+                if tx.send((url, result)).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(tx);
+    let mut results: HashMap<String, Result<Crl, String>> = HashMap::new();
+    while results.len() < urls.len() {
+        let wait = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
+        match rx.recv_timeout(wait) {
+            Ok((url, r)) => {
+                results.insert(url, r);
+            }
+            Err(_) => break,
+        }
+    }
+    for url in urls {
+        let result = results
+            .remove(&url)
+            .unwrap_or_else(|| Err(late.clone()))
             .and_then(|crl| add(store, &crl, &url, Some(&url)).map(|added| (added, crl.issuer)));
         let error = match result {
             Ok((CrlAdded::New, issuer)) => {
@@ -584,12 +875,15 @@ pub fn next_refresh(store: &dyn Store, every: Duration, now: u64) -> Duration {
 const MAX_HEADER: usize = 16 << 10;
 
 /// GETs an `http://` URL (following up to three redirects), its body at most [`MAX_CRL`]
-/// bytes, within `timeout` in all.
-pub fn fetch(url: &str, timeout: Duration) -> Result<Vec<u8>, String> {
-    let deadline = Instant::now() + timeout;
+/// bytes, within `timeout` in all; only from addresses `allow` permits.
+pub fn fetch(url: &str, timeout: Duration, allow: &FetchAllowance) -> Result<Vec<u8>, String> {
+    fetch_until(url, Instant::now() + timeout, allow)
+}
+
+fn fetch_until(url: &str, deadline: Instant, allow: &FetchAllowance) -> Result<Vec<u8>, String> {
     let mut url = url.to_string();
     for _ in 0..4 {
-        match get(&url, deadline)? {
+        match get(&url, deadline, allow)? {
             Answer::Body(b) => return Ok(b),
             Answer::Redirect(to) => url = to,
         }
@@ -602,7 +896,7 @@ enum Answer {
     Redirect(String),
 }
 
-fn get(url: &str, deadline: Instant) -> Result<Answer, String> {
+fn get(url: &str, deadline: Instant, allow: &FetchAllowance) -> Result<Answer, String> {
     let rest = url
         .get(..7)
         .filter(|s| s.eq_ignore_ascii_case("http://"))
@@ -628,10 +922,31 @@ fn get(url: &str, deadline: Instant) -> Result<Answer, String> {
             .filter(|l| !l.is_zero())
             .ok_or_else(|| "timed out".to_string())
     };
+    let host = target
+        .rsplit_once(':')
+        .map_or(target.as_str(), |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    left(deadline)?;
+    // Resolved once: the addresses checked are the ones connected to.
+    let mut refused = None;
     let addrs: Vec<_> = target
         .to_socket_addrs()
         .map_err(|e| format!("{authority}: {e}"))?
+        .filter(|a| match allow.refuses(&host, a.ip()) {
+            Some(why) => {
+                refused.get_or_insert(why);
+                false
+            }
+            None => true,
+        })
         .collect();
+    if addrs.is_empty()
+        && let Some(why) = refused
+    {
+        return Err(why);
+    }
     let mut stream = None;
     let mut last = format!("{authority}: no address");
     for a in addrs {
@@ -779,13 +1094,14 @@ mod tests {
     #[test]
     fn urls_other_than_http_are_refused() {
         let t = Duration::from_secs(1);
+        let none = FetchAllowance::default();
         assert!(
-            fetch("ldap://x/cn=ca", t)
+            fetch("ldap://x/cn=ca", t, &none)
                 .unwrap_err()
                 .contains("only http://")
         );
         assert!(
-            fetch("http://user@x/", t)
+            fetch("http://user@x/", t, &none)
                 .unwrap_err()
                 .contains("not a usable URL")
         );
@@ -797,5 +1113,100 @@ mod tests {
         assert!(Crl::parse(b"hello").unwrap_err().starts_with("not a CRL"));
         let pem = b"-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n";
         assert!(Crl::parse(pem).unwrap_err().contains("not a CRL"));
+    }
+
+    #[test]
+    fn addresses_never_fetched_from_unless_allowed() {
+        let kind = |s: &str| special_address(s.parse().unwrap());
+        for (a, k) in [
+            ("127.0.0.1", "a loopback address"),
+            ("127.8.9.10", "a loopback address"),
+            ("::1", "a loopback address"),
+            ("::ffff:127.0.0.1", "a loopback address"),
+            ("0.0.0.0", "an unspecified address"),
+            ("0.1.2.3", "an unspecified address"),
+            ("::", "an unspecified address"),
+            ("10.1.2.3", "a private address"),
+            ("172.16.0.1", "a private address"),
+            ("192.168.1.1", "a private address"),
+            ("100.64.0.1", "a private address"),
+            ("fd00::1", "a private address"),
+            ("64:ff9b::10.0.0.1", "a private address"),
+            ("169.254.169.254", "a link-local address"),
+            ("fe80::1", "a link-local address"),
+            ("224.0.0.1", "a multicast address"),
+            ("ff02::1", "a multicast address"),
+            ("255.255.255.255", "a reserved address"),
+            ("240.0.0.1", "a reserved address"),
+        ] {
+            assert_eq!(kind(a), Some(k), "{a}");
+        }
+        for a in [
+            "192.0.2.1",
+            "8.8.8.8",
+            "100.128.0.1",
+            "2001:db8::1",
+            "64:ff9b::8.8.8.8",
+        ] {
+            assert_eq!(kind(a), None, "{a}");
+        }
+        let none = FetchAllowance::default();
+        let ip = "127.0.0.1".parse().unwrap();
+        let why = none.refuses("localhost", ip).unwrap();
+        assert!(
+            why.starts_with("localhost is 127.0.0.1, a loopback address: not fetched from")
+                && why.contains("allow_hosts = [\"localhost\"]"),
+            "{why}"
+        );
+        let by_host = FetchAllowance::of(&RevocationSettings {
+            allow_hosts: vec!["LocalHost".into()],
+            ..Default::default()
+        });
+        assert_eq!(by_host.refuses("localhost", ip), None);
+        assert!(by_host.refuses("other.example", ip).is_some());
+        let by_net = FetchAllowance::of(&RevocationSettings {
+            allow_networks: vec![Network::parse("127.0.0.0/8").unwrap()],
+            ..Default::default()
+        });
+        assert_eq!(by_net.refuses("anything", ip), None);
+        assert!(by_net.refuses("x", "10.0.0.1".parse().unwrap()).is_some());
+        assert_eq!(none.refuses("x", "192.0.2.7".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn a_loopback_distribution_point_is_not_contacted_without_the_allowance() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        l.set_nonblocking(true).unwrap();
+        let t = Duration::from_secs(2);
+        for url in [
+            format!("http://127.0.0.1:{port}/ca.crl"),
+            format!("http://localhost:{port}/ca.crl"),
+        ] {
+            let e = fetch(&url, t, &FetchAllowance::default()).unwrap_err();
+            assert!(e.contains("a loopback address: not fetched from"), "{e}");
+        }
+        assert!(l.accept().is_err(), "the listener was contacted");
+        // Allowed: contacted (and answered with nothing useful here).
+        let allow = FetchAllowance::of(&RevocationSettings {
+            allow_hosts: vec!["127.0.0.1".into()],
+            ..Default::default()
+        });
+        let server = std::thread::spawn(move || {
+            l.set_nonblocking(false).unwrap();
+            let (mut c, _) = l.accept().unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 512];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match c.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = c.write_all(b"HTTP/1.0 404 Not Found\r\n\r\n");
+        });
+        let e = fetch(&format!("http://127.0.0.1:{port}/ca.crl"), t, &allow).unwrap_err();
+        assert_eq!(e, "HTTP 404 Not Found");
+        server.join().unwrap();
     }
 }

@@ -14,6 +14,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -206,7 +207,12 @@ impl Spool {
         let queue = dir.join("queue");
         let free = dir.join("free");
         for d in [dir, &tmp, &queue, &free] {
-            fs::create_dir_all(d).map_err(io_at(d))?;
+            // Mail lies here (inbound, decrypted): the owner's only, whatever the umask.
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(d)
+                .map_err(io_at(d))?;
         }
         for e in fs::read_dir(&tmp).map_err(io_at(&tmp))? {
             let e = e.map_err(io_at(&tmp))?;
@@ -243,7 +249,9 @@ impl Spool {
         if let Some(old) = reused
             && fs::rename(&old, path).is_ok()
         {
-            if let Ok(f) = OpenOptions::new().write(true).truncate(true).open(path) {
+            if let Ok(f) = OpenOptions::new().write(true).truncate(true).open(path)
+                && f.set_permissions(fs::Permissions::from_mode(0o600)).is_ok()
+            {
                 return Ok(f);
             }
             let _ = fs::remove_file(path);
@@ -252,6 +260,7 @@ impl Spool {
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(0o600)
             .open(path)
             .map_err(io_at(path))
     }

@@ -66,7 +66,8 @@ struct Keys {
 
 fn keys() -> Keys {
     let dir = tempfile::tempdir().unwrap();
-    let token = SoftToken::create(&dir.path().join("t"), &Pin::new("test".into())).unwrap();
+    let token =
+        SoftToken::create(&dir.path().join("t"), &Pin::new("test-passphrase".into())).unwrap();
     let mut certs = Vec::new();
     for (label, p12) in [
         ("bob", "smime/Bob.p12"),

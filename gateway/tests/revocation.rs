@@ -114,7 +114,7 @@ fn dave_signed(dir: &Path, text: &str) -> PathBuf {
 fn revoked_correspondent_is_neither_encrypted_to_nor_trusted() {
     // Fetched only when the test asks (the schedule's first run, two seconds after start,
     // would race the removal below).
-    let (gw, port) = gateway("[revocation]\nfetch = false\n");
+    let (gw, port) = gateway("[revocation]\nfetch = false\nallow_hosts = [\"127.0.0.1\"]\n");
     let d = gw.dir.path().to_path_buf();
     let (http, hits) = http_files(d.join("pub"));
     std::fs::create_dir_all(d.join("pub")).unwrap();

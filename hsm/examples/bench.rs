@@ -92,7 +92,11 @@ fn main() {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
 
-    let soft = SoftToken::create(&dir.path().join("soft"), &Pin::new("bench".into())).unwrap();
+    let soft = SoftToken::create(
+        &dir.path().join("soft"),
+        &Pin::new("bench-passphrase".into()),
+    )
+    .unwrap();
     let token = Pkcs11Token::open(Pkcs11Options {
         module: MODULE.into(),
         token: Some(LABEL.into()),

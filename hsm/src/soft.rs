@@ -41,6 +41,10 @@ use crate::{
 const CHECK_MAGIC: &[u8] = b"smimegw-soft-token-v1:";
 const CHECK_FILE: &str = "token.check";
 
+/// The shortest passphrase a new software token accepts (its keys are only as safe as it,
+/// against anyone who copies the directory). Tokens made before keep opening.
+pub const MIN_PASSPHRASE: usize = 8;
+
 /// Keys in a directory, encrypted under a passphrase.
 pub struct SoftToken {
     dir: PathBuf,
@@ -226,11 +230,18 @@ impl SoftToken {
         if Self::exists(dir) {
             return Err(Error::storage(dir, "a software token already exists here"));
         }
-        if pin.expose().len() < 4 {
-            return Err(Error::PinSource(
-                "the passphrase must be at least 4 characters".into(),
-            ));
+        let length = pin.expose().chars().count();
+        if length < MIN_PASSPHRASE {
+            return Err(Error::Invalid(format!(
+                "a new software token's passphrase must be at least {MIN_PASSPHRASE} \
+                 characters (this one has {length}); no token was created"
+            )));
         }
+        Self::init(dir, pin)
+    }
+
+    /// Makes the token files (the passphrase already judged).
+    fn init(dir: &Path, pin: &Pin) -> Result<Self> {
         create_private_dir(dir)?;
         create_private_dir(&dir.join("objects"))?;
         let mut secret = Zeroizing::new(vec![0u8; 32]);
@@ -730,5 +741,34 @@ impl SoftToken {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_new_token_needs_a_passphrase_of_eight_characters_old_ones_keep_opening() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = SoftToken::create(&dir.path().join("t"), &Pin::new("1234".into()))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("passphrase must be at least 8 characters (this one has 4)"),
+            "{e}"
+        );
+        assert!(!dir.path().join("t").exists(), "nothing was created");
+        // Characters, not bytes: seven non-ASCII characters are still too few.
+        assert!(SoftToken::create(&dir.path().join("t"), &Pin::new("ééééééé".into())).is_err());
+        SoftToken::create(&dir.path().join("t"), &Pin::new("12345678".into())).unwrap();
+        // A token made before the rule, with a short passphrase, still opens.
+        SoftToken::init(&dir.path().join("old"), &Pin::new("1234".into())).unwrap();
+        SoftToken::open(&dir.path().join("old"), &Pin::new("1234".into())).unwrap();
+        let (_, created) =
+            SoftToken::open_or_create(&dir.path().join("old"), &Pin::new("1234".into())).unwrap();
+        assert!(!created);
     }
 }

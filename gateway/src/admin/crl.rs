@@ -141,9 +141,25 @@ pub fn remove(store: &dyn Store, actor: &Actor, prefix: &str) -> Result<StoredCr
     Ok(gone)
 }
 
-/// Fetches every CRL now (an administrator asked); the outcome is audited.
+/// Fetches every CRL now (an administrator asked); the outcome is audited. The hosts and
+/// networks allowed are the running gateway's (`revocation::set_fetch_allowance`); see
+/// [`refresh_with`].
 pub fn refresh(store: &dyn Store, actor: &Actor, timeout: Duration) -> RefreshReport {
     let report = revocation::refresh(store, timeout);
+    audit_refresh(store, actor, report)
+}
+
+/// [`refresh`] with the settings given.
+pub fn refresh_with(
+    store: &dyn Store,
+    actor: &Actor,
+    settings: &revocation::RevocationSettings,
+) -> RefreshReport {
+    let report = revocation::refresh_with(store, &revocation::FetchOptions::of(settings));
+    audit_refresh(store, actor, report)
+}
+
+fn audit_refresh(store: &dyn Store, actor: &Actor, report: RefreshReport) -> RefreshReport {
     record(
         store,
         actor,

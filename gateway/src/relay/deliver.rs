@@ -599,8 +599,13 @@ pub fn maildir<B: Read + Seek>(
     body: &mut B,
     id: &str,
 ) -> std::io::Result<String> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    // Delivered mail (inbound: decrypted) is the owner's only, whatever the umask.
     for d in ["tmp", "new", "cur"] {
-        std::fs::create_dir_all(dir.join(d))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir.join(d))?;
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -614,7 +619,13 @@ pub fn maildir<B: Read + Seek>(
         std::process::id()
     );
     let tmp = dir.join("tmp").join(&name);
-    let mut f = std::io::BufWriter::new(File::create(&tmp)?);
+    let mut f = std::io::BufWriter::new(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?,
+    );
     for r in recipients {
         write!(f, "Delivered-To: {r}\r\n")?;
     }

@@ -17,15 +17,19 @@ use crate::spool::{self, Envelope, Incoming, Recipient, Status};
 use super::Relay;
 use super::dsn::rfc5322_date;
 use super::keys::CertProblem;
+use super::limits::ClientLimits;
 
 /// How long a failed AUTH waits before its 535 (a brake on password guessing).
 const AUTH_FAILURE_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Accepts connections until the task is aborted.
-pub async fn accept_loop(relay: Arc<Relay>, listener: TcpListener) {
+/// Accepts connections until the task is aborted. `limits` are shared by every listener.
+pub async fn accept_loop(relay: Arc<Relay>, listener: TcpListener, limits: Arc<ClientLimits>) {
     let sessions = Arc::new(tokio::sync::Semaphore::new(
         relay.config.server.max_sessions,
     ));
+    // A session past its time limit that still does not end (a write the client never
+    // reads, say) is dropped this long after.
+    let hard_stop = relay.config.server.max_session_time + relay.config.server.idle_timeout;
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -38,21 +42,37 @@ pub async fn accept_loop(relay: Arc<Relay>, listener: TcpListener) {
         };
         let _ = tcp.set_nodelay(true);
         let relay = relay.clone();
+        let refuse = |tcp: TcpStream, reply: &'static [u8]| {
+            tokio::spawn(async move {
+                let mut tcp = tcp;
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(10), tcp.write_all(reply))
+                        .await;
+            });
+        };
+        let Some(slot) = limits.open_session(peer.ip()) else {
+            tracing::warn!(%peer, "connection refused: too many sessions from this client");
+            refuse(
+                tcp,
+                b"421 4.7.0 Too many connections from your address, try again later\r\n",
+            );
+            continue;
+        };
         match sessions.clone().try_acquire_owned() {
             Ok(permit) => {
+                let limits = limits.clone();
                 tokio::spawn(async move {
-                    session(relay, tcp, peer).await;
+                    if tokio::time::timeout(hard_stop, session(relay, tcp, peer, limits))
+                        .await
+                        .is_err()
+                    {
+                        tracing::warn!(%peer, "session dropped past its time limit");
+                    }
                     drop(permit);
+                    drop(slot);
                 });
             }
-            Err(_) => {
-                tokio::spawn(async move {
-                    let mut tcp = tcp;
-                    let _ = tcp
-                        .write_all(b"421 4.3.2 Too many connections, try again later\r\n")
-                        .await;
-                });
-            }
+            Err(_) => refuse(tcp, b"421 4.3.2 Too many connections, try again later\r\n"),
         }
     }
 }
@@ -133,6 +153,7 @@ fn header_complete(data: &[u8]) -> bool {
 
 struct Session {
     relay: Arc<Relay>,
+    limits: Arc<ClientLimits>,
     peer: SocketAddr,
     internal_client: bool,
     /// The account AUTH accepted (it may relay, as itself).
@@ -141,7 +162,16 @@ struct Session {
     tx: Option<Tx>,
 }
 
-async fn session(relay: Arc<Relay>, tcp: TcpStream, peer: SocketAddr) {
+/// Writes `out` to the client within `limit` (a client that does not read cannot hold the
+/// session).
+async fn send(conn: &mut Conn, out: &[u8], limit: std::time::Duration) -> bool {
+    matches!(
+        tokio::time::timeout(limit, conn.write_all(out)).await,
+        Ok(Ok(()))
+    )
+}
+
+async fn session(relay: Arc<Relay>, tcp: TcpStream, peer: SocketAddr, limits: Arc<ClientLimits>) {
     let cfg = &relay.config.server;
     let mut server = Server::new(ServerConfig {
         hostname: cfg.hostname.clone(),
@@ -149,6 +179,7 @@ async fn session(relay: Arc<Relay>, tcp: TcpStream, peer: SocketAddr) {
         max_recipients: cfg.max_recipients,
         max_line: 4096,
         max_errors: cfg.max_errors,
+        max_auth_failures: cfg.max_auth_failures,
         starttls: relay.tls_server.is_some(),
         auth: relay.users.is_some(),
         bare_line_ends: cfg.bare_line_ends,
@@ -159,6 +190,7 @@ async fn session(relay: Arc<Relay>, tcp: TcpStream, peer: SocketAddr) {
         internal_client: relay.config.is_internal_client(peer.ip()),
         user: None,
         relay: relay.clone(),
+        limits,
         peer,
         helo: String::new(),
         tx: None,
@@ -167,13 +199,15 @@ async fn session(relay: Arc<Relay>, tcp: TcpStream, peer: SocketAddr) {
     // Small: a thousand idle sessions should cost little; data streams through in pieces anyway.
     let mut buf = vec![0u8; 8 * 1024];
     let idle = cfg.idle_timeout;
+    // However busy the client keeps it, the session ends by then.
+    let deadline = tokio::time::Instant::now() + cfg.max_session_time;
     loop {
         let mut close = false;
         while let Some(ev) = server.next_event() {
             match ev {
                 Event::StartTls => {
                     let out = server.take_output();
-                    if conn.write_all(&out).await.is_err() {
+                    if !send(&mut conn, &out, idle).await {
                         return;
                     }
                     let Some(acceptor) = relay.tls_server.clone() else {
@@ -182,13 +216,19 @@ async fn session(relay: Arc<Relay>, tcp: TcpStream, peer: SocketAddr) {
                     let Conn::Plain(tcp) = std::mem::replace(&mut conn, Conn::Gone) else {
                         return;
                     };
-                    match acceptor.accept(tcp).await {
-                        Ok(tls) => {
+                    let limit =
+                        idle.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+                    match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => {
                             conn = Conn::Tls(Box::new(tls));
                             server.tls_started();
                         }
-                        Err(e) => {
+                        Ok(Err(e)) => {
                             tracing::info!(%peer, "TLS handshake failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::info!(%peer, "TLS handshake timed out");
                             return;
                         }
                     }
@@ -198,20 +238,41 @@ async fn session(relay: Arc<Relay>, tcp: TcpStream, peer: SocketAddr) {
             }
         }
         let out = server.take_output();
-        if !out.is_empty() && conn.write_all(&out).await.is_err() {
+        if !out.is_empty() && !send(&mut conn, &out, idle).await {
             return;
         }
         if close || server.is_closed() {
-            let _ = conn.shutdown().await;
+            let _ = tokio::time::timeout(idle, conn.shutdown()).await;
             return;
         }
-        let n = match tokio::time::timeout(idle, conn.read(&mut buf)).await {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let read = if left.is_zero() {
+            Err(())
+        } else {
+            tokio::time::timeout(idle.min(left), conn.read(&mut buf))
+                .await
+                .map_err(|_| ())
+        };
+        let n = match read {
             Ok(Ok(0)) | Ok(Err(_)) => return,
             Ok(Ok(n)) => n,
-            Err(_) => {
-                let _ = conn
-                    .write_all(b"421 4.4.2 Idle too long, closing the connection\r\n")
-                    .await;
+            Err(()) if left <= idle => {
+                tracing::warn!(%peer, "session closed: over its time limit");
+                send(
+                    &mut conn,
+                    b"421 4.4.2 Session time limit exceeded, closing the connection\r\n",
+                    idle,
+                )
+                .await;
+                return;
+            }
+            Err(()) => {
+                send(
+                    &mut conn,
+                    b"421 4.4.2 Idle too long, closing the connection\r\n",
+                    idle,
+                )
+                .await;
                 return;
             }
         };
@@ -319,6 +380,20 @@ impl Session {
     /// AUTH PLAIN/LOGIN credentials against `server.auth_users` (Argon2id, on a blocking
     /// thread); a failure waits a second before it is answered.
     async fn auth(&mut self, server: &mut Server, user: String, password: Password) {
+        // A client with too many recent failures is refused before any password is checked
+        // (limits.rs); each failure below is noted for it.
+        if let Some(left) = self
+            .limits
+            .auth_locked(self.peer.ip(), std::time::Instant::now())
+        {
+            tracing::warn!(peer = %self.peer, %user, locked_for_s = left.as_secs(), "authentication refused: too many failures from this client");
+            server.reject(Reply::new(
+                454,
+                "4.7.0",
+                "Too many failed authentications from your address, try again later",
+            ));
+            return;
+        }
         let relay = self.relay.clone();
         let name = user.clone();
         let checked = tokio::task::spawn_blocking(move || match &relay.users {
@@ -333,7 +408,10 @@ impl Session {
                 server.accept("Authentication successful");
             }
             Ok(Ok(None)) => {
-                tracing::warn!(peer = %self.peer, %user, "authentication failed");
+                let failures = self
+                    .limits
+                    .auth_failed(self.peer.ip(), std::time::Instant::now());
+                tracing::warn!(peer = %self.peer, %user, failures, "authentication failed");
                 tokio::time::sleep(AUTH_FAILURE_DELAY).await;
                 server.reject(Reply::new(
                     535,
@@ -386,6 +464,22 @@ impl Session {
                 550,
                 "5.1.3",
                 "Recipient address is not a mailbox (user@domain)",
+            ));
+        }
+        // From outside, a plain user@domain only: `user%host@ours`, `host!user@ours`,
+        // `"a@b"@ours`, `a@b@ours` and source routes look like ours but a permissive server
+        // inside would relay them on. (Inside, they are not internal: see
+        // `Config::is_internal_address`.)
+        if !self.internal_client
+            && self.user.is_none()
+            && crate::config::plain_mailbox(to).is_none()
+        {
+            tracing::warn!(peer = %self.peer, %to, "recipient refused: not a plain mailbox");
+            return Err(Reply::new(
+                550,
+                "5.1.3",
+                "Recipient address syntax not accepted: user@domain only (no %, !, quoted \
+                 local part, source route or second @)",
             ));
         }
         if config.is_internal_address(to) {

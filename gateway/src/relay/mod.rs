@@ -9,6 +9,7 @@ pub mod deliver;
 pub mod dsn;
 pub mod expiry;
 pub mod keys;
+pub mod limits;
 pub mod listener;
 pub mod pipeline;
 pub mod queue;
@@ -217,6 +218,32 @@ fn tls_acceptor(
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
+/// Creates the data directory 0700 (it holds the spool, where inbound mail lies decrypted,
+/// the token, the store); one that exists with access for others is made 0700, and the log
+/// says so.
+pub fn private_data_dir(data: &Path) -> Result<(), StartError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data)
+        .map_err(|e| file_error("data directory", data, e))?;
+    let mode = std::fs::metadata(data)
+        .map_err(|e| file_error("data directory", data, e))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| file_error("data directory", data, e))?;
+        tracing::warn!(
+            dir = %data.display(),
+            "the data directory was open to other users (mode {mode:04o}); made it 0700"
+        );
+    }
+    Ok(())
+}
+
 fn write_private(path: &Path, data: &[u8]) -> Result<(), StartError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -248,10 +275,12 @@ async fn refresh_crls(relay: Arc<Relay>) {
     }
     // Let the listeners come up first.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let options = crate::revocation::FetchOptions::of(&settings);
     loop {
         let r = relay.clone();
+        let options = options.clone();
         let wait = tokio::task::spawn_blocking(move || {
-            let report = crate::revocation::refresh(r.store.as_ref(), settings.timeout);
+            let report = crate::revocation::refresh_with(r.store.as_ref(), &options);
             if !report.updated.is_empty() {
                 r.certs.revocation().reload();
             }
@@ -352,7 +381,8 @@ impl Relay {
     /// harvested certificates, trust anchors, TLS, and the spool (recovered).
     pub fn open(config: Config, token: Arc<dyn Token>) -> Result<Relay, StartError> {
         let data = config.data_dir.clone();
-        std::fs::create_dir_all(&data).map_err(|e| file_error("data directory", &data, e))?;
+        private_data_dir(&data)?;
+        crate::revocation::set_fetch_allowance(&config.revocation);
         let tamper = Arc::new(tamper::Tamper::load(&data));
         let guarded = Arc::new(tamper::Guarded::new(token, tamper.clone()));
         let token: Arc<dyn Token> = guarded.clone();
@@ -535,8 +565,18 @@ impl Relay {
         })?;
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(control::serve(self.clone(), control));
+        let s = &self.config.server;
+        let client_limits = limits::ClientLimits::new(limits::LimitSettings {
+            sessions_per_client: s.max_sessions_per_client,
+            auth_failures_per_client: s.max_auth_failures_per_client,
+            auth_lockout: s.auth_lockout,
+        });
         for l in listeners {
-            tasks.spawn(listener::accept_loop(self.clone(), l));
+            tasks.spawn(listener::accept_loop(
+                self.clone(),
+                l,
+                client_limits.clone(),
+            ));
         }
         tasks.spawn(queue::run(self.clone()));
         tasks.spawn(refresh_crls(self.clone()));

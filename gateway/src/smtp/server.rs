@@ -20,8 +20,12 @@ pub struct ServerConfig {
     pub max_recipients: usize,
     /// Longest command or text line, CRLF included (RFC 5321 requires at least 512 and 1000).
     pub max_line: usize,
-    /// Commands refused before the session is closed (a guard against abuse).
+    /// Refusals (every 4xx and 5xx reply, the caller's included) before the session is
+    /// closed with 421 (a guard against abuse: address harvesting, relay probing).
     pub max_errors: usize,
+    /// Failed AUTH attempts before the session is closed with 421 (a brake on password
+    /// guessing; the listener also counts failures per client address).
+    pub max_auth_failures: usize,
     /// STARTTLS is offered (a certificate is configured) and the session is not yet in TLS.
     pub starttls: bool,
     /// AUTH PLAIN and LOGIN are offered, over TLS only (RFC 4954 §4).
@@ -57,6 +61,7 @@ impl Default for ServerConfig {
             max_recipients: 1000,
             max_line: 4096,
             max_errors: 20,
+            max_auth_failures: 3,
             starttls: false,
             auth: false,
             bare_line_ends: BareLineEnds::Reject,
@@ -207,6 +212,8 @@ pub struct Server {
     recipients: usize,
     data: Incoming,
     errors: usize,
+    /// AUTH attempts refused in this session.
+    auth_failures: usize,
     /// Inside an over-long line being skipped.
     skipping_line: bool,
     /// In message data, the input starts in the middle of a line.
@@ -234,6 +241,7 @@ impl Server {
             recipients: 0,
             data: Incoming::default(),
             errors: 0,
+            auth_failures: 0,
             skipping_line: false,
             mid_line: false,
             after_crlf: true,
@@ -303,7 +311,9 @@ impl Server {
         self.authenticated.as_deref()
     }
 
-    /// Refuses the pending `Mail`, `Rcpt` or `DataEnd` with `reply` (4xx or 5xx).
+    /// Refuses the pending `Mail`, `Rcpt`, `DataEnd` or `Auth` with `reply` (4xx or 5xx).
+    /// The refusal counts toward `max_errors` (and a refused AUTH toward
+    /// `max_auth_failures`): past either, 421 follows and the session closes.
     pub fn reject(&mut self, reply: Reply) {
         let State::Pending(d) = self.state else {
             return;
@@ -321,6 +331,9 @@ impl Server {
                 State::Ready
             }
         };
+        if reply.code >= 400 {
+            self.refused(d == Decision::Auth);
+        }
         self.process();
     }
 
@@ -354,12 +367,30 @@ impl Server {
 
     fn reply(&mut self, code: u16, status: &'static str, text: &str) {
         Reply::new(code, status, text).encode(&mut self.output);
-        if code >= 500 {
-            self.errors += 1;
-            if self.errors >= self.cfg.max_errors {
-                Reply::new(421, "4.7.0", "Too many errors, closing").encode(&mut self.output);
+        if code >= 400 {
+            self.refused(false);
+        }
+    }
+
+    /// Counts a refusal just sent (`auth`: a failed AUTH); closes the session with 421 once
+    /// a limit is reached.
+    fn refused(&mut self, auth: bool) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.errors += 1;
+        if auth {
+            self.auth_failures += 1;
+            if self.auth_failures >= self.cfg.max_auth_failures {
+                Reply::new(421, "4.7.0", "Too many failed authentications, closing")
+                    .encode(&mut self.output);
                 self.close();
+                return;
             }
+        }
+        if self.errors >= self.cfg.max_errors {
+            Reply::new(421, "4.7.0", "Too many errors, closing").encode(&mut self.output);
+            self.close();
         }
     }
 
@@ -589,7 +620,7 @@ impl Server {
                     return self.reply(501, "5.5.2", "Bad PLAIN response");
                 };
                 if !authz.is_empty() && authz != user {
-                    return self.reply(535, "5.7.8", "Authentication credentials invalid");
+                    return self.auth_refused();
                 }
                 self.ask_auth(user.to_string(), password);
             }
@@ -605,9 +636,15 @@ impl Server {
         }
     }
 
+    /// A 535 decided here (no credentials to check): a failed AUTH like the caller's.
+    fn auth_refused(&mut self) {
+        Reply::new(535, "5.7.8", "Authentication credentials invalid").encode(&mut self.output);
+        self.refused(true);
+    }
+
     fn ask_auth(&mut self, user: String, password: &str) {
         if user.is_empty() {
-            return self.reply(535, "5.7.8", "Authentication credentials invalid");
+            return self.auth_refused();
         }
         self.login_user = Some(user.clone());
         self.state = State::Pending(Decision::Auth);
@@ -1375,5 +1412,99 @@ mod tests {
                 None => assert_eq!(events.last(), Some(&Event::DataEnd), "{name}: {out}"),
             }
         }
+    }
+
+    #[test]
+    fn every_refusal_the_caller_makes_counts_toward_max_errors() {
+        // Relay denials (the caller's 5xx at RCPT) and 4xx alike: probing recipients ends
+        // with 421 and a closed session.
+        let cfg = ServerConfig {
+            max_errors: 4,
+            max_recipients: 1,
+            ..ServerConfig::default()
+        };
+        let mut s = Server::new(cfg);
+        s.take_output();
+        let (out, events) = run(
+            &mut s,
+            b"EHLO c\r\nMAIL FROM:<a@e.com>\r\nRCPT TO:<1@bad.example>\r\nRCPT TO:<2@bad.example>\r\n\
+              RCPT TO:<ok@e.com>\r\nRCPT TO:<more@e.com>\r\nRCPT TO:<more@e.com>\r\n\
+              RCPT TO:<3@bad.example>\r\nNOOP\r\n",
+        );
+        assert_eq!(
+            codes(&out),
+            ["250", "250", "550", "550", "250", "452", "452", "421"],
+            "{out}"
+        );
+        assert!(
+            out.ends_with("421 4.7.0 Too many errors, closing\r\n"),
+            "{out}"
+        );
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, Event::Rcpt { to, .. } if to.starts_with("3@"))),
+            "nothing is read after the 421"
+        );
+        assert_eq!(events.last(), Some(&Event::Close));
+        assert!(s.is_closed());
+        // A refused MAIL counts too.
+        let mut s = Server::new(ServerConfig {
+            max_errors: 2,
+            ..ServerConfig::default()
+        });
+        s.take_output();
+        s.receive(b"EHLO c\r\nMAIL FROM:<a@e.com>\r\nMAIL FROM:<b@e.com>\r\nNOOP\r\n");
+        let mut n = 0;
+        while let Some(e) = s.next_event() {
+            if let Event::Mail { .. } = e {
+                n += 1;
+                s.reject(Reply::new(553, "5.7.1", "Not yours"));
+            }
+        }
+        let out = String::from_utf8(s.take_output()).unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(codes(&out), ["250", "553", "553", "421"], "{out}");
+        assert!(s.is_closed());
+    }
+
+    #[test]
+    fn failed_authentications_close_the_session() {
+        // Three wrong passwords (the caller's 535s), then 421 and nothing more is read.
+        let (s, out, events) = auth_session(
+            b"EHLO c\r\nAUTH PLAIN AGFsaWNlAHdyb25n\r\nAUTH PLAIN AGFsaWNlAHdyb25n\r\n\
+              AUTH PLAIN AGFsaWNlAHdyb25n\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n",
+        );
+        assert_eq!(codes(&out), ["250", "535", "535", "535", "421"], "{out}");
+        assert!(
+            out.contains("421 4.7.0 Too many failed authentications"),
+            "{out}"
+        );
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| matches!(e, Event::Auth { .. }))
+                .count(),
+            3,
+            "the fourth guess is never checked"
+        );
+        assert_eq!(events.last(), Some(&Event::Close));
+        assert!(s.is_closed() && s.authenticated().is_none());
+        // Refusals decided here (authorization identity not the user) count as failures too.
+        let (s, out, _) = auth_session(
+            b"EHLO c\r\nAUTH PLAIN bWFsbG9yeQBhbGljZQBzZWNyZXQ=\r\nAUTH LOGIN\r\nYWxpY2U=\r\nd3Jvbmc=\r\n\
+              AUTH PLAIN AGFsaWNlAHdyb25n\r\n",
+        );
+        assert_eq!(
+            codes(&out),
+            ["250", "535", "334", "334", "535", "535", "421"],
+            "{out}"
+        );
+        assert!(s.is_closed());
+        // Below the limit the session goes on.
+        let (_, out, _) = auth_session(
+            b"EHLO c\r\nAUTH PLAIN AGFsaWNlAHdyb25n\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n",
+        );
+        assert_eq!(codes(&out), ["250", "535", "235"], "{out}");
     }
 }

@@ -134,7 +134,11 @@ pub fn holders_of(pem: &[u8], bundle: &ImportBundle, label: &str) -> Vec<Holder>
     let memory = MemoryToken::from_pem(pem, label, "key.pem").unwrap();
 
     let soft_dir = tempfile::tempdir().unwrap();
-    let soft = SoftToken::create(&soft_dir.path().join("t"), &Pin::new("soft".into())).unwrap();
+    let soft = SoftToken::create(
+        &soft_dir.path().join("t"),
+        &Pin::new("soft-passphrase".into()),
+    )
+    .unwrap();
     soft.import(label, bundle).unwrap();
 
     let hsm = softhsm_token();
@@ -169,7 +173,11 @@ pub fn holders_of(pem: &[u8], bundle: &ImportBundle, label: &str) -> Vec<Holder>
 /// SoftHSM2 outlive the test: callers use labels of their own.
 pub fn writable_tokens() -> Vec<(&'static str, Box<dyn Token>, Option<tempfile::TempDir>)> {
     let soft_dir = tempfile::tempdir().unwrap();
-    let soft = SoftToken::create(&soft_dir.path().join("t"), &Pin::new("soft".into())).unwrap();
+    let soft = SoftToken::create(
+        &soft_dir.path().join("t"),
+        &Pin::new("soft-passphrase".into()),
+    )
+    .unwrap();
     vec![
         ("software token", Box::new(soft), Some(soft_dir)),
         ("SoftHSM2", Box::new(softhsm_token()), None),
