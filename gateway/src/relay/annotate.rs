@@ -393,7 +393,7 @@ mod tests {
             h.extend_from_slice(rng.pick(SEPS));
             h.extend_from_slice(rng.pick(VALUES));
             h.extend_from_slice(rng.pick(ENDS));
-            if rng.next() % 7 == 0 {
+            if rng.next().is_multiple_of(7) {
                 // Arbitrary bytes.
                 for _ in 0..(rng.next() % 40) {
                     h.push((rng.next() % 256) as u8);
@@ -418,7 +418,7 @@ mod tests {
             let inner = hostile_header(&mut rng);
             let v = &verdicts[i % verdicts.len()];
             let ours = v.fields("gw.example.com");
-            let opened = (rng.next() % 2 == 0).then_some(inner.as_slice());
+            let opened = rng.next().is_multiple_of(2).then_some(inner.as_slice());
             let h = compose(&ours, &outer, opened, "sender@example.net");
             let e = Entity::parse(&h).unwrap_or_else(|e| panic!("case {i}: {e}: {h:?}"));
             let values = |name: &str| -> Vec<String> {

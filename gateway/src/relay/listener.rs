@@ -360,7 +360,7 @@ impl Session {
                 self.tx = None;
             }
             Event::DataEnd => {
-                if let Some(refusal) = self.from_refused() {
+                if let Some(refusal) = self.refused_sender() {
                     server.reject(refusal);
                     self.tx = None;
                     return;
@@ -534,7 +534,7 @@ impl Session {
 
     /// An authenticated user signs only as herself: a From field that is not hers (nor
     /// granted her by `policy.send_as`), or that cannot be read as one address, is refused.
-    fn from_refused(&self) -> Option<Reply> {
+    fn refused_sender(&self) -> Option<Reply> {
         let user = self.user.as_deref()?;
         let tx = self.tx.as_ref()?;
         let from = crate::smime::mime::Entity::parse(&tx.header)
