@@ -98,12 +98,15 @@ fn main() {
              listen = [\"127.0.0.1:{port}\"]\n\
              internal_domains = [\"example.com\"]\n\
              max_sessions = {}\n\
+             max_sessions_per_client = {}\n\
              [token]\n\
              uri = \"pkcs11:token={LABEL}?module-path={MODULE}\"\n\
              pin = \"env:BENCH_PIN\"\n\
              [delivery.outbound]\n\
              next_hop = \"127.0.0.1:{}\"\n\
              tls = \"off\"\n",
+            idle + 100,
+            // Every client of the benchmark is 127.0.0.1.
             idle + 100,
             sink.port
         ),

@@ -525,14 +525,16 @@ impl Console<'_> {
 
     /// A secret typed with echo off (on a terminal).
     fn secret(&mut self, prompt: &str) -> Result<Option<Zeroizing<String>>, CliError> {
-        write!(self.out, "{prompt}")?;
-        self.out.flush()?;
+        // Echo off before the prompt shows: whoever types as soon as it appears is not
+        // echoed.
         let stdin = self
             .tty
             .then(|| std::io::stdin().as_fd().try_clone_to_owned().ok())
             .flatten()
             .map(std::fs::File::from);
         let echo = stdin.as_ref().map(hsm::EchoGuard::off);
+        write!(self.out, "{prompt}")?;
+        self.out.flush()?;
         let mut line = Zeroizing::new(String::new());
         let n = self.input.read_line(&mut line);
         drop(echo);
