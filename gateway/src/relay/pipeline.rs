@@ -835,11 +835,13 @@ fn open_and_annotate(
             }
         }
     }
+    // A signature that verifies (trusted or not) covers the content: CBC gadgets would break
+    // it. Without one, decrypted CBC content may have been rewritten on the way.
     let integrity_lost = decrypted
         && unauthenticated
-        && !signed
-            .as_ref()
-            .is_some_and(|(_, r, _)| *r == SmimeResult::Pass);
+        && !opened.layers.iter().any(|l| {
+            matches!(l, Layer::Signed { signers, .. } if signers.iter().any(|s| s.valid))
+        });
     let verdict = match (&opened.stopped, decrypted, signed) {
         (Some(e), _, _) => {
             tracing::info!(id = %env.id, "inbound message not decrypted: {e}");
