@@ -144,7 +144,8 @@ fn print_summary(relay: &Relay, dev: bool, out: &mut dyn Write) -> Result<(), Cl
 }
 
 /// `--dev` with no administrator yet: one is made with a random password, shown here once
-/// (kept only as an Argon2id hash). Change it under "Password" in the web console.
+/// (kept only as an Argon2id hash) and marked expired: signed in with it, the web console
+/// and the serial console allow nothing but choosing a new one.
 fn dev_admin(data: &std::path::Path, out: &mut dyn Write) -> Result<(), CliError> {
     use smimegw::users::{self, Names};
     let path = data.join("admins");
@@ -158,15 +159,17 @@ fn dev_admin(data: &std::path::Path, out: &mut dyn Write) -> Result<(), CliError
         .chars()
         .take(20)
         .collect();
-    admins.insert(
-        "admin".into(),
-        users::hash(&password).map_err(|e| CliError::Usage(e.to_string()))?,
-    );
+    let hash = users::hash(&password).map_err(|e| CliError::Usage(e.to_string()))?;
+    // Expired before it is written: there is never a moment it could be used for more.
+    users::expire(&data.join(smimegw::web::auth::EXPIRED_FILE), "admin", &hash)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    admins.insert("admin".into(), hash);
     users::write_as(&path, &admins, Names::Logins).map_err(|e| CliError::Usage(e.to_string()))?;
     writeln!(
         out,
         "Web console: sign in as admin with the one-time password {password}\n\
-         (shown only now; change it under Password. `smimegw console` uses the same account.)"
+         (shown only now; it must be changed at the first sign-in, and nothing else is \
+         allowed until then. `smimegw console` uses the same account.)"
     )?;
     Ok(())
 }

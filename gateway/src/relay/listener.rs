@@ -317,6 +317,11 @@ impl Session {
                     "Authentication credentials invalid",
                 ));
             }
+            // Too many password checks at once (the hashing threads' queue is full).
+            Ok(Err(e)) if e.is_temporary() => {
+                tracing::warn!(peer = %self.peer, "SMTP AUTH: {e}");
+                server.reject(Reply::new(454, "4.7.0", "Temporary authentication failure"));
+            }
             Ok(Err(e)) => {
                 tracing::error!("SMTP accounts: {e}");
                 server.reject(Reply::new(454, "4.7.0", "Temporary authentication failure"));

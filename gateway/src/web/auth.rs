@@ -2,12 +2,19 @@
 //! read-only; Argon2id hashes, the same files the serial console uses), sessions (a random
 //! token in a Secure, HttpOnly, SameSite=Strict cookie; ended after `web.session_idle`
 //! without a request), a CSRF token per session (every form and every changing API call
-//! carries it), and throttling: after [`MAX_FAILURES`] wrong passwords for an account (or
-//! [`MAX_FAILURES_ADDRESS`] from one address) within [`WINDOW`], sign-in is refused for
-//! [`LOCKOUT`] even with the right password.
+//! carries it), and throttling ([`Throttle`]).
+//!
+//! A session is bound to the account's password hash at sign-in: when the account is
+//! removed, changes role, or gets a new password (a change, a reset by another
+//! administrator, the serial console's `passwd`, an edited file), every one of its sessions
+//! ends at its next request. The session that changes its own password is the exception:
+//! it is kept, bound to the new hash.
+//!
+//! A password marked as expired (`DATA/password-expired`: `serve --dev`'s one-time
+//! password) signs in to a session that may only change it ([`Session::must_change`]).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -16,11 +23,23 @@ use crate::users::{self, Names, UserStore, UsersError};
 pub const COOKIE: &str = "smimegw_session";
 /// The sign-in form's own CSRF cookie (before there is a session).
 pub const PRE_COOKIE: &str = "smimegw_signin";
+/// Wrong passwords from one address for one account before that pair is locked out.
 pub const MAX_FAILURES: u32 = 5;
-/// From one address (several administrators may share one): more before it locks.
+/// Wrong passwords from one address, whatever the accounts, before the address is locked
+/// out (several administrators may share one).
 pub const MAX_FAILURES_ADDRESS: u32 = 20;
+/// Failures further apart than this start the count again.
 pub const WINDOW: Duration = Duration::from_secs(15 * 60);
-pub const LOCKOUT: Duration = Duration::from_secs(5 * 60);
+/// The first lockout; each further one of the same pair (or address) doubles it.
+pub const FIRST_LOCKOUT: Duration = Duration::from_secs(60);
+/// The longest lockout.
+pub const MAX_LOCKOUT: Duration = Duration::from_secs(60 * 60);
+/// A pair (or address) without a failure for this long starts again from the first lockout.
+pub const FORGET: Duration = Duration::from_secs(24 * 60 * 60);
+/// Pairs and addresses tracked at most (the oldest idle one makes room).
+pub const MAX_TRACKED: usize = 10_000;
+/// The file of passwords that must be changed at sign-in, in the data directory.
+pub const EXPIRED_FILE: &str = "password-expired";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -56,14 +75,11 @@ pub struct Session {
     pub csrf: String,
     /// "web 127.0.0.1" for the audit log.
     pub origin: String,
+    /// Signed in with an expired (one-time) password: only changing it is allowed.
+    pub must_change: bool,
+    /// The account's password hash at sign-in (or at its own change).
+    credential: String,
     last_seen: Instant,
-}
-
-#[derive(Debug)]
-struct Failures {
-    count: u32,
-    first: Instant,
-    locked_until: Option<Instant>,
 }
 
 /// Why a sign-in failed.
@@ -79,14 +95,185 @@ pub enum SignInError {
     Random(#[from] hsm::Error),
 }
 
+/// An account whose password was just checked.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub user: String,
+    pub role: Role,
+    /// Its password is expired (one-time): it must be changed before anything else.
+    pub must_change: bool,
+    credential: String,
+}
+
+/// Failed sign-ins per address and account, and per address: a lockout after
+/// [`MAX_FAILURES`] (or [`MAX_FAILURES_ADDRESS`]), doubling each time up to
+/// [`MAX_LOCKOUT`]. An account is never locked as such, so no one can lock an
+/// administrator out from everywhere; an address that keeps guessing gets slower. Attempts
+/// still being checked count against the limit too, so parallel guesses cannot all pass
+/// the check before the first failure is recorded: the throttle decides before the hash.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    keys: HashMap<String, Failures>,
+}
+
+#[derive(Debug)]
+struct Failures {
+    count: u32,
+    in_flight: u32,
+    last: Instant,
+    locks: u32,
+    locked_until: Option<Instant>,
+}
+
+/// The throttle's keys of one attempt: the address with the account, and the address.
+pub fn throttle_keys(user: &str, ip: &str) -> [String; 2] {
+    let name = Names::Logins
+        .normalize(user)
+        .unwrap_or_else(|_| "(not a login name)".into());
+    [format!("{ip} {name}"), format!("ip:{ip}")]
+}
+
+fn limit(key: &str) -> u32 {
+    if key.starts_with("ip:") {
+        MAX_FAILURES_ADDRESS
+    } else {
+        MAX_FAILURES
+    }
+}
+
+fn lockout(locks: u32) -> Duration {
+    FIRST_LOCKOUT
+        .saturating_mul(1u32 << locks.saturating_sub(1).min(16))
+        .min(MAX_LOCKOUT)
+}
+
+impl Throttle {
+    /// Starts an attempt under `keys`: refused (seconds to wait) while any is locked or
+    /// has as many attempts under way as failures left.
+    pub fn begin(&mut self, keys: &[String], now: Instant) -> Result<(), u64> {
+        let mut wait = 0;
+        for k in keys {
+            if let Some(f) = self.keys.get(k) {
+                if let Some(t) = f.locked_until.filter(|&t| t > now) {
+                    wait = wait.max((t - now).as_secs().max(1));
+                } else {
+                    let count = if now.duration_since(f.last) > WINDOW {
+                        0
+                    } else {
+                        f.count
+                    };
+                    if count + f.in_flight >= limit(k) {
+                        wait = wait.max(1);
+                    }
+                }
+            }
+        }
+        if wait > 0 {
+            return Err(wait);
+        }
+        for k in keys {
+            self.entry(k, now).in_flight += 1;
+        }
+        Ok(())
+    }
+
+    /// Ends an attempt [`Throttle::begin`] started: a failure counts (and may lock), a
+    /// success clears the first key's (the address with the account).
+    pub fn end(&mut self, keys: &[String], ok: bool, now: Instant) {
+        for (i, k) in keys.iter().enumerate() {
+            let f = self.entry(k, now);
+            f.in_flight = f.in_flight.saturating_sub(1);
+            if ok {
+                if i == 0 {
+                    f.count = 0;
+                    f.locks = 0;
+                }
+                continue;
+            }
+            if now.duration_since(f.last) > FORGET {
+                f.locks = 0;
+            }
+            if now.duration_since(f.last) > WINDOW {
+                f.count = 0;
+            }
+            f.count += 1;
+            f.last = now;
+            if f.count >= limit(k) {
+                f.locks += 1;
+                f.locked_until = Some(now + lockout(f.locks));
+                f.count = 0;
+            }
+        }
+    }
+
+    /// Ends an attempt that could not be checked (neither failure nor success).
+    pub fn abandon(&mut self, keys: &[String]) {
+        for k in keys {
+            if let Some(f) = self.keys.get_mut(k) {
+                f.in_flight = f.in_flight.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Seconds until `keys` may try again (0: now).
+    pub fn locked(&self, keys: &[String], now: Instant) -> u64 {
+        keys.iter()
+            .filter_map(|k| self.keys.get(k)?.locked_until)
+            .filter(|&t| t > now)
+            .map(|t| (t - now).as_secs().max(1))
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn entry(&mut self, key: &str, now: Instant) -> &mut Failures {
+        if !self.keys.contains_key(key) && self.keys.len() >= MAX_TRACKED {
+            self.make_room(now);
+        }
+        self.keys.entry(key.to_string()).or_insert(Failures {
+            count: 0,
+            in_flight: 0,
+            last: now,
+            locks: 0,
+            locked_until: None,
+        })
+    }
+
+    /// Forgets what no longer matters; if that is not enough, the entry idle longest.
+    fn make_room(&mut self, now: Instant) {
+        self.keys.retain(|_, f| {
+            let idle = now.duration_since(f.last);
+            f.in_flight > 0
+                || f.locked_until.is_some_and(|t| t > now)
+                || (f.locks > 0 && idle <= FORGET)
+                || idle <= WINDOW
+        });
+        if self.keys.len() >= MAX_TRACKED
+            && let Some(oldest) = self
+                .keys
+                .iter()
+                .filter(|(_, f)| f.in_flight == 0)
+                .min_by_key(|(_, f)| f.last)
+                .map(|(k, _)| k.clone())
+        {
+            self.keys.remove(&oldest);
+        }
+    }
+
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.keys.len()
+    }
+}
+
 /// Accounts, sessions and throttling.
 #[derive(Debug)]
 pub struct Auth {
     admins: UserStore,
     auditors: UserStore,
+    expired: PathBuf,
     idle: Duration,
     sessions: Mutex<HashMap<String, Session>>,
-    failures: Mutex<HashMap<String, Failures>>,
+    throttle: Mutex<Throttle>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -112,47 +299,46 @@ impl Auth {
         Ok(Auth {
             admins: UserStore::open_as(&data.join("admins"), Names::Logins)?,
             auditors: UserStore::open_as(&data.join("auditors"), Names::Logins)?,
+            expired: data.join(EXPIRED_FILE),
             idle,
             sessions: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
+            throttle: Mutex::new(Throttle::default()),
         })
     }
 
-    fn locked(&self, keys: &[String]) -> Option<u64> {
-        let now = Instant::now();
-        let f = lock(&self.failures);
-        keys.iter()
-            .filter_map(|k| f.get(k)?.locked_until)
-            .filter(|&t| t > now)
-            .map(|t| (t - now).as_secs().max(1))
-            .max()
+    fn store(&self, role: Role) -> &UserStore {
+        match role {
+            Role::Admin => &self.admins,
+            Role::Auditor => &self.auditors,
+        }
     }
 
-    fn failed(&self, keys: &[String]) {
-        let now = Instant::now();
-        let mut f = lock(&self.failures);
-        for k in keys {
-            let e = f.entry(k.clone()).or_insert(Failures {
-                count: 0,
-                first: now,
-                locked_until: None,
-            });
-            if now - e.first > WINDOW {
-                *e = Failures {
-                    count: 0,
-                    first: now,
-                    locked_until: None,
-                };
-            }
-            e.count += 1;
-            let max = if k.starts_with("ip:") {
-                MAX_FAILURES_ADDRESS
-            } else {
-                MAX_FAILURES
-            };
-            if e.count >= max {
-                e.locked_until = Some(now + LOCKOUT);
-            }
+    /// Runs a password check under the throttle of `user` from `ip`: refused before any
+    /// hashing while locked; `check` says whether the password was right.
+    fn throttled<T>(
+        &self,
+        user: &str,
+        ip: &str,
+        check: impl FnOnce() -> Result<Option<T>, SignInError>,
+    ) -> Result<T, SignInError> {
+        let keys = throttle_keys(user, ip);
+        lock(&self.throttle)
+            .begin(&keys, Instant::now())
+            .map_err(SignInError::Locked)?;
+        let result = check();
+        let mut t = lock(&self.throttle);
+        match &result {
+            Ok(found) => t.end(&keys, found.is_some(), Instant::now()),
+            // An error of our own (the accounts file, a full hashing queue) is neither a
+            // failure nor a success.
+            Err(_) => t.abandon(&keys),
+        }
+        match result? {
+            Some(v) => Ok(v),
+            None => match t.locked(&keys, Instant::now()) {
+                0 => Err(SignInError::Wrong),
+                secs => Err(SignInError::Locked(secs)),
+            },
         }
     }
 
@@ -164,12 +350,14 @@ impl Auth {
         password: &str,
         ip: &str,
     ) -> Result<(String, Session), SignInError> {
-        let (user, role) = self.authenticate(user, password, ip)?;
+        let a = self.authenticate(user, password, ip)?;
         let session = Session {
-            user,
-            role,
+            user: a.user,
+            role: a.role,
             csrf: token()?,
             origin: format!("web {ip}"),
+            must_change: a.must_change,
+            credential: a.credential,
             last_seen: Instant::now(),
         };
         let id = token()?;
@@ -179,75 +367,86 @@ impl Auth {
         Ok((id, session))
     }
 
-    /// Checks a user name and password under the throttle (blocks): the account's name and
-    /// role. For sign-in, and for requests that carry HTTP Basic credentials (the metrics).
+    /// Checks a user name and password under the throttle (blocks): the account. For
+    /// sign-in, and for requests that carry HTTP Basic credentials (the metrics).
     pub fn authenticate(
         &self,
         user: &str,
         password: &str,
         ip: &str,
-    ) -> Result<(String, Role), SignInError> {
-        let name = Names::Logins
-            .normalize(user)
-            .unwrap_or_else(|_| user.to_string());
-        let keys = [format!("user:{name}"), format!("ip:{ip}")];
-        if let Some(secs) = self.locked(&keys) {
-            return Err(SignInError::Locked(secs));
-        }
-        let role = if let Some(n) = self.admins.verify(&name, password)? {
-            Some((n, Role::Admin))
-        } else {
-            self.auditors
-                .verify(&name, password)?
-                .map(|n| (n, Role::Auditor))
-        };
-        let Some((user, role)) = role else {
-            self.failed(&keys);
-            if let Some(secs) = self.locked(&keys) {
-                return Err(SignInError::Locked(secs));
-            }
-            return Err(SignInError::Wrong);
-        };
-        lock(&self.failures).remove(&keys[0]);
-        Ok((user, role))
+    ) -> Result<Account, SignInError> {
+        self.throttled(user, ip, || {
+            let found = match self.admins.verify_account(user, password)? {
+                Some(a) => Some((a, Role::Admin)),
+                None => self
+                    .auditors
+                    .verify_account(user, password)?
+                    .map(|a| (a, Role::Auditor)),
+            };
+            Ok(found.map(|((user, credential), role)| Account {
+                must_change: users::is_expired(&self.expired, &user, &credential),
+                user,
+                role,
+                credential,
+            }))
+        })
     }
 
-    /// The session of a cookie value, refreshed; `None` when unknown or idle too long.
+    /// The session of a cookie value, refreshed; `None` when unknown, idle too long, or
+    /// its account is gone or has another password than at sign-in.
     pub fn session(&self, id: &str) -> Option<Session> {
-        let mut s = lock(&self.sessions);
-        let found = s.get_mut(id)?;
-        if found.last_seen.elapsed() >= self.idle {
-            s.remove(id);
-            return None;
+        let found = {
+            let mut s = lock(&self.sessions);
+            let found = s.get_mut(id)?;
+            if found.last_seen.elapsed() >= self.idle {
+                s.remove(id);
+                return None;
+            }
+            found.last_seen = Instant::now();
+            found.clone()
+        };
+        let current = self.store(found.role).current(&found.user);
+        match current {
+            Ok(Some((_, hash))) if same(&hash, &found.credential) => Some(found),
+            _ => {
+                // Unless its own password change bound it to the new hash meanwhile.
+                let mut s = lock(&self.sessions);
+                if s.get(id).is_some_and(|v| v.credential == found.credential) {
+                    s.remove(id);
+                    tracing::info!(user = %found.user, "web console: session ended (account removed or password changed)");
+                }
+                None
+            }
         }
-        found.last_seen = Instant::now();
-        Some(found.clone())
     }
 
     pub fn sign_out(&self, id: &str) {
         lock(&self.sessions).remove(id);
     }
 
-    /// Whether `password` is the signed-in user's (a confirmation); blocks.
-    pub fn confirm(&self, s: &Session, password: &str, ip: &str) -> Result<bool, SignInError> {
-        let keys = [format!("user:{}", s.user), format!("ip:{ip}")];
-        if let Some(secs) = self.locked(&keys) {
-            return Err(SignInError::Locked(secs));
-        }
-        let store = match s.role {
-            Role::Admin => &self.admins,
-            Role::Auditor => &self.auditors,
-        };
-        let ok = store.verify(&s.user, password)?.is_some();
-        if !ok {
-            self.failed(&keys);
-        }
-        Ok(ok)
+    /// Ends every session of `user` (in `role`) but `keep`.
+    fn end_sessions(&self, user: &str, role: Role, keep: Option<&str>) {
+        lock(&self.sessions)
+            .retain(|id, v| Some(id.as_str()) == keep || v.user != user || v.role != role);
     }
 
-    /// Changes the signed-in user's password (the old one checked first); blocks.
+    /// Whether `password` is the signed-in user's (a confirmation); blocks.
+    pub fn confirm(&self, s: &Session, password: &str, ip: &str) -> Result<bool, SignInError> {
+        match self.throttled(&s.user, ip, || {
+            Ok(self.store(s.role).verify(&s.user, password)?)
+        }) {
+            Ok(_) => Ok(true),
+            Err(SignInError::Wrong) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Changes the password of the session `id` (the old one checked first); blocks. The
+    /// account's other sessions end; this one is kept, bound to the new password, and may
+    /// do everything again if it had to change an expired one.
     pub fn change_password(
         &self,
+        id: &str,
         s: &Session,
         old: &str,
         new: &str,
@@ -259,21 +458,31 @@ impl Auth {
                 users::MIN_ADMIN_PASSWORD
             ));
         }
+        if old == new {
+            return Err("the new password must differ from the current one".into());
+        }
         match self.confirm(s, old, ip) {
             Ok(true) => {}
             Ok(false) => return Err("the current password is wrong".into()),
             Err(e) => return Err(e.to_string()),
         }
-        let path = match s.role {
-            Role::Admin => self.admins.path(),
-            Role::Auditor => self.auditors.path(),
-        };
+        let path = self.store(s.role).path();
+        let hash = users::hash(new).map_err(|e| e.to_string())?;
         let mut all = users::read_as(path, Names::Logins).map_err(|e| e.to_string())?;
-        all.insert(s.user.clone(), users::hash(new).map_err(|e| e.to_string())?);
-        users::write_as(path, &all, Names::Logins).map_err(|e| e.to_string())
+        all.insert(s.user.clone(), hash.clone());
+        // The sessions are held while the file changes, so no request of this session
+        // sees the new file with the old binding.
+        let mut sessions = lock(&self.sessions);
+        users::write_as(path, &all, Names::Logins).map_err(|e| e.to_string())?;
+        sessions.retain(|k, v| k == id || v.user != s.user || v.role != s.role);
+        if let Some(me) = sessions.get_mut(id) {
+            me.credential = hash;
+            me.must_change = false;
+        }
+        Ok(())
     }
 
-    /// Adds (or resets) an account; blocks.
+    /// Adds (or resets) an account; blocks. A reset ends every session of the account.
     pub fn set_account(&self, name: &str, role: Role, password: &str) -> Result<String, String> {
         let name = Names::Logins.normalize(name).map_err(|e| e.to_string())?;
         if password.chars().count() < users::MIN_ADMIN_PASSWORD {
@@ -298,11 +507,128 @@ impl Auth {
             users::hash(password).map_err(|e| e.to_string())?,
         );
         users::write_as(this, &all, Names::Logins).map_err(|e| e.to_string())?;
+        self.end_sessions(&name, role, None);
         Ok(name)
     }
 
     /// Whether any administrator exists.
     pub fn has_admin(&self) -> bool {
         users::read_as(self.admins.path(), Names::Logins).is_ok_and(|a| !a.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(user: &str, ip: &str) -> [String; 2] {
+        throttle_keys(user, ip)
+    }
+
+    fn fail(t: &mut Throttle, k: &[String], now: Instant) -> Result<(), u64> {
+        t.begin(k, now)?;
+        t.end(k, false, now);
+        Ok(())
+    }
+
+    #[test]
+    fn a_guessing_address_is_locked_out_with_backoff_but_not_the_account() {
+        let mut t = Throttle::default();
+        let t0 = Instant::now();
+        let a = keys("admin", "192.0.2.1");
+        for _ in 0..MAX_FAILURES {
+            fail(&mut t, &a, t0).unwrap();
+        }
+        // Locked from there, even for the right password (nothing is hashed).
+        assert_eq!(t.begin(&a, t0), Err(FIRST_LOCKOUT.as_secs()));
+        // The same account from elsewhere is not.
+        let b = keys("admin", "198.51.100.7");
+        assert_eq!(t.begin(&b, t0), Ok(()));
+        t.end(&b, true, t0);
+        // Lowercase and spaces name the same account.
+        assert!(t.begin(&keys(" ADMIN", "192.0.2.1"), t0).is_err());
+
+        // Each further lockout of the pair is twice as long, up to the longest.
+        let mut now = t0;
+        let mut want = FIRST_LOCKOUT;
+        for _ in 0..10 {
+            now += want;
+            assert_eq!(t.begin(&a, now), Ok(()));
+            t.end(&a, false, now);
+            for _ in 1..MAX_FAILURES {
+                fail(&mut t, &a, now).unwrap();
+            }
+            want = (want * 2).min(MAX_LOCKOUT);
+            assert_eq!(t.locked(&a, now), want.as_secs());
+        }
+        assert_eq!(want, MAX_LOCKOUT);
+        // A day without failures starts again from the first lockout.
+        now += FORGET + MAX_LOCKOUT;
+        for _ in 0..MAX_FAILURES {
+            fail(&mut t, &a, now).unwrap();
+        }
+        assert_eq!(t.locked(&a, now), FIRST_LOCKOUT.as_secs());
+    }
+
+    #[test]
+    fn a_success_clears_the_pair_and_failures_far_apart_do_not_add_up() {
+        let mut t = Throttle::default();
+        let mut now = Instant::now();
+        let a = keys("audrey", "192.0.2.1");
+        for _ in 0..MAX_FAILURES - 1 {
+            fail(&mut t, &a, now).unwrap();
+        }
+        t.begin(&a, now).unwrap();
+        t.end(&a, true, now);
+        for _ in 0..MAX_FAILURES - 1 {
+            fail(&mut t, &a, now).unwrap();
+        }
+        assert_eq!(t.locked(&a, now), 0);
+        now += WINDOW + Duration::from_secs(1);
+        for _ in 0..MAX_FAILURES - 1 {
+            fail(&mut t, &a, now).unwrap();
+        }
+        assert_eq!(t.locked(&a, now), 0);
+    }
+
+    #[test]
+    fn an_address_trying_many_accounts_is_locked_for_all() {
+        let mut t = Throttle::default();
+        let now = Instant::now();
+        for i in 0..MAX_FAILURES_ADDRESS {
+            fail(&mut t, &keys(&format!("user{i}"), "192.0.2.9"), now).unwrap();
+        }
+        assert!(t.begin(&keys("admin", "192.0.2.9"), now).is_err());
+        assert!(t.begin(&keys("admin", "192.0.2.10"), now).is_ok());
+    }
+
+    #[test]
+    fn parallel_attempts_count_before_they_are_checked() {
+        let mut t = Throttle::default();
+        let now = Instant::now();
+        let a = keys("admin", "192.0.2.1");
+        // Five under way at once: a sixth is refused before any of them failed.
+        for _ in 0..MAX_FAILURES {
+            t.begin(&a, now).unwrap();
+        }
+        assert_eq!(t.begin(&a, now), Err(1));
+        for _ in 0..MAX_FAILURES {
+            t.end(&a, false, now);
+        }
+        assert_eq!(t.locked(&a, now), FIRST_LOCKOUT.as_secs());
+    }
+
+    #[test]
+    fn the_tracked_entries_are_bounded() {
+        let mut t = Throttle::default();
+        let now = Instant::now();
+        for i in 0..MAX_TRACKED + 50 {
+            let _ = fail(
+                &mut t,
+                &keys("admin", &format!("10.{}.{}.1", i / 256, i % 256)),
+                now,
+            );
+        }
+        assert!(t.tracked() <= MAX_TRACKED, "{}", t.tracked());
     }
 }
