@@ -17,9 +17,8 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use argon2::Argon2;
-use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 
 /// What went wrong with the accounts file.
 #[derive(Debug, thiserror::Error)]
@@ -267,27 +266,83 @@ pub fn hash(password: &str) -> Result<String, UsersError> {
     if password.is_empty() {
         return Err(UsersError::EmptyPassword);
     }
+    let salt = hsm::random(16).map_err(|e| UsersError::Hash(e.to_string()))?;
     let password = zeroize::Zeroizing::new(password.to_string());
     hashing(move || {
-        Argon2::default()
-            .hash_password(password.as_bytes())
-            .map(|h| h.to_string())
-            .map_err(|e| UsersError::Hash(e.to_string()))
+        let params = Params::default();
+        let hash_err = |e: &dyn std::fmt::Display| UsersError::Hash(e.to_string());
+        let salt = Salt::new(&salt).map_err(|e| hash_err(&e))?;
+        let mut out = vec![0u8; params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN)];
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+        with_memory(params.block_count(), |blocks| {
+            argon2.hash_password_into_with_memory(password.as_bytes(), &salt, &mut out, blocks)
+        })?
+        .map_err(|e| hash_err(&e))?;
+        let phc = PasswordHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&params).map_err(|e| hash_err(&e))?,
+            salt: Some(salt),
+            hash: Some(Output::new(&out).map_err(|e| hash_err(&e))?),
+        };
+        Ok(phc.to_string())
     })?
 }
 
-/// Whether `password` matches the PHC string `stored` (on a hashing thread; blocks).
+/// Whether `password` matches the PHC string `stored` (on a hashing thread; blocks). A
+/// hash that asks for more memory than [`HASH_MEMORY_BLOCKS`] is an error, not checked.
 pub fn check(stored: &str, password: &str) -> Result<bool, UsersError> {
     let (stored, password) = (
         stored.to_string(),
         zeroize::Zeroizing::new(password.to_string()),
     );
     hashing(move || {
-        PasswordHash::new(&stored).is_ok_and(|h| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok()
-        })
+        let Ok(phc) = PasswordHash::new(&stored) else {
+            return Ok(false);
+        };
+        let (Some(salt), Some(expected)) = (&phc.salt, &phc.hash) else {
+            return Ok(false);
+        };
+        let algorithm = Algorithm::try_from(phc.algorithm.as_str());
+        let version = phc.version.map(Version::try_from).transpose();
+        let (Ok(algorithm), Ok(version), Ok(params)) = (algorithm, version, Params::try_from(&phc))
+        else {
+            return Ok(false);
+        };
+        let argon2 = Argon2::new(algorithm, version.unwrap_or_default(), params.clone());
+        let mut out = vec![0u8; expected.len()];
+        let done = with_memory(params.block_count(), |blocks| {
+            argon2.hash_password_into_with_memory(password.as_bytes(), salt, &mut out, blocks)
+        })?;
+        // `Output` compares in constant time.
+        Ok(done.is_ok() && Output::new(&out).is_ok_and(|o| &o == expected))
+    })?
+}
+
+/// Argon2 memory (1 KiB blocks) a hashing thread holds: the default cost's 19 MiB. Made
+/// once per thread and reused, so the allocator never sees the 19 MiB come and go.
+pub const HASH_MEMORY_BLOCKS: usize = Params::DEFAULT_M_COST as usize;
+
+/// Runs `f` with `blocks` blocks of this thread's Argon2 memory.
+fn with_memory<T>(blocks: usize, f: impl FnOnce(&mut [Block]) -> T) -> Result<T, UsersError> {
+    thread_local! {
+        static MEMORY: std::cell::RefCell<Vec<Block>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    if blocks > HASH_MEMORY_BLOCKS {
+        return Err(UsersError::Hash(format!(
+            "the hash asks for {blocks} KiB of memory, more than the {HASH_MEMORY_BLOCKS} KiB \
+             a password check may use"
+        )));
+    }
+    MEMORY.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.len() < HASH_MEMORY_BLOCKS {
+            *m = vec![Block::default(); HASH_MEMORY_BLOCKS];
+        }
+        let result = f(&mut m[..blocks]);
+        // Nothing derived from a password stays behind.
+        m[..blocks].fill(Block::default());
+        Ok(result)
     })
 }
 

@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// Listen here instead of the configured addresses (address:port).
     #[arg(long, value_name = "ADDR")]
     listen: Vec<SocketAddr>,
+
+    /// Serve the web console here instead of the configured addresses (address:port).
+    #[arg(long, value_name = "ADDR")]
+    web: Vec<SocketAddr>,
 }
 
 pub fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), CliError> {
@@ -47,6 +51,9 @@ pub fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), CliError> {
     };
     if !args.listen.is_empty() {
         config.server.listen = args.listen.clone();
+    }
+    if !args.web.is_empty() {
+        config.web.listen = args.web.clone();
     }
     let (uri, pin, raw) = match &config.token {
         TokenConfig::Software { pin } => (None, pin.as_deref(), false),

@@ -94,6 +94,7 @@ impl From<SignInError> for ApiError {
         match e {
             SignInError::Wrong => ApiError::Forbidden("wrong password".into()),
             SignInError::Locked(s) => ApiError::Locked(s),
+            SignInError::Accounts(e) if e.is_temporary() => ApiError::Unavailable(e.to_string()),
             SignInError::Accounts(e) => ApiError::Internal(e.to_string()),
             SignInError::Random(e) => ApiError::Unavailable(e.to_string()),
         }

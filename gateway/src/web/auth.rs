@@ -376,13 +376,16 @@ impl Auth {
         ip: &str,
     ) -> Result<Account, SignInError> {
         self.throttled(user, ip, || {
-            let found = match self.admins.verify_account(user, password)? {
-                Some(a) => Some((a, Role::Admin)),
-                None => self
-                    .auditors
-                    .verify_account(user, password)?
-                    .map(|a| (a, Role::Auditor)),
+            // One hash per attempt: against the store that has the account (the auditors'
+            // decoy when neither has it).
+            let role = match self.admins.current(user)? {
+                Some(_) => Role::Admin,
+                None => Role::Auditor,
             };
+            let found = self
+                .store(role)
+                .verify_account(user, password)?
+                .map(|a| (a, role));
             Ok(found.map(|((user, credential), role)| Account {
                 must_change: users::is_expired(&self.expired, &user, &credential),
                 user,

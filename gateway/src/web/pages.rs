@@ -347,8 +347,12 @@ async fn login(
         }
         Ok(Err(e)) => {
             let mut res = login_page(Some(&e.to_string()));
-            if matches!(e, SignInError::Locked(_)) {
-                *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            match &e {
+                SignInError::Locked(_) => *res.status_mut() = StatusCode::TOO_MANY_REQUESTS,
+                SignInError::Accounts(a) if a.is_temporary() => {
+                    *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                }
+                _ => {}
             }
             res
         }
