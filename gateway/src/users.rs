@@ -435,6 +435,9 @@ impl UserStore {
     }
 }
 
+/// The file of passwords that must be changed at sign-in, in the data directory.
+pub const EXPIRED_FILE: &str = "password-expired";
+
 /// Passwords that must be changed before anything else (`DATA/password-expired`, 0600):
 /// lines `login SHA-256-of-its-hash`. An entry holds only while the account's hash is that
 /// one, so a new password ends it whoever sets it (web, serial console, a reset).

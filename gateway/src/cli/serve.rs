@@ -168,7 +168,7 @@ fn dev_admin(data: &std::path::Path, out: &mut dyn Write) -> Result<(), CliError
         .collect();
     let hash = users::hash(&password).map_err(|e| CliError::Usage(e.to_string()))?;
     // Expired before it is written: there is never a moment it could be used for more.
-    users::expire(&data.join(smimegw::web::auth::EXPIRED_FILE), "admin", &hash)
+    users::expire(&data.join(users::EXPIRED_FILE), "admin", &hash)
         .map_err(|e| CliError::Usage(e.to_string()))?;
     admins.insert("admin".into(), hash);
     users::write_as(&path, &admins, Names::Logins).map_err(|e| CliError::Usage(e.to_string()))?;

@@ -39,7 +39,7 @@ pub const FORGET: Duration = Duration::from_secs(24 * 60 * 60);
 /// Pairs and addresses tracked at most (the oldest idle one makes room).
 pub const MAX_TRACKED: usize = 10_000;
 /// The file of passwords that must be changed at sign-in, in the data directory.
-pub const EXPIRED_FILE: &str = "password-expired";
+pub use crate::users::EXPIRED_FILE;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
