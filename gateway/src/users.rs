@@ -44,12 +44,15 @@ pub enum UsersError {
     Hash(String),
     #[error("too many password checks at once; try again in a moment")]
     Busy,
+    #[error("too many failed attempts from this address; try again in {0} s")]
+    Locked(u64),
 }
 
 impl UsersError {
-    /// Whether trying again later may succeed (the hashing pool was full).
+    /// Whether trying again later may succeed (the hashing pool was full, or the address
+    /// is locked out for a while).
     pub fn is_temporary(&self) -> bool {
-        matches!(self, UsersError::Busy)
+        matches!(self, UsersError::Busy | UsersError::Locked(_))
     }
 }
 
@@ -182,6 +185,8 @@ pub struct UserStore {
     loaded: Mutex<Loaded>,
     /// Checked against when the user is unknown, so the answer takes as long either way.
     decoy: String,
+    /// Failed attempts per client address and account ([`UserStore::verify_from`]).
+    throttle: Mutex<crate::throttle::Throttle>,
 }
 
 struct Loaded {
@@ -390,6 +395,7 @@ impl UserStore {
                 users,
             }),
             decoy: hash("decoy password for unknown users")?,
+            throttle: Mutex::default(),
         })
     }
 
@@ -420,6 +426,29 @@ impl UserStore {
     /// (Argon2id, on the hashing threads): call it from a blocking thread.
     pub fn verify(&self, user: &str, password: &str) -> Result<Option<String>, UsersError> {
         Ok(self.verify_account(user, password)?.map(|(name, _)| name))
+    }
+
+    /// [`UserStore::verify`] for a client at `address` (SMTP AUTH), under the throttle:
+    /// [`UsersError::Locked`] before any hashing while the address (with this account, or
+    /// with any) has failed too often.
+    pub fn verify_from(
+        &self,
+        user: &str,
+        password: &str,
+        address: &str,
+    ) -> Result<Option<String>, UsersError> {
+        let lock = || self.throttle.lock().unwrap_or_else(|p| p.into_inner());
+        let keys = crate::throttle::keys(self.names.normalize(user).ok().as_deref(), address);
+        lock()
+            .begin(&keys, Instant::now())
+            .map_err(UsersError::Locked)?;
+        let result = self.verify(user, password);
+        match &result {
+            Ok(found) => lock().end(&keys, found.is_some(), Instant::now()),
+            // Our own trouble (the file, a full hashing queue) is no guess.
+            Err(_) => lock().abandon(&keys),
+        }
+        result
     }
 
     /// [`UserStore::verify`], with the hash that matched (what a session is bound to).

@@ -140,8 +140,9 @@ fn memory_kb(pid: u32, field: &str) -> u64 {
 /// the two hashing threads' 19 MiB included).
 const PEAK_LIMIT_KB: u64 = 160 * 1024;
 
-#[test]
-fn parallel_sign_ins_and_smtp_auth_do_not_take_the_memory() {
+/// A gateway with the web console and SMTP AUTH (`alice@example.com` / `correct horse`);
+/// the web console's port.
+fn smtp_and_web_gateway() -> (Gateway, u16) {
     let dir = tempfile::tempdir().unwrap();
     let mut smtp_users = std::collections::BTreeMap::new();
     smtp_users.insert(
@@ -163,6 +164,26 @@ fn parallel_sign_ins_and_smtp_auth_do_not_take_the_memory() {
         "auth_users = \"users\"",
         &format!("[web]\nlisten = [\"127.0.0.1:{port}\"]\n"),
     );
+    (gw, port)
+}
+
+/// swaks from `from` (a loopback address): STARTTLS, AUTH LOGIN as `user`, then QUIT.
+fn smtp_auth(gw: &Gateway, from: &str, user: &str, password: &str) -> Command {
+    let mut cmd = Command::new("swaks");
+    cmd.args(["--server", &format!("127.0.0.1:{}", gw.port)])
+        .args(["--local-interface", from])
+        .args(["--timeout", "60", "--tls", "--quit-after", "AUTH"])
+        .args(["--from", user, "--to", "bob@example.net"])
+        .args(["--auth", "LOGIN", "--auth-user", user])
+        .args(["--auth-password", password])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    cmd
+}
+
+#[test]
+fn parallel_sign_ins_and_smtp_auth_do_not_take_the_memory() {
+    let (gw, port) = smtp_and_web_gateway();
     let pid = gw.child.id();
     let resting = memory_kb(pid, "VmRSS");
 
@@ -184,16 +205,14 @@ fn parallel_sign_ins_and_smtp_auth_do_not_take_the_memory() {
             .collect();
         let smtp: Vec<Child> = (0..30)
             .map(|i| {
-                Command::new("swaks")
-                    .args(["--server", &format!("127.0.0.1:{}", gw.port)])
-                    .args(["--timeout", "60", "--tls", "--quit-after", "AUTH"])
-                    .args(["--from", "alice@example.com", "--to", "bob@example.net"])
-                    .args(["--auth", "PLAIN", "--auth-user", "alice@example.com"])
-                    .args(["--auth-password", &format!("guess {i}")])
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap()
+                smtp_auth(
+                    &gw,
+                    &format!("127.0.2.{}", 10 + i),
+                    "alice@example.com",
+                    &format!("guess {i}"),
+                )
+                .spawn()
+                .unwrap()
             })
             .collect();
         let mut codes = Vec::new();
@@ -228,6 +247,27 @@ fn parallel_sign_ins_and_smtp_auth_do_not_take_the_memory() {
     // Still serving: the administrator signs in.
     let mut admin = Client::new(port, "127.0.0.1");
     assert_eq!(admin.sign_in("admin", ADMIN_PASSWORD).status, 200);
+}
+
+#[test]
+fn smtp_auth_guessing_locks_out_the_address_not_the_account() {
+    let (gw, _) = smtp_and_web_gateway();
+    let auth = |from: &str, password: &str| {
+        let out = smtp_auth(&gw, from, "alice@example.com", password)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for _ in 0..5 {
+        let text = auth("127.0.0.2", "wrong horse");
+        assert!(text.contains("535 5.7.8"), "{text}");
+    }
+    // Locked out there: the right password is not even checked.
+    let text = auth("127.0.0.2", "correct horse");
+    assert!(text.contains("454 4.7.0"), "{text}");
+    // Alice elsewhere is not.
+    let text = auth("127.0.0.3", "correct horse");
+    assert!(text.contains("235 2.7.0"), "{text}");
 }
 
 // ---- 11: path traversal in queue ids ----

@@ -296,9 +296,9 @@ impl Session {
     /// thread); a failure waits a second before it is answered.
     async fn auth(&mut self, server: &mut Server, user: String, password: Password) {
         let relay = self.relay.clone();
-        let name = user.clone();
+        let (name, address) = (user.clone(), self.peer.ip().to_string());
         let checked = tokio::task::spawn_blocking(move || match &relay.users {
-            Some(store) => store.verify(&name, password.expose()),
+            Some(store) => store.verify_from(&name, password.expose(), &address),
             None => Ok(None),
         })
         .await;
@@ -317,7 +317,8 @@ impl Session {
                     "Authentication credentials invalid",
                 ));
             }
-            // Too many password checks at once (the hashing threads' queue is full).
+            // Too many password checks at once (the hashing threads' queue is full), or
+            // too many failures from this address.
             Ok(Err(e)) if e.is_temporary() => {
                 tracing::warn!(peer = %self.peer, "SMTP AUTH: {e}");
                 server.reject(Reply::new(454, "4.7.0", "Temporary authentication failure"));
