@@ -44,6 +44,8 @@ struct Failures {
 /// it; `None` for text that names no account, all such counted together), and the address.
 pub fn keys(account: Option<&str>, ip: &str) -> [String; 2] {
     let name = account.unwrap_or("(not an account name)");
+    // Bounded like every key: an address is at most 254 characters.
+    let name: String = name.chars().take(256).collect();
     [format!("{ip} {name}"), format!("ip:{ip}")]
 }
 
