@@ -22,6 +22,7 @@ pub const MAX_LOCKOUT: Duration = Duration::from_secs(60 * 60);
 pub const FORGET: Duration = Duration::from_secs(24 * 60 * 60);
 /// Pairs and addresses tracked at most (the oldest idle one makes room).
 pub const MAX_TRACKED: usize = 10_000;
+
 /// Failed attempts per address and account, and per address: a lockout after
 /// [`MAX_FAILURES`] (or [`MAX_FAILURES_ADDRESS`]), doubling each time up to
 /// [`MAX_LOCKOUT`]. Attempts still being checked count against the limit too, so parallel
