@@ -14,5 +14,6 @@ pub mod smtp;
 pub mod sntp;
 pub mod spool;
 pub mod store;
+pub mod throttle;
 pub mod users;
 pub mod web;

@@ -30,6 +30,8 @@ pub enum SpoolError {
     Envelope { path: PathBuf, reason: String },
     #[error("no queued message {0}")]
     NotFound(String),
+    #[error("{0}")]
+    BadId(#[from] BadQueueId),
 }
 
 pub type Result<T> = std::result::Result<T, SpoolError>;
@@ -38,6 +40,70 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
     move |source| SpoolError::Io {
         path: path.to_path_buf(),
         source,
+    }
+}
+
+/// A queue id as the spool makes them ([`Spool::incoming`]): 14 to 16 upper-case hex
+/// digits (microseconds since the epoch). Ids that come from outside (the API, the pages,
+/// the control socket) are parsed into this before they reach the spool, and the spool
+/// builds file names only from it: nothing else (`..`, `/`, another extension) can name a
+/// file.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct QueueId(String);
+
+/// Shortest and longest queue id: `{:014X}` of a `u64`.
+const ID_DIGITS: std::ops::RangeInclusive<usize> = 14..=16;
+
+/// Text that is not a queue id (shown escaped and cut short: it came from outside).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no queued message {shown}: not a queue id (14 to 16 of 0-9 and A-F)")]
+pub struct BadQueueId {
+    shown: String,
+}
+
+impl QueueId {
+    /// The id in `text`, or why it is not one.
+    pub fn parse(text: &str) -> std::result::Result<QueueId, BadQueueId> {
+        let ok = ID_DIGITS.contains(&text.len())
+            && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'A'..=b'F'));
+        if ok {
+            Ok(QueueId(text.to_string()))
+        } else {
+            let shown: String = text
+                .chars()
+                .take(64)
+                .flat_map(char::escape_default)
+                .collect();
+            Err(BadQueueId { shown })
+        }
+    }
+
+    fn of(n: u64) -> QueueId {
+        QueueId(format!("{n:014X}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for QueueId {
+    type Err = BadQueueId;
+
+    fn from_str(s: &str) -> std::result::Result<QueueId, BadQueueId> {
+        QueueId::parse(s)
+    }
+}
+
+impl std::fmt::Display for QueueId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for QueueId {
+    fn as_ref(&self) -> &str {
+        &self.0
     }
 }
 
@@ -311,7 +377,7 @@ impl Spool {
 
     /// A new queue id: microseconds since the epoch in hex, made unique within the process
     /// (and checked against the disk, for clocks that go back).
-    fn new_id(&self) -> String {
+    fn new_id(&self) -> QueueId {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
@@ -323,7 +389,7 @@ impl Spool {
                 .last_id
                 .compare_exchange(last, next, Ordering::Relaxed, Ordering::Relaxed)
             {
-                Ok(_) => return format!("{next:014X}"),
+                Ok(_) => return QueueId::of(next),
                 Err(l) => last = l,
             }
         }
@@ -333,16 +399,16 @@ impl Spool {
     pub fn incoming(&self) -> Result<Incoming> {
         loop {
             let id = self.new_id();
-            if self.queue.join(format!("{id}.env")).exists() {
+            if self.envelope_path(&id).exists() {
                 continue;
             }
-            let path = self.tmp.join(&id);
+            let path = self.tmp.join(id.as_str());
             if path.exists() {
                 continue;
             }
             let f = self.new_file(&path)?;
             return Ok(Incoming {
-                id,
+                id: id.0,
                 file: BufWriter::with_capacity(64 * 1024, f),
                 path,
                 size: 0,
@@ -353,28 +419,39 @@ impl Spool {
     /// Makes a received message durable with its envelope. When this returns Ok, the
     /// message survives any crash; answer `250` then, not before.
     pub fn commit(&self, mut incoming: Incoming, env: &mut Envelope) -> Result<()> {
+        let id = QueueId::parse(&incoming.id)?;
         env.id = incoming.id.clone();
         env.size = incoming.size;
         let path = incoming.path.clone();
         incoming.file.flush().map_err(io_at(&path))?;
         incoming.file.get_ref().sync_all().map_err(io_at(&path))?;
-        let eml = self.message_path(&env.id);
+        let eml = self.message_file(&id);
         fs::rename(&path, &eml).map_err(io_at(&eml))?;
-        self.write_envelope(env)?;
+        self.write_envelope(&id, env)?;
         fsync_dir(&self.queue)
     }
 
-    fn envelope_path(&self, id: &str) -> PathBuf {
+    fn envelope_path(&self, id: &QueueId) -> PathBuf {
         self.queue.join(format!("{id}.env"))
     }
 
     /// The message file of a queued id.
-    pub fn message_path(&self, id: &str) -> PathBuf {
+    pub fn message_file(&self, id: &QueueId) -> PathBuf {
         self.queue.join(format!("{id}.eml"))
     }
 
-    fn write_envelope(&self, env: &Envelope) -> Result<()> {
-        let path = self.envelope_path(&env.id);
+    /// The message file of an id the queue had from the spool; text that is not an id names
+    /// `queue/not-an-id`, which never exists (the spool makes no such file). Ids from
+    /// outside go through [`QueueId::parse`] and [`Spool::message_file`].
+    pub fn message_path(&self, id: &str) -> PathBuf {
+        match QueueId::parse(id) {
+            Ok(id) => self.message_file(&id),
+            Err(_) => self.queue.join("not-an-id"),
+        }
+    }
+
+    fn write_envelope(&self, id: &QueueId, env: &Envelope) -> Result<()> {
+        let path = self.envelope_path(id);
         let json = serde_json::to_vec_pretty(env).map_err(|e| SpoolError::Envelope {
             path: path.clone(),
             reason: e.to_string(),
@@ -384,11 +461,17 @@ impl Spool {
 
     /// Records a changed envelope (results, attempts, next try).
     pub fn update(&self, env: &Envelope) -> Result<()> {
-        self.write_envelope(env)
+        self.write_envelope(&QueueId::parse(&env.id)?, env)
+    }
+
+    /// Reads a queued envelope by an id the queue had from the spool (parsed all the same:
+    /// text that is not an id is [`SpoolError::BadId`]).
+    pub fn envelope(&self, id: &str) -> Result<Envelope> {
+        self.read(&QueueId::parse(id)?)
     }
 
     /// Reads a queued envelope.
-    pub fn envelope(&self, id: &str) -> Result<Envelope> {
+    pub fn read(&self, id: &QueueId) -> Result<Envelope> {
         let path = self.envelope_path(id);
         let bytes = match fs::read(&path) {
             Ok(b) => b,
@@ -397,22 +480,53 @@ impl Spool {
             }
             Err(e) => return Err(io_at(&path)(e)),
         };
-        serde_json::from_slice(&bytes).map_err(|e| SpoolError::Envelope {
-            path,
+        let env: Envelope = serde_json::from_slice(&bytes).map_err(|e| SpoolError::Envelope {
+            path: path.clone(),
             reason: e.to_string(),
-        })
+        })?;
+        // The queue finds the message file by the envelope's id: it must be this one.
+        if env.id != id.as_str() {
+            return Err(SpoolError::Envelope {
+                path,
+                reason: format!("it names another id ({:?})", env.id),
+            });
+        }
+        Ok(env)
     }
 
-    /// Removes a message whose recipients all have final results.
+    /// Removes a message by an id the queue had from the spool (parsed all the same).
     pub fn remove(&self, id: &str) -> Result<()> {
+        self.delete(&QueueId::parse(id)?)
+    }
+
+    /// Removes a queued message (its recipients all have final results, or an
+    /// administrator deletes it).
+    pub fn delete(&self, id: &QueueId) -> Result<()> {
         // The envelope first: a crash in between leaves an orphan message file, which the
         // next start removes.
         let env = self.envelope_path(id);
         if !self.discard(&env).map_err(io_at(&env))? {
             return Err(SpoolError::NotFound(id.to_string()));
         }
-        let eml = self.message_path(id);
+        let eml = self.message_file(id);
         self.discard(&eml).map_err(io_at(&eml)).map(|_| ())
+    }
+
+    /// The queued ids named by `queue/` with `suffix` (`.env`, `.eml`); other names are
+    /// not the spool's and are left alone.
+    fn ids_with(&self, suffix: &str) -> Result<Vec<QueueId>> {
+        let mut ids = Vec::new();
+        for e in fs::read_dir(&self.queue).map_err(io_at(&self.queue))? {
+            let e = e.map_err(io_at(&self.queue))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(Ok(id)) = name.strip_suffix(suffix).map(QueueId::parse) {
+                ids.push(id);
+            } else if suffix == ".env" && name.ends_with(".new") {
+                // An envelope update that did not finish: the old one stands.
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        Ok(ids)
     }
 
     /// Every queued message's envelope, in id order, read as it is now (no repairs).
@@ -421,8 +535,8 @@ impl Spool {
         for e in fs::read_dir(&self.queue).map_err(io_at(&self.queue))? {
             let e = e.map_err(io_at(&self.queue))?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(id) = name.strip_suffix(".env") {
-                match self.envelope(id) {
+            if let Some(Ok(id)) = name.strip_suffix(".env").map(QueueId::parse) {
+                match self.read(&id) {
                     Ok(env) => envs.push(env),
                     // Removed meanwhile (delivered).
                     Err(SpoolError::NotFound(_)) => {}
@@ -435,42 +549,33 @@ impl Spool {
     }
 
     /// Every queued message, after a start: orphan message files removed, unreadable
-    /// envelopes renamed to `ID.env.bad` and reported (never deleted).
+    /// envelopes renamed to `ID.env.bad` and reported (never deleted). Names that are not
+    /// the spool's are left alone.
     pub fn recover(&self) -> Result<(Vec<Envelope>, Vec<SpoolError>)> {
         let mut envs = Vec::new();
         let mut problems = Vec::new();
-        let mut emls = Vec::new();
-        for e in fs::read_dir(&self.queue).map_err(io_at(&self.queue))? {
-            let e = e.map_err(io_at(&self.queue))?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(id) = name.strip_suffix(".env") {
-                match self.envelope(id) {
-                    Ok(env) if self.message_path(id).exists() => envs.push(env),
-                    Ok(_) => {
-                        let p = self.envelope_path(id);
-                        let _ = fs::rename(&p, p.with_extension("env.bad"));
-                        problems.push(SpoolError::Envelope {
-                            path: p,
-                            reason: "its message file is missing".into(),
-                        });
-                    }
-                    Err(err) => {
-                        let p = self.envelope_path(id);
-                        let _ = fs::rename(&p, p.with_extension("env.bad"));
-                        problems.push(err);
-                    }
+        for id in self.ids_with(".env")? {
+            match self.read(&id) {
+                Ok(env) if self.message_file(&id).exists() => envs.push(env),
+                Ok(_) => {
+                    let p = self.envelope_path(&id);
+                    let _ = fs::rename(&p, p.with_extension("env.bad"));
+                    problems.push(SpoolError::Envelope {
+                        path: p,
+                        reason: "its message file is missing".into(),
+                    });
                 }
-            } else if let Some(id) = name.strip_suffix(".eml") {
-                emls.push(id.to_string());
-            } else if name.ends_with(".new") {
-                // An envelope update that did not finish: the old one stands.
-                let _ = fs::remove_file(e.path());
+                Err(err) => {
+                    let p = self.envelope_path(&id);
+                    let _ = fs::rename(&p, p.with_extension("env.bad"));
+                    problems.push(err);
+                }
             }
         }
-        for id in emls {
+        for id in self.ids_with(".eml")? {
             let set_aside = self.queue.join(format!("{id}.env.bad")).exists();
             if !set_aside && !self.envelope_path(&id).exists() {
-                let _ = fs::remove_file(self.message_path(&id));
+                let _ = fs::remove_file(self.message_file(&id));
             }
         }
         envs.sort_by(|a, b| a.id.cmp(&b.id));
@@ -570,7 +675,11 @@ mod tests {
         a.write(b"x").unwrap();
         let mut env = envelope(&["bob@example.net"]);
         spool.commit(a, &mut env).unwrap();
-        fs::write(spool.envelope_path(&env.id), b"{ not json").unwrap();
+        fs::write(
+            spool.envelope_path(&QueueId::parse(&env.id).unwrap()),
+            b"{ not json",
+        )
+        .unwrap();
         let (envs, problems) = spool.recover().unwrap();
         assert!(envs.is_empty());
         assert_eq!(problems.len(), 1);
@@ -586,5 +695,57 @@ mod tests {
                 .exists()
         );
         assert!(spool.message_path(&env.id).exists());
+    }
+
+    #[test]
+    fn only_the_spools_own_ids_name_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("spool")).unwrap();
+        let inc = spool.incoming().unwrap();
+        assert_eq!(QueueId::parse(&inc.id).unwrap().as_str(), inc.id);
+        drop(inc);
+        assert!("0000000000000A".parse::<QueueId>().is_ok());
+        assert!("FFFFFFFFFFFFFFFF".parse::<QueueId>().is_ok());
+        for bad in [
+            "",
+            "0000000000000",
+            "00000000000000000",
+            "0000000000000a",
+            "../../../victim",
+            "..%2F..%2Fvictim",
+            "0000000000000A/",
+            "/etc/passwd",
+            "0000000000000A.env",
+            "00000000000\0A",
+        ] {
+            let e = QueueId::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("not a queue id"), "{bad:?}: {e}");
+        }
+        let e = QueueId::parse("a\nb\u{1b}").unwrap_err().to_string();
+        assert!(!e.contains('\n') && !e.contains('\u{1b}'), "{e}");
+
+        // A victim beside the spool: no text reaches it through the spool's functions.
+        let victim = dir.path().join("victim");
+        fs::write(victim.with_extension("env"), b"{}").unwrap();
+        fs::write(victim.with_extension("eml"), b"precious").unwrap();
+        let traversal = "../../victim";
+        assert!(matches!(
+            spool.envelope(traversal),
+            Err(SpoolError::BadId(_))
+        ));
+        assert!(matches!(spool.remove(traversal), Err(SpoolError::BadId(_))));
+        assert!(spool.message_path(traversal).starts_with(spool.queue_dir()));
+        assert!(!spool.message_path(traversal).exists());
+        assert_eq!(fs::read(victim.with_extension("eml")).unwrap(), b"precious");
+        assert_eq!(fs::read(victim.with_extension("env")).unwrap(), b"{}");
+
+        // Names in queue/ that are not ids are not the spool's: listed nowhere, left alone.
+        fs::write(spool.queue_dir().join("notes.env"), b"x").unwrap();
+        fs::write(spool.queue_dir().join("notes.eml"), b"x").unwrap();
+        assert!(spool.recover_list().unwrap().is_empty());
+        let (envs, problems) = spool.recover().unwrap();
+        assert!(envs.is_empty() && problems.is_empty());
+        assert!(spool.queue_dir().join("notes.env").exists());
+        assert!(spool.queue_dir().join("notes.eml").exists());
     }
 }

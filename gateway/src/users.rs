@@ -4,15 +4,21 @@
 //!
 //! The relay reads the file again when it changes, so `smimegw users add` takes effect
 //! without a restart.
+//!
+//! Every Argon2id hash and check in the process (SMTP AUTH, web sign-ins, confirmations,
+//! password changes) runs on a fixed pool of [`HASHING_AT_ONCE`] threads with a queue of
+//! [`HASHING_QUEUE`]: each costs 19 MiB, and attempts need no credentials, so the memory
+//! they can take is bounded here, before the work. A caller beyond the queue, or one that
+//! waited [`HASHING_WAIT`], gets [`UsersError::Busy`] (a temporary failure).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::SystemTime;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
-use argon2::Argon2;
-use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 
 /// What went wrong with the accounts file.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +42,94 @@ pub enum UsersError {
     EmptyPassword,
     #[error("password hashing failed: {0}")]
     Hash(String),
+    #[error("too many password checks at once; try again in a moment")]
+    Busy,
+    #[error("too many failed attempts from this address; try again in {0} s")]
+    Locked(u64),
+}
+
+impl UsersError {
+    /// Whether trying again later may succeed (the hashing pool was full, or the address
+    /// is locked out for a while).
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, UsersError::Busy | UsersError::Locked(_))
+    }
+}
+
+/// Argon2id computations (19 MiB each) that run at once in the whole process.
+pub const HASHING_AT_ONCE: usize = 2;
+/// Computations that may wait for a hashing thread; more are refused at once.
+pub const HASHING_QUEUE: usize = 16;
+/// A computation that waited this long for a hashing thread is dropped, its caller refused.
+pub const HASHING_WAIT: Duration = Duration::from_secs(10);
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A fixed set of hashing threads behind a bounded queue. Fixed threads also keep the
+/// memory flat: each thread's allocator reuses its own 19 MiB, where hashes on ever other
+/// threads would leave a block behind in each allocator arena they touched.
+struct Hashers {
+    /// `None` when no thread could be started.
+    queue: Option<SyncSender<Job>>,
+    wait: Duration,
+}
+
+impl Hashers {
+    fn start(threads: usize, queue: usize, wait: Duration) -> Hashers {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(queue);
+        let rx: Arc<Mutex<Receiver<Job>>> = Arc::new(Mutex::new(rx));
+        let mut started = 0;
+        for i in 0..threads {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            match spawned {
+                Ok(_) => started += 1,
+                Err(e) => tracing::error!("cannot start a password hashing thread: {e}"),
+            }
+        }
+        Hashers {
+            queue: (started > 0).then_some(tx),
+            wait,
+        }
+    }
+
+    /// Runs `work` on a hashing thread and waits for it; `Busy` when the queue is full or
+    /// the turn did not come within the wait.
+    fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, UsersError> {
+        let queue = self.queue.as_ref().ok_or(UsersError::Busy)?;
+        let (done, result) = std::sync::mpsc::sync_channel(1);
+        let (queued, wait) = (Instant::now(), self.wait);
+        let job: Job = Box::new(move || {
+            // Its caller has given up: the work would be for no one.
+            if queued.elapsed() <= wait {
+                let _ = done.send(work());
+            }
+        });
+        match queue.try_send(job) {
+            Ok(()) => result.recv().map_err(|_| UsersError::Busy),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(UsersError::Busy),
+        }
+    }
+}
+
+/// Runs an Argon2id computation on the process's hashing threads (started on first use).
+fn hashing<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, UsersError> {
+    static POOL: OnceLock<Hashers> = OnceLock::new();
+    POOL.get_or_init(|| Hashers::start(HASHING_AT_ONCE, HASHING_QUEUE, HASHING_WAIT))
+        .run(work)
 }
 
 fn io(path: &Path, source: std::io::Error) -> UsersError {
@@ -91,10 +185,12 @@ pub struct UserStore {
     loaded: Mutex<Loaded>,
     /// Checked against when the user is unknown, so the answer takes as long either way.
     decoy: String,
+    /// Failed attempts per client address and account ([`UserStore::verify_from`]).
+    throttle: Mutex<crate::throttle::Throttle>,
 }
 
 struct Loaded {
-    stamp: Option<(SystemTime, u64)>,
+    stamp: Option<Stamp>,
     users: BTreeMap<String, String>,
 }
 
@@ -113,9 +209,20 @@ pub fn normalize(user: &str) -> Result<String, UsersError> {
     }
 }
 
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+/// What tells a changed accounts file: written files are renamed into place (a new inode),
+/// and a new hash has the old one's length, so the inode and change time count too.
+type Stamp = (SystemTime, u64, u64, i64, i64);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
+    Some((
+        m.modified().ok()?,
+        m.len(),
+        m.ino(),
+        m.ctime(),
+        m.ctime_nsec(),
+    ))
 }
 
 /// Reads the SMTP accounts; a missing file has none.
@@ -159,14 +266,89 @@ pub fn read_as(path: &Path, names: Names) -> Result<BTreeMap<String, String>, Us
 }
 
 /// An Argon2id PHC string for `password` (random salt, the crate's default cost).
+/// Blocks: call it from a blocking thread.
 pub fn hash(password: &str) -> Result<String, UsersError> {
     if password.is_empty() {
         return Err(UsersError::EmptyPassword);
     }
-    Argon2::default()
-        .hash_password(password.as_bytes())
-        .map(|h| h.to_string())
-        .map_err(|e| UsersError::Hash(e.to_string()))
+    let salt = hsm::random(16).map_err(|e| UsersError::Hash(e.to_string()))?;
+    let password = zeroize::Zeroizing::new(password.to_string());
+    hashing(move || {
+        let params = Params::default();
+        let hash_err = |e: &dyn std::fmt::Display| UsersError::Hash(e.to_string());
+        let salt = Salt::new(&salt).map_err(|e| hash_err(&e))?;
+        let mut out = vec![0u8; params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN)];
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+        with_memory(params.block_count(), |blocks| {
+            argon2.hash_password_into_with_memory(password.as_bytes(), &salt, &mut out, blocks)
+        })?
+        .map_err(|e| hash_err(&e))?;
+        let phc = PasswordHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&params).map_err(|e| hash_err(&e))?,
+            salt: Some(salt),
+            hash: Some(Output::new(&out).map_err(|e| hash_err(&e))?),
+        };
+        Ok(phc.to_string())
+    })?
+}
+
+/// Whether `password` matches the PHC string `stored` (on a hashing thread; blocks). A
+/// hash that asks for more memory than [`HASH_MEMORY_BLOCKS`] is an error, not checked.
+pub fn check(stored: &str, password: &str) -> Result<bool, UsersError> {
+    let (stored, password) = (
+        stored.to_string(),
+        zeroize::Zeroizing::new(password.to_string()),
+    );
+    hashing(move || {
+        let Ok(phc) = PasswordHash::new(&stored) else {
+            return Ok(false);
+        };
+        let (Some(salt), Some(expected)) = (&phc.salt, &phc.hash) else {
+            return Ok(false);
+        };
+        let algorithm = Algorithm::try_from(phc.algorithm.as_str());
+        let version = phc.version.map(Version::try_from).transpose();
+        let (Ok(algorithm), Ok(version), Ok(params)) = (algorithm, version, Params::try_from(&phc))
+        else {
+            return Ok(false);
+        };
+        let argon2 = Argon2::new(algorithm, version.unwrap_or_default(), params.clone());
+        let mut out = vec![0u8; expected.len()];
+        let done = with_memory(params.block_count(), |blocks| {
+            argon2.hash_password_into_with_memory(password.as_bytes(), salt, &mut out, blocks)
+        })?;
+        // `Output` compares in constant time.
+        Ok(done.is_ok() && Output::new(&out).is_ok_and(|o| &o == expected))
+    })?
+}
+
+/// Argon2 memory (1 KiB blocks) a hashing thread holds: the default cost's 19 MiB. Made
+/// once per thread and reused, so the allocator never sees the 19 MiB come and go.
+pub const HASH_MEMORY_BLOCKS: usize = Params::DEFAULT_M_COST as usize;
+
+/// Runs `f` with `blocks` blocks of this thread's Argon2 memory.
+fn with_memory<T>(blocks: usize, f: impl FnOnce(&mut [Block]) -> T) -> Result<T, UsersError> {
+    thread_local! {
+        static MEMORY: std::cell::RefCell<Vec<Block>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    if blocks > HASH_MEMORY_BLOCKS {
+        return Err(UsersError::Hash(format!(
+            "the hash asks for {blocks} KiB of memory, more than the {HASH_MEMORY_BLOCKS} KiB \
+             a password check may use"
+        )));
+    }
+    MEMORY.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.len() < HASH_MEMORY_BLOCKS {
+            *m = vec![Block::default(); HASH_MEMORY_BLOCKS];
+        }
+        let result = f(&mut m[..blocks]);
+        // Nothing derived from a password stays behind.
+        m[..blocks].fill(Block::default());
+        Ok(result)
+    })
 }
 
 /// Writes the SMTP accounts: see [`write_as`].
@@ -213,6 +395,7 @@ impl UserStore {
                 users,
             }),
             decoy: hash("decoy password for unknown users")?,
+            throttle: Mutex::default(),
         })
     }
 
@@ -220,38 +403,98 @@ impl UserStore {
         &self.path
     }
 
-    /// Whether `password` is `user`'s; the user's stored name when it is. Slow on purpose
-    /// (Argon2id): call it from a blocking thread.
-    pub fn verify(&self, user: &str, password: &str) -> Result<Option<String>, UsersError> {
-        let (name, stored) = {
-            let mut l = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-            let now = stamp(&self.path);
-            if now != l.stamp {
-                match read_as(&self.path, self.names) {
-                    Ok(users) => {
-                        tracing::info!(file = %self.path.display(), users = users.len(), "accounts reloaded");
-                        l.users = users;
-                        l.stamp = now;
-                    }
-                    // Keep the accounts we have; say why the new file is refused.
-                    Err(e) => return Err(e),
-                }
-            }
-            let name = self.names.normalize(user).ok();
-            let stored = name.as_ref().and_then(|n| l.users.get(n).cloned());
-            (name, stored)
+    /// `user`'s stored name and hash as the file says now (read again when it changed);
+    /// `None` when there is no such account.
+    pub fn current(&self, user: &str) -> Result<Option<(String, String)>, UsersError> {
+        let mut l = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        let now = stamp(&self.path);
+        if now != l.stamp {
+            // A file that does not read keeps the accounts we have from being used: the
+            // error says why.
+            let users = read_as(&self.path, self.names)?;
+            tracing::info!(file = %self.path.display(), users = users.len(), "accounts reloaded");
+            l.users = users;
+            l.stamp = now;
+        }
+        let Ok(name) = self.names.normalize(user) else {
+            return Ok(None);
         };
-        let hash_text = stored.as_deref().unwrap_or(&self.decoy);
-        let ok = PasswordHash::new(hash_text).is_ok_and(|h| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok()
-        });
-        Ok(match (ok, stored, name) {
-            (true, Some(_), Some(n)) => Some(n),
-            _ => None,
-        })
+        Ok(l.users.get(&name).cloned().map(|h| (name, h)))
     }
+
+    /// Whether `password` is `user`'s; the user's stored name when it is. Slow on purpose
+    /// (Argon2id, on the hashing threads): call it from a blocking thread.
+    pub fn verify(&self, user: &str, password: &str) -> Result<Option<String>, UsersError> {
+        Ok(self.verify_account(user, password)?.map(|(name, _)| name))
+    }
+
+    /// [`UserStore::verify`] for a client at `address` (SMTP AUTH), under the throttle:
+    /// [`UsersError::Locked`] before any hashing while the address (with this account, or
+    /// with any) has failed too often.
+    pub fn verify_from(
+        &self,
+        user: &str,
+        password: &str,
+        address: &str,
+    ) -> Result<Option<String>, UsersError> {
+        let lock = || self.throttle.lock().unwrap_or_else(|p| p.into_inner());
+        let keys = crate::throttle::keys(self.names.normalize(user).ok().as_deref(), address);
+        lock()
+            .begin(&keys, Instant::now())
+            .map_err(UsersError::Locked)?;
+        let result = self.verify(user, password);
+        match &result {
+            Ok(found) => lock().end(&keys, found.is_some(), Instant::now()),
+            // Our own trouble (the file, a full hashing queue) is no guess.
+            Err(_) => lock().abandon(&keys),
+        }
+        result
+    }
+
+    /// [`UserStore::verify`], with the hash that matched (what a session is bound to).
+    pub fn verify_account(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<Option<(String, String)>, UsersError> {
+        let stored = self.current(user)?;
+        let hash_text = stored.as_ref().map_or(self.decoy.as_str(), |(_, h)| h);
+        let ok = check(hash_text, password)?;
+        Ok(stored.filter(|_| ok))
+    }
+}
+
+/// The file of passwords that must be changed at sign-in, in the data directory.
+pub const EXPIRED_FILE: &str = "password-expired";
+
+/// Passwords that must be changed before anything else (`DATA/password-expired`, 0600):
+/// lines `login SHA-256-of-its-hash`. An entry holds only while the account's hash is that
+/// one, so a new password ends it whoever sets it (web, serial console, a reset).
+pub fn expire(path: &Path, login: &str, hash: &str) -> Result<(), UsersError> {
+    let mut text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(io(path, e)),
+    };
+    text.push_str(&format!("{login} {}\n", expiry_mark(hash)));
+    crate::fsutil::replace_file(path, text.as_bytes(), 0o600).map_err(|e| io(path, e))
+}
+
+/// Whether `login`'s password (whose hash is `hash`) must be changed. An unreadable file
+/// counts as yes: the flag is a security property.
+pub fn is_expired(path: &Path, login: &str, hash: &str) -> bool {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
+        Err(_) => return true,
+    };
+    let mark = expiry_mark(hash);
+    text.lines()
+        .any(|l| l.split_once(' ') == Some((login, mark.as_str())))
+}
+
+fn expiry_mark(hash: &str) -> String {
+    hsm::hex(&hsm::Hash::Sha256.digest(hash.as_bytes()))
 }
 
 #[cfg(test)]
@@ -308,5 +551,75 @@ mod tests {
         let e = store.verify("alice@example.com", "s3cret").unwrap_err();
         assert!(e.to_string().contains("line 1"), "{e}");
         assert!(matches!(hash(""), Err(UsersError::EmptyPassword)));
+    }
+
+    #[test]
+    fn hashing_runs_a_bounded_number_at_once_and_refuses_beyond_its_queue() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // A pool of its own, so the flood does not reach the other tests' hashes.
+        let pool = Arc::new(Hashers::start(2, 3, Duration::from_secs(30)));
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let gate = Arc::new(Mutex::new(gate));
+        let callers: Vec<_> = (0..20)
+            .map(|_| {
+                let (pool, running, most, gate) =
+                    (pool.clone(), running.clone(), most.clone(), gate.clone());
+                std::thread::spawn(move || {
+                    pool.run(move || {
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        let _ = gate.lock().unwrap().recv();
+                        running.fetch_sub(1, Ordering::SeqCst);
+                    })
+                })
+            })
+            .collect();
+        // At most two run and three wait; every other caller is refused at once, so at
+        // least 15 come back while the gate is still shut.
+        let start = Instant::now();
+        while callers.iter().filter(|c| c.is_finished()).count() < 15
+            || running.load(Ordering::SeqCst) < 2
+        {
+            assert!(start.elapsed() < Duration::from_secs(30), "callers hang");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for _ in 0..20 {
+            release.send(()).unwrap();
+        }
+        let results: Vec<_> = callers.into_iter().map(|c| c.join().unwrap()).collect();
+        let refused = results
+            .iter()
+            .filter(|r| matches!(r, Err(UsersError::Busy)))
+            .count();
+        assert!((15..=18).contains(&refused), "{results:?}");
+        assert_eq!(most.load(Ordering::SeqCst), 2);
+        assert!(UsersError::Busy.is_temporary());
+    }
+
+    #[test]
+    fn a_caller_that_waited_too_long_is_refused_and_its_work_skipped() {
+        let pool = Hashers::start(1, 4, Duration::from_millis(50));
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let blocker = {
+            let pool = Arc::new(pool);
+            let p = pool.clone();
+            let h = std::thread::spawn(move || {
+                p.run(move || {
+                    let _ = gate.recv();
+                })
+            });
+            (pool, h)
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        let waiter = {
+            let p = blocker.0.clone();
+            std::thread::spawn(move || p.run(|| "ran"))
+        };
+        std::thread::sleep(Duration::from_millis(150));
+        release.send(()).unwrap();
+        assert!(blocker.1.join().unwrap().is_ok());
+        assert!(matches!(waiter.join().unwrap(), Err(UsersError::Busy)));
     }
 }

@@ -389,18 +389,25 @@ fn api_every_endpoint_with_authorisation() {
         204
     );
 
-    // Queue: empty; unknown ids are 404.
+    // Queue: empty; unknown ids are 404, what is not an id at all 400.
     assert_eq!(api.call("GET", "/api/v1/queue", None, &[]).json, json!([]));
-    assert_eq!(api.call("GET", "/api/v1/queue/nope", None, &[]).status, 404);
-    assert_eq!(
-        api.call("POST", "/api/v1/queue/nope/retry", None, &[])
-            .status,
-        404
-    );
-    assert_eq!(
-        api.call("DELETE", "/api/v1/queue/nope", None, &[]).status,
-        404
-    );
+    for (id, status) in [("0000000000000A", 404), ("nope", 400)] {
+        assert_eq!(
+            api.call("GET", &format!("/api/v1/queue/{id}"), None, &[])
+                .status,
+            status
+        );
+        assert_eq!(
+            api.call("POST", &format!("/api/v1/queue/{id}/retry"), None, &[])
+                .status,
+            status
+        );
+        assert_eq!(
+            api.call("DELETE", &format!("/api/v1/queue/{id}"), None, &[])
+                .status,
+            status
+        );
+    }
 
     // The auditor reads everything and changes nothing.
     let mut aud = Api::new(port);

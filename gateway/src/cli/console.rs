@@ -575,6 +575,32 @@ impl Console<'_> {
         Ok(true)
     }
 
+    /// Signed in with a one-time password (`serve --dev`'s): nothing but choosing a new one
+    /// until it is done; the end of input signs out.
+    fn replace_one_time(&mut self, once: &str) -> Result<bool, CliError> {
+        writeln!(
+            self.out,
+            "This is a one-time password: choose your own now (at least {MIN_PASSWORD} \
+             characters)."
+        )?;
+        loop {
+            let Some(new) = self.new_password()? else {
+                return Ok(false);
+            };
+            if *new == once {
+                writeln!(self.out, "Choose another password than the one-time one.")?;
+                continue;
+            }
+            let mut admins =
+                users::read_as(self.admins_path(), Names::Logins).map_err(users_error)?;
+            admins.insert(self.user.clone(), users::hash(&new).map_err(users_error)?);
+            users::write_as(self.admins_path(), &admins, Names::Logins).map_err(users_error)?;
+            self.audit(None, "password changed");
+            writeln!(self.out, "Password changed.")?;
+            return Ok(true);
+        }
+    }
+
     /// A new password typed twice; `None` at the end of input.
     fn new_password(&mut self) -> Result<Option<Zeroizing<String>>, CliError> {
         loop {
@@ -611,9 +637,17 @@ impl Console<'_> {
             let Some(pw) = self.secret("Password: ")? else {
                 return Ok(false);
             };
-            if let Some(user) = self.store.verify(&login, &pw).map_err(users_error)? {
+            if let Some((user, hash)) = self
+                .store
+                .verify_account(&login, &pw)
+                .map_err(users_error)?
+            {
                 self.audit(Some(&user), "signed in");
                 self.user = user;
+                let expired = self.data.join(users::EXPIRED_FILE);
+                if users::is_expired(&expired, &self.user, &hash) {
+                    return self.replace_one_time(&pw);
+                }
                 return Ok(true);
             }
             self.audit(Some(login.trim()), "sign-in failed");

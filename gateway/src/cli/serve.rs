@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// Listen here instead of the configured addresses (address:port).
     #[arg(long, value_name = "ADDR")]
     listen: Vec<SocketAddr>,
+
+    /// Serve the web console here instead of the configured addresses (address:port).
+    #[arg(long, value_name = "ADDR")]
+    web: Vec<SocketAddr>,
 }
 
 pub fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), CliError> {
@@ -47,6 +51,9 @@ pub fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), CliError> {
     };
     if !args.listen.is_empty() {
         config.server.listen = args.listen.clone();
+    }
+    if !args.web.is_empty() {
+        config.web.listen = args.web.clone();
     }
     let (uri, pin, raw) = match &config.token {
         TokenConfig::Software { pin } => (None, pin.as_deref(), false),
@@ -144,7 +151,8 @@ fn print_summary(relay: &Relay, dev: bool, out: &mut dyn Write) -> Result<(), Cl
 }
 
 /// `--dev` with no administrator yet: one is made with a random password, shown here once
-/// (kept only as an Argon2id hash). Change it under "Password" in the web console.
+/// (kept only as an Argon2id hash) and marked expired: signed in with it, the web console
+/// and the serial console allow nothing but choosing a new one.
 fn dev_admin(data: &std::path::Path, out: &mut dyn Write) -> Result<(), CliError> {
     use smimegw::users::{self, Names};
     let path = data.join("admins");
@@ -158,15 +166,17 @@ fn dev_admin(data: &std::path::Path, out: &mut dyn Write) -> Result<(), CliError
         .chars()
         .take(20)
         .collect();
-    admins.insert(
-        "admin".into(),
-        users::hash(&password).map_err(|e| CliError::Usage(e.to_string()))?,
-    );
+    let hash = users::hash(&password).map_err(|e| CliError::Usage(e.to_string()))?;
+    // Expired before it is written: there is never a moment it could be used for more.
+    users::expire(&data.join(users::EXPIRED_FILE), "admin", &hash)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    admins.insert("admin".into(), hash);
     users::write_as(&path, &admins, Names::Logins).map_err(|e| CliError::Usage(e.to_string()))?;
     writeln!(
         out,
         "Web console: sign in as admin with the one-time password {password}\n\
-         (shown only now; change it under Password. `smimegw console` uses the same account.)"
+         (shown only now; it must be changed at the first sign-in, and nothing else is \
+         allowed until then. `smimegw console` uses the same account.)"
     )?;
     Ok(())
 }

@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 
 use crate::smime::asn1::day;
-use crate::spool::{self, Envelope, SpoolError, Status};
+use crate::spool::{self, Envelope, QueueId, SpoolError, Status};
 
 use super::Relay;
 
@@ -315,18 +315,18 @@ fn policy_apply(relay: &Relay) -> Result<String, String> {
 }
 
 /// Deletes a queued message (not while it is being delivered).
-pub async fn delete_queued(relay: &Arc<Relay>, id: &str) -> Result<(), String> {
-    if !relay.queue.claim(id) {
+pub async fn delete_queued(relay: &Arc<Relay>, id: &QueueId) -> Result<(), String> {
+    if !relay.queue.claim(id.as_str()) {
         return Err(format!(
             "{id} is being delivered right now; try again in a moment"
         ));
     }
-    let (r, id2) = (relay.clone(), id.to_string());
-    let res = tokio::task::spawn_blocking(move || r.spool.remove(&id2)).await;
-    relay.queue.release(id);
+    let (r, id2) = (relay.clone(), id.clone());
+    let res = tokio::task::spawn_blocking(move || r.spool.delete(&id2)).await;
+    relay.queue.release(id.as_str());
     match res {
         Ok(Ok(())) => {
-            tracing::warn!(id, "deleted from the queue by the administrator");
+            tracing::warn!(%id, "deleted from the queue by the administrator");
             Ok(())
         }
         Ok(Err(SpoolError::NotFound(_))) => Err(format!("no queued message {id}")),
@@ -355,6 +355,8 @@ async fn handle(relay: &Arc<Relay>, line: &str) -> Result<String, String> {
     let mut words = line.split_whitespace();
     let cmd = words.next().unwrap_or("");
     let id = words.next();
+    // An id from the request is parsed before anything looks it up.
+    let queue_id = |id: &str| QueueId::parse(id).map_err(|e| e.to_string());
     let now = spool::now();
     let r = relay.clone();
     match (cmd, id) {
@@ -392,7 +394,8 @@ async fn handle(relay: &Arc<Relay>, line: &str) -> Result<String, String> {
             Ok(out)
         }
         ("show", Some(id)) => {
-            let env = relay.spool.envelope(id).map_err(|e| e.to_string())?;
+            let id = queue_id(id)?;
+            let env = relay.spool.read(&id).map_err(|e| e.to_string())?;
             let mut out = String::new();
             let _ = writeln!(out, "id:         {}", env.id);
             let _ = writeln!(
@@ -416,7 +419,7 @@ async fn handle(relay: &Arc<Relay>, line: &str) -> Result<String, String> {
             let _ = writeln!(
                 out,
                 "message:    {}",
-                relay.spool.message_path(&env.id).display()
+                relay.spool.message_file(&id).display()
             );
             for r in &env.recipients {
                 let status = match &r.status {
@@ -434,12 +437,14 @@ async fn handle(relay: &Arc<Relay>, line: &str) -> Result<String, String> {
             Ok("every queued message is due now\n".into())
         }
         ("retry", Some(id)) => {
-            relay.spool.envelope(id).map_err(|e| e.to_string())?;
-            relay.queue.schedule(id, 0);
+            let id = queue_id(id)?;
+            relay.spool.read(&id).map_err(|e| e.to_string())?;
+            relay.queue.schedule(id.as_str(), 0);
             Ok(format!("{id} is due now\n"))
         }
         ("delete", Some(id)) => {
-            delete_queued(relay, id).await?;
+            let id = queue_id(id)?;
+            delete_queued(relay, &id).await?;
             Ok(format!("{id} deleted\n"))
         }
         ("status", None) => status(relay).await,

@@ -395,9 +395,9 @@ impl Session {
             return;
         }
         let relay = self.relay.clone();
-        let name = user.clone();
+        let (name, address) = (user.clone(), self.peer.ip().to_string());
         let checked = tokio::task::spawn_blocking(move || match &relay.users {
-            Some(store) => store.verify(&name, password.expose()),
+            Some(store) => store.verify_from(&name, password.expose(), &address),
             None => Ok(None),
         })
         .await;
@@ -418,6 +418,12 @@ impl Session {
                     "5.7.8",
                     "Authentication credentials invalid",
                 ));
+            }
+            // Too many password checks at once (the hashing threads' queue is full), or
+            // too many failures from this address.
+            Ok(Err(e)) if e.is_temporary() => {
+                tracing::warn!(peer = %self.peer, "SMTP AUTH: {e}");
+                server.reject(Reply::new(454, "4.7.0", "Temporary authentication failure"));
             }
             Ok(Err(e)) => {
                 tracing::error!("SMTP accounts: {e}");

@@ -94,6 +94,7 @@ impl From<SignInError> for ApiError {
         match e {
             SignInError::Wrong => ApiError::Forbidden("wrong password".into()),
             SignInError::Locked(s) => ApiError::Locked(s),
+            SignInError::Accounts(e) if e.is_temporary() => ApiError::Unavailable(e.to_string()),
             SignInError::Accounts(e) => ApiError::Internal(e.to_string()),
             SignInError::Random(e) => ApiError::Unavailable(e.to_string()),
         }
@@ -111,9 +112,17 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::Internal(e.to_string()))?
 }
 
+/// Refusal of a session that signed in with an expired (one-time) password.
+pub const MUST_CHANGE: &str = "the password is a one-time password: change it first (POST /api/v1/password with \
+     \"old\" and \"new\"); nothing else is allowed until then";
+
 /// The signed-in session; for a change also an administrator and the CSRF token `csrf`.
+/// A session that must change its password is refused (403) here.
 pub fn check(web: &Web, headers: &HeaderMap, change: Option<&str>) -> ApiResult<Session> {
     let (_, s) = web.session(headers).ok_or(ApiError::Unauthorized)?;
+    if s.must_change {
+        return Err(ApiError::Forbidden(MUST_CHANGE.into()));
+    }
     if let Some(csrf) = change {
         if !super::auth::same(csrf, &s.csrf) {
             return Err(ApiError::Forbidden(
@@ -142,6 +151,18 @@ pub(super) fn changing(web: &Web, headers: &HeaderMap) -> ApiResult<Session> {
 
 pub(super) fn reading(web: &Web, headers: &HeaderMap) -> ApiResult<Session> {
     check(web, headers, None)
+}
+
+/// The signed-in session and its cookie id, also one that must change its password (who
+/// am I, sign out, change the password), with its CSRF token checked when `csrf`.
+fn own_session(web: &Web, headers: &HeaderMap, csrf: bool) -> ApiResult<(String, Session)> {
+    let (id, s) = web.session(headers).ok_or(ApiError::Unauthorized)?;
+    if csrf && !super::auth::same(csrf_header(headers), &s.csrf) {
+        return Err(ApiError::Forbidden(
+            "missing or wrong CSRF token (X-CSRF-Token)".into(),
+        ));
+    }
+    Ok((id, s))
 }
 
 // ---- views ----
@@ -472,17 +493,22 @@ pub fn audited(web: &Web, s: &Session, action: &str, detail: String) {
     admin::record(web.relay.store.as_ref(), &Web::actor(s), action, detail);
 }
 
-pub async fn queue_retry(web: &Arc<Web>, s: &Session, id: &str) -> ApiResult<()> {
+/// A queue id from a request, or a 400 saying it is not one (before anything looks for it).
+pub fn queue_id(text: &str) -> ApiResult<spool::QueueId> {
+    spool::QueueId::parse(text).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+pub async fn queue_retry(web: &Arc<Web>, s: &Session, id: &spool::QueueId) -> ApiResult<()> {
     web.relay
         .spool
-        .envelope(id)
+        .read(id)
         .map_err(|_| ApiError::NotFound(format!("no queued message {id}")))?;
-    web.relay.queue.schedule(id, 0);
+    web.relay.queue.schedule(id.as_str(), 0);
     audited(web, s, "queue retry", id.to_string());
     Ok(())
 }
 
-pub async fn queue_delete(web: &Arc<Web>, s: &Session, id: &str) -> ApiResult<()> {
+pub async fn queue_delete(web: &Arc<Web>, s: &Session, id: &spool::QueueId) -> ApiResult<()> {
     crate::relay::control::delete_queued(&web.relay, id)
         .await
         .map_err(|e| {
@@ -611,29 +637,29 @@ async fn sign_in(
     })
     .await?;
     audited(&web, &s, "sign-in", "web console (API)".into());
-    let mut res = Json(json!({ "user": s.user, "role": s.role, "csrf": s.csrf })).into_response();
+    let mut res = Json(session_json(&s)).into_response();
     res.headers_mut()
         .insert(header::SET_COOKIE, session_cookie(COOKIE, &id));
     Ok(res)
 }
 
+/// What the API says of a session: who, the role, the CSRF token, and whether the
+/// password must be changed before anything else.
+fn session_json(s: &Session) -> Value {
+    json!({
+        "user": s.user, "role": s.role, "csrf": s.csrf,
+        "must_change_password": s.must_change,
+    })
+}
+
 async fn whoami(State(web): State<Arc<Web>>, headers: HeaderMap) -> ApiResult<Json<Value>> {
-    let s = reading(&web, &headers)?;
-    Ok(Json(
-        json!({ "user": s.user, "role": s.role, "csrf": s.csrf }),
-    ))
+    let (_, s) = own_session(&web, &headers, false)?;
+    Ok(Json(session_json(&s)))
 }
 
 async fn sign_out(State(web): State<Arc<Web>>, headers: HeaderMap) -> ApiResult<Response> {
-    let s = reading(&web, &headers)?;
-    if !super::auth::same(csrf_header(&headers), &s.csrf) {
-        return Err(ApiError::Forbidden(
-            "missing or wrong CSRF token (X-CSRF-Token)".into(),
-        ));
-    }
-    if let Some((id, _)) = web.session(&headers) {
-        web.auth.sign_out(&id);
-    }
+    let (id, _) = own_session(&web, &headers, true)?;
+    web.auth.sign_out(&id);
     let mut res = StatusCode::NO_CONTENT.into_response();
     res.headers_mut()
         .insert(header::SET_COOKIE, session_cookie(COOKIE, ""));
@@ -652,17 +678,13 @@ async fn password(
     headers: HeaderMap,
     Json(p): Json<PasswordChange>,
 ) -> ApiResult<Json<Value>> {
-    // Auditors change their own password too: only the session and CSRF are checked.
-    let s = reading(&web, &headers)?;
-    if !super::auth::same(csrf_header(&headers), &s.csrf) {
-        return Err(ApiError::Forbidden(
-            "missing or wrong CSRF token (X-CSRF-Token)".into(),
-        ));
-    }
+    // Auditors change their own password too, and so does a session that must: only the
+    // session and CSRF are checked.
+    let (id, s) = own_session(&web, &headers, true)?;
     let (w, s2, ip) = (web.clone(), s.clone(), peer.ip());
     blocking(move || {
         w.auth
-            .change_password(&s2, &p.old, &p.new, &ip)
+            .change_password(&id, &s2, &p.old, &p.new, &ip)
             .map_err(ApiError::BadRequest)
     })
     .await?;
@@ -883,9 +905,10 @@ async fn get_queued(
     Path(id): Path<String>,
 ) -> ApiResult<Json<spool::Envelope>> {
     reading(&web, &headers)?;
+    let id = queue_id(&id)?;
     web.relay
         .spool
-        .envelope(&id)
+        .read(&id)
         .map(Json)
         .map_err(|_| ApiError::NotFound(format!("no queued message {id}")))
 }
@@ -896,8 +919,9 @@ async fn post_retry(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let s = changing(&web, &headers)?;
+    let id = queue_id(&id)?;
     queue_retry(&web, &s, &id).await?;
-    Ok(Json(json!({ "due": id })))
+    Ok(Json(json!({ "due": id.as_str() })))
 }
 
 async fn del_queued(
@@ -906,6 +930,7 @@ async fn del_queued(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let s = changing(&web, &headers)?;
+    let id = queue_id(&id)?;
     queue_delete(&web, &s, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

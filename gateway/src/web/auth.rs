@@ -2,25 +2,32 @@
 //! read-only; Argon2id hashes, the same files the serial console uses), sessions (a random
 //! token in a Secure, HttpOnly, SameSite=Strict cookie; ended after `web.session_idle`
 //! without a request), a CSRF token per session (every form and every changing API call
-//! carries it), and throttling: after [`MAX_FAILURES`] wrong passwords for an account (or
-//! [`MAX_FAILURES_ADDRESS`] from one address) within [`WINDOW`], sign-in is refused for
-//! [`LOCKOUT`] even with the right password.
+//! carries it), and throttling per address and account ([`crate::throttle`]).
+//!
+//! A session is bound to the account's password hash at sign-in: when the account is
+//! removed, changes role, or gets a new password (a change, a reset by another
+//! administrator, the serial console's `passwd`, an edited file), every one of its sessions
+//! ends at its next request. The session that changes its own password is the exception:
+//! it is kept, bound to the new hash.
+//!
+//! A password marked as expired (`DATA/password-expired`: `serve --dev`'s one-time
+//! password) signs in to a session that may only change it ([`Session::must_change`]).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::throttle::{self, Throttle};
 use crate::users::{self, Names, UserStore, UsersError};
+
+pub use crate::throttle::{FIRST_LOCKOUT, MAX_FAILURES, MAX_FAILURES_ADDRESS, MAX_LOCKOUT};
 
 pub const COOKIE: &str = "smimegw_session";
 /// The sign-in form's own CSRF cookie (before there is a session).
 pub const PRE_COOKIE: &str = "smimegw_signin";
-pub const MAX_FAILURES: u32 = 5;
-/// From one address (several administrators may share one): more before it locks.
-pub const MAX_FAILURES_ADDRESS: u32 = 20;
-pub const WINDOW: Duration = Duration::from_secs(15 * 60);
-pub const LOCKOUT: Duration = Duration::from_secs(5 * 60);
+/// The file of passwords that must be changed at sign-in, in the data directory.
+pub use crate::users::EXPIRED_FILE;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -56,14 +63,11 @@ pub struct Session {
     pub csrf: String,
     /// "web 127.0.0.1" for the audit log.
     pub origin: String,
+    /// Signed in with an expired (one-time) password: only changing it is allowed.
+    pub must_change: bool,
+    /// The account's password hash at sign-in (or at its own change).
+    credential: String,
     last_seen: Instant,
-}
-
-#[derive(Debug)]
-struct Failures {
-    count: u32,
-    first: Instant,
-    locked_until: Option<Instant>,
 }
 
 /// Why a sign-in failed.
@@ -79,14 +83,25 @@ pub enum SignInError {
     Random(#[from] hsm::Error),
 }
 
+/// An account whose password was just checked.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub user: String,
+    pub role: Role,
+    /// Its password is expired (one-time): it must be changed before anything else.
+    pub must_change: bool,
+    credential: String,
+}
+
 /// Accounts, sessions and throttling.
 #[derive(Debug)]
 pub struct Auth {
     admins: UserStore,
     auditors: UserStore,
+    expired: PathBuf,
     idle: Duration,
     sessions: Mutex<HashMap<String, Session>>,
-    failures: Mutex<HashMap<String, Failures>>,
+    throttle: Mutex<Throttle>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -112,47 +127,46 @@ impl Auth {
         Ok(Auth {
             admins: UserStore::open_as(&data.join("admins"), Names::Logins)?,
             auditors: UserStore::open_as(&data.join("auditors"), Names::Logins)?,
+            expired: data.join(EXPIRED_FILE),
             idle,
             sessions: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
+            throttle: Mutex::new(Throttle::default()),
         })
     }
 
-    fn locked(&self, keys: &[String]) -> Option<u64> {
-        let now = Instant::now();
-        let f = lock(&self.failures);
-        keys.iter()
-            .filter_map(|k| f.get(k)?.locked_until)
-            .filter(|&t| t > now)
-            .map(|t| (t - now).as_secs().max(1))
-            .max()
+    fn store(&self, role: Role) -> &UserStore {
+        match role {
+            Role::Admin => &self.admins,
+            Role::Auditor => &self.auditors,
+        }
     }
 
-    fn failed(&self, keys: &[String]) {
-        let now = Instant::now();
-        let mut f = lock(&self.failures);
-        for k in keys {
-            let e = f.entry(k.clone()).or_insert(Failures {
-                count: 0,
-                first: now,
-                locked_until: None,
-            });
-            if now - e.first > WINDOW {
-                *e = Failures {
-                    count: 0,
-                    first: now,
-                    locked_until: None,
-                };
-            }
-            e.count += 1;
-            let max = if k.starts_with("ip:") {
-                MAX_FAILURES_ADDRESS
-            } else {
-                MAX_FAILURES
-            };
-            if e.count >= max {
-                e.locked_until = Some(now + LOCKOUT);
-            }
+    /// Runs a password check under the throttle of `user` from `ip`: refused before any
+    /// hashing while locked; `check` says whether the password was right.
+    fn throttled<T>(
+        &self,
+        user: &str,
+        ip: &str,
+        check: impl FnOnce() -> Result<Option<T>, SignInError>,
+    ) -> Result<T, SignInError> {
+        let keys = throttle::keys(Names::Logins.normalize(user).ok().as_deref(), ip);
+        lock(&self.throttle)
+            .begin(&keys, Instant::now())
+            .map_err(SignInError::Locked)?;
+        let result = check();
+        let mut t = lock(&self.throttle);
+        match &result {
+            Ok(found) => t.end(&keys, found.is_some(), Instant::now()),
+            // An error of our own (the accounts file, a full hashing queue) is neither a
+            // failure nor a success.
+            Err(_) => t.abandon(&keys),
+        }
+        match result? {
+            Some(v) => Ok(v),
+            None => match t.locked(&keys, Instant::now()) {
+                0 => Err(SignInError::Wrong),
+                secs => Err(SignInError::Locked(secs)),
+            },
         }
     }
 
@@ -164,12 +178,14 @@ impl Auth {
         password: &str,
         ip: &str,
     ) -> Result<(String, Session), SignInError> {
-        let (user, role) = self.authenticate(user, password, ip)?;
+        let a = self.authenticate(user, password, ip)?;
         let session = Session {
-            user,
-            role,
+            user: a.user,
+            role: a.role,
             csrf: token()?,
             origin: format!("web {ip}"),
+            must_change: a.must_change,
+            credential: a.credential,
             last_seen: Instant::now(),
         };
         let id = token()?;
@@ -179,75 +195,89 @@ impl Auth {
         Ok((id, session))
     }
 
-    /// Checks a user name and password under the throttle (blocks): the account's name and
-    /// role. For sign-in, and for requests that carry HTTP Basic credentials (the metrics).
+    /// Checks a user name and password under the throttle (blocks): the account. For
+    /// sign-in, and for requests that carry HTTP Basic credentials (the metrics).
     pub fn authenticate(
         &self,
         user: &str,
         password: &str,
         ip: &str,
-    ) -> Result<(String, Role), SignInError> {
-        let name = Names::Logins
-            .normalize(user)
-            .unwrap_or_else(|_| user.to_string());
-        let keys = [format!("user:{name}"), format!("ip:{ip}")];
-        if let Some(secs) = self.locked(&keys) {
-            return Err(SignInError::Locked(secs));
-        }
-        let role = if let Some(n) = self.admins.verify(&name, password)? {
-            Some((n, Role::Admin))
-        } else {
-            self.auditors
-                .verify(&name, password)?
-                .map(|n| (n, Role::Auditor))
-        };
-        let Some((user, role)) = role else {
-            self.failed(&keys);
-            if let Some(secs) = self.locked(&keys) {
-                return Err(SignInError::Locked(secs));
-            }
-            return Err(SignInError::Wrong);
-        };
-        lock(&self.failures).remove(&keys[0]);
-        Ok((user, role))
+    ) -> Result<Account, SignInError> {
+        self.throttled(user, ip, || {
+            // One hash per attempt: against the store that has the account (the auditors'
+            // decoy when neither has it).
+            let role = match self.admins.current(user)? {
+                Some(_) => Role::Admin,
+                None => Role::Auditor,
+            };
+            let found = self
+                .store(role)
+                .verify_account(user, password)?
+                .map(|a| (a, role));
+            Ok(found.map(|((user, credential), role)| Account {
+                must_change: users::is_expired(&self.expired, &user, &credential),
+                user,
+                role,
+                credential,
+            }))
+        })
     }
 
-    /// The session of a cookie value, refreshed; `None` when unknown or idle too long.
+    /// The session of a cookie value, refreshed; `None` when unknown, idle too long, or
+    /// its account is gone or has another password than at sign-in.
     pub fn session(&self, id: &str) -> Option<Session> {
-        let mut s = lock(&self.sessions);
-        let found = s.get_mut(id)?;
-        if found.last_seen.elapsed() >= self.idle {
-            s.remove(id);
-            return None;
+        let found = {
+            let mut s = lock(&self.sessions);
+            let found = s.get_mut(id)?;
+            if found.last_seen.elapsed() >= self.idle {
+                s.remove(id);
+                return None;
+            }
+            found.last_seen = Instant::now();
+            found.clone()
+        };
+        let current = self.store(found.role).current(&found.user);
+        match current {
+            Ok(Some((_, hash))) if same(&hash, &found.credential) => Some(found),
+            _ => {
+                // Unless its own password change bound it to the new hash meanwhile.
+                let mut s = lock(&self.sessions);
+                if s.get(id).is_some_and(|v| v.credential == found.credential) {
+                    s.remove(id);
+                    tracing::info!(user = %found.user, "web console: session ended (account removed or password changed)");
+                }
+                None
+            }
         }
-        found.last_seen = Instant::now();
-        Some(found.clone())
     }
 
     pub fn sign_out(&self, id: &str) {
         lock(&self.sessions).remove(id);
     }
 
-    /// Whether `password` is the signed-in user's (a confirmation); blocks.
-    pub fn confirm(&self, s: &Session, password: &str, ip: &str) -> Result<bool, SignInError> {
-        let keys = [format!("user:{}", s.user), format!("ip:{ip}")];
-        if let Some(secs) = self.locked(&keys) {
-            return Err(SignInError::Locked(secs));
-        }
-        let store = match s.role {
-            Role::Admin => &self.admins,
-            Role::Auditor => &self.auditors,
-        };
-        let ok = store.verify(&s.user, password)?.is_some();
-        if !ok {
-            self.failed(&keys);
-        }
-        Ok(ok)
+    /// Ends every session of `user` (in `role`) but `keep`.
+    fn end_sessions(&self, user: &str, role: Role, keep: Option<&str>) {
+        lock(&self.sessions)
+            .retain(|id, v| Some(id.as_str()) == keep || v.user != user || v.role != role);
     }
 
-    /// Changes the signed-in user's password (the old one checked first); blocks.
+    /// Whether `password` is the signed-in user's (a confirmation); blocks.
+    pub fn confirm(&self, s: &Session, password: &str, ip: &str) -> Result<bool, SignInError> {
+        match self.throttled(&s.user, ip, || {
+            Ok(self.store(s.role).verify(&s.user, password)?)
+        }) {
+            Ok(_) => Ok(true),
+            Err(SignInError::Wrong) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Changes the password of the session `id` (the old one checked first); blocks. The
+    /// account's other sessions end; this one is kept, bound to the new password, and may
+    /// do everything again if it had to change an expired one.
     pub fn change_password(
         &self,
+        id: &str,
         s: &Session,
         old: &str,
         new: &str,
@@ -259,21 +289,31 @@ impl Auth {
                 users::MIN_ADMIN_PASSWORD
             ));
         }
+        if old == new {
+            return Err("the new password must differ from the current one".into());
+        }
         match self.confirm(s, old, ip) {
             Ok(true) => {}
             Ok(false) => return Err("the current password is wrong".into()),
             Err(e) => return Err(e.to_string()),
         }
-        let path = match s.role {
-            Role::Admin => self.admins.path(),
-            Role::Auditor => self.auditors.path(),
-        };
+        let path = self.store(s.role).path();
+        let hash = users::hash(new).map_err(|e| e.to_string())?;
         let mut all = users::read_as(path, Names::Logins).map_err(|e| e.to_string())?;
-        all.insert(s.user.clone(), users::hash(new).map_err(|e| e.to_string())?);
-        users::write_as(path, &all, Names::Logins).map_err(|e| e.to_string())
+        all.insert(s.user.clone(), hash.clone());
+        // The sessions are held while the file changes, so no request of this session
+        // sees the new file with the old binding.
+        let mut sessions = lock(&self.sessions);
+        users::write_as(path, &all, Names::Logins).map_err(|e| e.to_string())?;
+        sessions.retain(|k, v| k == id || v.user != s.user || v.role != s.role);
+        if let Some(me) = sessions.get_mut(id) {
+            me.credential = hash;
+            me.must_change = false;
+        }
+        Ok(())
     }
 
-    /// Adds (or resets) an account; blocks.
+    /// Adds (or resets) an account; blocks. A reset ends every session of the account.
     pub fn set_account(&self, name: &str, role: Role, password: &str) -> Result<String, String> {
         let name = Names::Logins.normalize(name).map_err(|e| e.to_string())?;
         if password.chars().count() < users::MIN_ADMIN_PASSWORD {
@@ -298,6 +338,7 @@ impl Auth {
             users::hash(password).map_err(|e| e.to_string())?,
         );
         users::write_as(this, &all, Names::Logins).map_err(|e| e.to_string())?;
+        self.end_sessions(&name, role, None);
         Ok(name)
     }
 

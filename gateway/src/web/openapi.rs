@@ -38,7 +38,7 @@ const ENDPOINTS: &[Endpoint] = &[
     (
         "post",
         "/api/v1/session",
-        "Sign in: sets the session cookie; returns the user, role and CSRF token. Throttled: 429 after repeated failures",
+        "Sign in: sets the session cookie; returns the user, role, CSRF token and must_change_password (signed in with a one-time password: only POST /api/v1/password is allowed until it is changed). Throttled per address and account: 429 after repeated failures; 503 while too many password checks run",
         false,
         Body::Json(&["user", "password"]),
         "200",
@@ -46,7 +46,7 @@ const ENDPOINTS: &[Endpoint] = &[
     (
         "get",
         "/api/v1/session",
-        "The signed-in user, role and CSRF token",
+        "The signed-in user, role, CSRF token and must_change_password",
         false,
         Body::None,
         "200",
@@ -62,7 +62,7 @@ const ENDPOINTS: &[Endpoint] = &[
     (
         "post",
         "/api/v1/password",
-        "Change your password (CSRF token required)",
+        "Change your password (CSRF token required): your other sessions end, this one is kept",
         false,
         Body::Json(&["old", "new"]),
         "200",
@@ -70,7 +70,7 @@ const ENDPOINTS: &[Endpoint] = &[
     (
         "post",
         "/api/v1/users",
-        "Add an account or reset its password; role admin or auditor",
+        "Add an account or reset its password (its sessions end); role admin or auditor",
         true,
         Body::Json(&["name", "role", "password"]),
         "200",
@@ -388,11 +388,18 @@ pub fn document() -> Value {
         );
         if !public {
             responses.insert("401".into(), error_response("not signed in"));
+            responses.insert(
+                "403".into(),
+                error_response("the session signed in with a one-time password: change it first"),
+            );
         }
         if changes {
             responses.insert(
                 "403".into(),
-                error_response("an auditor, a wrong CSRF token or a wrong password confirmation"),
+                error_response(
+                    "an auditor, a wrong CSRF token, a wrong password confirmation, or a \
+                     one-time password not yet changed",
+                ),
             );
             responses.insert(
                 "400".into(),
@@ -404,6 +411,16 @@ pub fn document() -> Value {
             responses.insert(
                 "429".into(),
                 error_response("too many failed sign-ins (Retry-After)"),
+            );
+            responses.insert(
+                "503".into(),
+                error_response("too many password checks at once; try again"),
+            );
+        }
+        if path.contains("{id}") {
+            responses.insert(
+                "400".into(),
+                error_response("not a queue id (14 to 16 of 0-9 and A-F)"),
             );
         }
         if path.contains('{') {

@@ -101,12 +101,23 @@ pub(super) fn page(web: &Web, s: &Session, title: &str, notice: Notice, body: &s
     (status, Html(layout(s, &web.banner(), title, &notice, body))).into_response()
 }
 
-/// The session, or the way to the sign-in page. (The `Err` is the answer itself, returned
-/// once per request: its size does not matter.)
+/// The session, or the way to the sign-in page; a session that must change its password
+/// is sent to the password page. (The `Err` is the answer itself, returned once per
+/// request: its size does not matter.)
 #[allow(clippy::result_large_err)]
 pub(super) fn session_or_login(web: &Web, headers: &HeaderMap) -> Result<Session, Response> {
+    let (_, s) = own_session(web, headers)?;
+    if s.must_change {
+        return Err(Redirect::to("/password").into_response());
+    }
+    Ok(s)
+}
+
+/// The session and its cookie id, also one that must change its password (the password
+/// page), or the way to the sign-in page.
+#[allow(clippy::result_large_err)]
+fn own_session(web: &Web, headers: &HeaderMap) -> Result<(String, Session), Response> {
     web.session(headers)
-        .map(|(_, s)| s)
         .ok_or_else(|| Redirect::to("/login").into_response())
 }
 
@@ -336,8 +347,12 @@ async fn login(
         }
         Ok(Err(e)) => {
             let mut res = login_page(Some(&e.to_string()));
-            if matches!(e, SignInError::Locked(_)) {
-                *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            match &e {
+                SignInError::Locked(_) => *res.status_mut() = StatusCode::TOO_MANY_REQUESTS,
+                SignInError::Accounts(a) if a.is_temporary() => {
+                    *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                }
+                _ => {}
             }
             res
         }
@@ -925,10 +940,12 @@ async fn queue_retry(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let id = field("id");
-    let n = outcome(api::queue_retry(&web, &s, &id).await, |()| {
-        format!("{id} is due now.")
-    });
+    let n = match api::queue_id(&field("id")) {
+        Ok(id) => outcome(api::queue_retry(&web, &s, &id).await, |()| {
+            format!("{id} is due now.")
+        }),
+        Err(e) => Notice::Err(e.message()),
+    };
     queue_page(&web, &s, n).await
 }
 
@@ -942,10 +959,12 @@ async fn queue_delete(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let id = field("id");
-    let n = outcome(api::queue_delete(&web, &s, &id).await, |()| {
-        format!("{id} deleted.")
-    });
+    let n = match api::queue_id(&field("id")) {
+        Ok(id) => outcome(api::queue_delete(&web, &s, &id).await, |()| {
+            format!("{id} deleted.")
+        }),
+        Err(e) => Notice::Err(e.message()),
+    };
     queue_page(&web, &s, n).await
 }
 
@@ -989,15 +1008,22 @@ fn password_body(s: &Session) -> String {
     )
 }
 
+/// What the password page says to a session that must change its password.
+const MUST_CHANGE_NOTICE: &str =
+    "You signed in with a one-time password: choose your own before anything else.";
+
 async fn password_form(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
-    match session_or_login(&web, &headers) {
-        Ok(s) => page(
-            &web,
-            &s,
-            "Change your password",
-            Notice::None,
-            &password_body(&s),
-        ),
+    match own_session(&web, &headers) {
+        Ok((_, s)) => {
+            let notice = if s.must_change {
+                Notice::Err(MUST_CHANGE_NOTICE.into())
+            } else {
+                Notice::None
+            };
+            let mut res = page(&web, &s, "Change your password", notice, &password_body(&s));
+            *res.status_mut() = StatusCode::OK;
+            res
+        }
         Err(r) => r,
     }
 }
@@ -1009,8 +1035,8 @@ async fn password(
     Form(f): Form<HashMap<String, String>>,
 ) -> Response {
     let field = |k: &str| f.get(k).cloned().unwrap_or_default();
-    let s = match session_or_login(&web, &headers) {
-        Ok(s) => s,
+    let (id, s) = match own_session(&web, &headers) {
+        Ok(x) => x,
         Err(r) => return r,
     };
     if !super::auth::same(&field("csrf"), &s.csrf) {
@@ -1031,7 +1057,7 @@ async fn password(
     );
     let r: ApiResult<()> = api::blocking(move || {
         w.auth
-            .change_password(&s2, &old, &new, &ip)
+            .change_password(&id, &s2, &old, &new, &ip)
             .map_err(ApiError::BadRequest)
     })
     .await;

@@ -364,7 +364,11 @@ async fn get_metrics(
     ConnectInfo(peer): ConnectInfo<Peer>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    if web.session(&headers).is_none() {
+    if let Some((_, s)) = web.session(&headers) {
+        if s.must_change {
+            return Err(ApiError::Forbidden(super::api::MUST_CHANGE.into()));
+        }
+    } else {
         let basic = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -380,6 +384,7 @@ async fn get_metrics(
             peer.ip(),
         );
         blocking(move || match w.auth.authenticate(&user, &password, &ip) {
+            Ok(a) if a.must_change => Err(ApiError::Forbidden(super::api::MUST_CHANGE.into())),
             Ok(_) => Ok(()),
             Err(SignInError::Wrong) => Err(ApiError::WrongPassword),
             Err(e) => Err(e.into()),
