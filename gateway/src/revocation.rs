@@ -180,24 +180,6 @@ pub fn special_address(ip: IpAddr) -> Option<&'static str> {
     }
 }
 
-/// The allowance of the running gateway (`[revocation]`), for the callers that pass only a
-/// timeout to [`refresh`]; set by [`set_fetch_allowance`] at start. Nothing allowed until.
-static ALLOWANCE: RwLock<Option<Arc<FetchAllowance>>> = RwLock::new(None);
-
-/// Sets the allowance [`refresh`] uses (the relay does at start).
-pub fn set_fetch_allowance(settings: &RevocationSettings) {
-    let mut a = ALLOWANCE.write().unwrap_or_else(|p| p.into_inner());
-    *a = Some(Arc::new(FetchAllowance::of(settings)));
-}
-
-fn current_allowance() -> Arc<FetchAllowance> {
-    ALLOWANCE
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone()
-        .unwrap_or_default()
-}
-
 /// One revoked certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revoked {
@@ -769,20 +751,10 @@ impl FetchOptions {
     }
 }
 
-/// [`refresh_with`] the running gateway's allowance ([`set_fetch_allowance`]).
-pub fn refresh(store: &dyn Store, timeout: Duration) -> RefreshReport {
-    let options = FetchOptions {
-        timeout,
-        deadline: REFRESH_DEADLINE.max(timeout),
-        allow: (*current_allowance()).clone(),
-    };
-    refresh_with(store, &options)
-}
-
 /// Fetches the CRLs [`wanted_urls`] names and keeps the newer ones; each attempt is noted in
 /// the store (when, and the error) for the consoles. [`FETCH_PARALLEL`] downloads at once;
 /// what is not done by the deadline is noted as failed and left behind.
-pub fn refresh_with(store: &dyn Store, options: &FetchOptions) -> RefreshReport {
+pub fn refresh(store: &dyn Store, options: &FetchOptions) -> RefreshReport {
     let urls = wanted_urls(store);
     let mut report = RefreshReport::default();
     if urls.is_empty() {

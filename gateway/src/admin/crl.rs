@@ -2,8 +2,6 @@
 //! in the store before anything changes), remove one, fetch them all now, and see what is
 //! held and how the last downloads went.
 
-use std::time::Duration;
-
 use super::{Actor, AdminError, record};
 use crate::revocation::{self, Crl, CrlAdded, RefreshReport};
 use crate::smime::asn1::day;
@@ -141,21 +139,15 @@ pub fn remove(store: &dyn Store, actor: &Actor, prefix: &str) -> Result<StoredCr
     Ok(gone)
 }
 
-/// Fetches every CRL now (an administrator asked); the outcome is audited. The hosts and
-/// networks allowed are the running gateway's (`revocation::set_fetch_allowance`); see
-/// [`refresh_with`].
-pub fn refresh(store: &dyn Store, actor: &Actor, timeout: Duration) -> RefreshReport {
-    let report = revocation::refresh(store, timeout);
-    audit_refresh(store, actor, report)
-}
-
-/// [`refresh`] with the settings given.
-pub fn refresh_with(
+/// Fetches every CRL now (an administrator asked), with the running gateway's
+/// `[revocation]` settings (the hosts and networks allowed, the timeout); the outcome is
+/// audited.
+pub fn refresh(
     store: &dyn Store,
     actor: &Actor,
     settings: &revocation::RevocationSettings,
 ) -> RefreshReport {
-    let report = revocation::refresh_with(store, &revocation::FetchOptions::of(settings));
+    let report = revocation::refresh(store, &revocation::FetchOptions::of(settings));
     audit_refresh(store, actor, report)
 }
 

@@ -269,11 +269,8 @@ async fn admin_request(
                 ))
             }
             AdminAction::RefreshCrls => {
-                let report = crate::admin::crl::refresh(
-                    r.store.as_ref(),
-                    &actor,
-                    r.config.revocation.timeout,
-                );
+                let report =
+                    crate::admin::crl::refresh(r.store.as_ref(), &actor, &r.config.revocation);
                 r.certs.revocation().reload();
                 let mut out = String::new();
                 for (url, issuer) in &report.updated {

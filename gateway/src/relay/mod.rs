@@ -280,7 +280,7 @@ async fn refresh_crls(relay: Arc<Relay>) {
         let r = relay.clone();
         let options = options.clone();
         let wait = tokio::task::spawn_blocking(move || {
-            let report = crate::revocation::refresh_with(r.store.as_ref(), &options);
+            let report = crate::revocation::refresh(r.store.as_ref(), &options);
             if !report.updated.is_empty() {
                 r.certs.revocation().reload();
             }
@@ -382,7 +382,6 @@ impl Relay {
     pub fn open(config: Config, token: Arc<dyn Token>) -> Result<Relay, StartError> {
         let data = config.data_dir.clone();
         private_data_dir(&data)?;
-        crate::revocation::set_fetch_allowance(&config.revocation);
         let tamper = Arc::new(tamper::Tamper::load(&data));
         let guarded = Arc::new(tamper::Guarded::new(token, tamper.clone()));
         let token: Arc<dyn Token> = guarded.clone();

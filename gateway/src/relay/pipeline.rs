@@ -839,9 +839,10 @@ fn open_and_annotate(
     // it. Without one, decrypted CBC content may have been rewritten on the way.
     let integrity_lost = decrypted
         && unauthenticated
-        && !opened.layers.iter().any(|l| {
-            matches!(l, Layer::Signed { signers, .. } if signers.iter().any(|s| s.valid))
-        });
+        && !opened
+            .layers
+            .iter()
+            .any(|l| matches!(l, Layer::Signed { signers, .. } if signers.iter().any(|s| s.valid)));
     let verdict = match (&opened.stopped, decrypted, signed) {
         (Some(e), _, _) => {
             tracing::info!(id = %env.id, "inbound message not decrypted: {e}");

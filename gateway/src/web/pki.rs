@@ -60,7 +60,7 @@ pub async fn refresh_crls(web: &Arc<Web>, s: &Session) -> ApiResult<Value> {
     let r = web.relay.clone();
     let actor = Web::actor(s);
     blocking(move || {
-        let report = admin::crl::refresh(r.store.as_ref(), &actor, r.config.revocation.timeout);
+        let report = admin::crl::refresh(r.store.as_ref(), &actor, &r.config.revocation);
         r.certs.revocation().reload();
         Ok(json!({
             "updated": report.updated.iter()
