@@ -732,3 +732,61 @@ fn a_message_that_cannot_be_processed_still_ends_within_its_lifetime() {
     let dsn = gw.maildir("inbox", 1);
     assert!(dsn[0].1.contains("delivery time expired"), "{}", dsn[0].1);
 }
+
+#[test]
+fn the_web_console_shows_candidates_and_an_administrator_approves_one() {
+    use harness::web::{ADMIN_PASSWORD, Api, gateway};
+    use serde_json::json;
+    let (gw, web) = gateway("");
+    let d = gw.dir.path();
+    outsider(d, "dora", "dora@partner.test");
+    let signed = signed_by(d, "dora", "Content-Type: text/plain\r\n\r\nhi\r\n");
+    let msg =
+        format!("From: dora@partner.test\r\nTo: alice@example.com\r\nSubject: dora\r\n{signed}");
+    send_bytes(
+        &gw,
+        "dora@partner.test",
+        "alice@example.com",
+        "d.eml",
+        msg.as_bytes(),
+    );
+    gw.maildir("inbox", 1);
+
+    let mut api = Api::new(web);
+    assert_eq!(api.sign_in("admin", ADMIN_PASSWORD).status, 200);
+    let listed = api.call("GET", "/api/v1/candidates", None, &[]);
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    let fp = listed.json[0]["fingerprint"].as_str().unwrap().to_string();
+    assert!(listed.text.contains("dora@partner.test"), "{}", listed.text);
+    let none = api.call("GET", "/api/v1/correspondents", None, &[]);
+    assert!(!none.text.contains("dora@partner.test"), "{}", none.text);
+
+    // The password again, or nothing happens.
+    let path = format!("/api/v1/candidates/{}/approve", &fp[..16]);
+    let wrong = api.call("POST", &path, Some(&json!({ "password": "not it" })), &[]);
+    assert!(
+        wrong.status == 401 || wrong.status == 403,
+        "{}: {}",
+        wrong.status,
+        wrong.text
+    );
+    let ok = api.call(
+        "POST",
+        &path,
+        Some(&json!({ "password": ADMIN_PASSWORD })),
+        &[],
+    );
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    let now = api.call("GET", "/api/v1/correspondents", None, &[]);
+    assert!(now.text.contains("dora@partner.test"), "{}", now.text);
+    assert_eq!(
+        api.call("GET", "/api/v1/candidates", None, &[]).json,
+        json!([])
+    );
+    let audit = api.call("GET", "/api/v1/audit", None, &[]);
+    assert!(audit.text.contains("candidate approve"), "{}", audit.text);
+
+    gw.mail("alice@example.com", "dora@partner.test", "sealed for dora");
+    let out = gw.maildir("outbox", 1);
+    assert!(out[0].1.contains("enveloped-data"), "{}", out[0].1);
+}

@@ -11,7 +11,7 @@ use axum::Router;
 use axum::extract::{ConnectInfo, Multipart, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -445,6 +445,22 @@ pub async fn remove_trust(web: &Arc<Web>, s: &Session, fp: String) -> ApiResult<
     Ok(json!({ "removed": gone.info.fingerprint, "kind": gone.kind.as_str() }))
 }
 
+/// Approves a candidate certificate: it becomes a correspondent's, used to encrypt.
+pub async fn approve_candidate(web: &Arc<Web>, s: &Session, fp: String) -> ApiResult<Value> {
+    let store = web.relay.store.clone();
+    let actor = Web::actor(s);
+    let done = blocking(move || Ok(admin::approve_candidate(store.as_ref(), &actor, &fp)?)).await?;
+    Ok(json!({ "approved": done.info.fingerprint, "addresses": done.info.addresses }))
+}
+
+/// Removes a candidate certificate.
+pub async fn reject_candidate(web: &Arc<Web>, s: &Session, fp: String) -> ApiResult<Value> {
+    let store = web.relay.store.clone();
+    let actor = Web::actor(s);
+    let gone = blocking(move || Ok(admin::reject_candidate(store.as_ref(), &actor, &fp)?)).await?;
+    Ok(json!({ "removed": gone.info.fingerprint, "kind": gone.kind.as_str() }))
+}
+
 pub async fn policy_view(web: &Arc<Web>) -> ApiResult<admin::policy::PolicyView> {
     let r = web.relay.clone();
     blocking(move || {
@@ -601,6 +617,9 @@ pub fn routes() -> Router<Arc<Web>> {
         .route("/api/v1/trust/{fp}", get(get_trust_one).delete(del_trust))
         .route("/api/v1/correspondents", get(get_correspondents))
         .route("/api/v1/correspondents/{fp}", get(get_correspondent))
+        .route("/api/v1/candidates", get(get_candidates))
+        .route("/api/v1/candidates/{fp}", delete(del_candidate))
+        .route("/api/v1/candidates/{fp}/approve", post(post_approve))
         .route("/api/v1/policy", get(get_policy))
         .route("/api/v1/policy/staged", put(put_staged).delete(del_staged))
         .route("/api/v1/policy/apply", post(post_apply))
@@ -842,6 +861,39 @@ async fn get_correspondents(
 ) -> ApiResult<Json<Vec<CertView>>> {
     reading(&web, &headers)?;
     Ok(Json(list_certs(&web, &[Kind::External], &q.q).await?))
+}
+
+async fn get_candidates(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    Query(q): Query<Search>,
+) -> ApiResult<Json<Vec<CertView>>> {
+    reading(&web, &headers)?;
+    Ok(Json(list_certs(&web, &[Kind::Candidate], &q.q).await?))
+}
+
+async fn post_approve(
+    State(web): State<Arc<Web>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    Path(fp): Path<String>,
+    Json(c): Json<Confirmation>,
+) -> ApiResult<Json<Value>> {
+    let s = changing(&web, &headers)?;
+    confirm(&web, &s, c.password, peer.ip()).await?;
+    Ok(Json(approve_candidate(&web, &s, fp).await?))
+}
+
+async fn del_candidate(
+    State(web): State<Arc<Web>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    Path(fp): Path<String>,
+    Json(c): Json<Confirmation>,
+) -> ApiResult<Json<Value>> {
+    let s = changing(&web, &headers)?;
+    confirm(&web, &s, c.password, peer.ip()).await?;
+    Ok(Json(reject_candidate(&web, &s, fp).await?))
 }
 
 async fn get_correspondent(

@@ -61,7 +61,7 @@ fn layout(s: &Session, banner: &str, title: &str, notice: &Notice, body: &str) -
          <meta name=viewport content='width=device-width'>\
          <title>{t} - smimegw</title><style>{STYLE}</style></head><body><nav>\
          <a href='/'>Dashboard</a><a href='/certificates'>Certificates</a>\
-         <a href='/trust'>Trust anchors</a><a href='/correspondents'>Correspondents</a>\
+         <a href='/trust'>Trust anchors</a><a href='/correspondents'>Correspondents</a><a href='/candidates'>Candidates</a>\
          <a href='/crls'>CRLs</a><a href='/ca'>CA</a>\
          <a href='/policy'>Policy</a><a href='/queue'>Queue</a><a href='/audit'>Audit log</a>\
          <a href='/password'>Password</a>\
@@ -180,6 +180,9 @@ pub(super) enum Removal {
     Key,
     Trust,
     Crl,
+    /// Not a removal: a candidate approved, with the same confirmation.
+    ApproveCandidate,
+    RejectCandidate,
 }
 
 /// A form that removes something for good: an administrator, the form's CSRF token and the
@@ -199,6 +202,10 @@ pub(super) async fn confirmed_removal(
             Removal::Key => api::delete_key(web, &s, field("fingerprint")).await,
             Removal::Trust => api::remove_trust(web, &s, field("fingerprint")).await,
             Removal::Crl => super::pki::remove_crl(web, &s, field("fingerprint")).await,
+            Removal::ApproveCandidate => {
+                api::approve_candidate(web, &s, field("fingerprint")).await
+            }
+            Removal::RejectCandidate => api::reject_candidate(web, &s, field("fingerprint")).await,
         },
         Err(e) => Err(e),
     };
@@ -217,10 +224,15 @@ pub(super) fn upload_fieldset(s: &Session, legend: &str, action: &str, id: &str)
 
 /// An admin's form to remove something by fingerprint, with the password again.
 pub(super) fn removal_fieldset(s: &Session, legend: &str, action: &str) -> String {
+    confirmed_fieldset(s, legend, action, "Remove")
+}
+
+/// An admin's form to act on something by fingerprint, with the password again.
+pub(super) fn confirmed_fieldset(s: &Session, legend: &str, action: &str, button: &str) -> String {
     format!(
         "<fieldset><legend>{legend}</legend><form method=post action='{action}'>{}\
          <label>Fingerprint <input name=fingerprint></label> <label>Your password \
-         <input type=password name=password></label> <button type=submit>Remove</button>\
+         <input type=password name=password></label> <button type=submit>{button}</button>\
          </form></fieldset>",
         csrf_field(s)
     )
@@ -261,6 +273,9 @@ pub fn routes() -> Router<Arc<Web>> {
         .route("/trust/upload", post(trust_upload))
         .route("/trust/remove", post(trust_remove))
         .route("/correspondents", get(correspondents))
+        .route("/candidates", get(candidates))
+        .route("/candidates/approve", post(candidates_approve))
+        .route("/candidates/reject", post(candidates_reject))
         .route("/policy", get(policy))
         .route("/policy/stage", post(policy_stage))
         .route("/policy/apply", post(policy_apply))
@@ -754,6 +769,71 @@ pub(super) async fn correspondents_page(
         ));
     }
     page(web, s, "Correspondents", notice, &b)
+}
+
+async fn candidates_page(web: &Arc<Web>, s: &Session, notice: Notice) -> Response {
+    let mut b = String::from(
+        "<p>Certificates that came with signed mail whose signer is not trusted (no path to a \
+         trust anchor). They are never used to encrypt. Approve one only after checking its \
+         fingerprint with its owner.</p>",
+    );
+    match api::list_certs(web, &[Kind::Candidate], "").await {
+        Ok(l) => b.push_str(&cert_table(&l, None)),
+        Err(e) => b.push_str(&format!("<div class=err>{}</div>", esc(&e.message()))),
+    }
+    if s.role == Role::Admin {
+        b.push_str(&confirmed_fieldset(
+            s,
+            "Approve one (it becomes a correspondent's certificate)",
+            "/candidates/approve",
+            "Approve",
+        ));
+        b.push_str(&removal_fieldset(s, "Reject one", "/candidates/reject"));
+    }
+    page(web, s, "Candidates", notice, &b)
+}
+
+async fn candidates(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
+    match session_or_login(&web, &headers) {
+        Ok(s) => candidates_page(&web, &s, Notice::None).await,
+        Err(r) => r,
+    }
+}
+
+async fn candidates_approve(
+    State(web): State<Arc<Web>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    Form(f): Form<HashMap<String, String>>,
+) -> Response {
+    let (s, r) = match confirmed_removal(&web, peer, &headers, &f, Removal::ApproveCandidate).await
+    {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let notice = outcome(r, |v| {
+        format!(
+            "Approved: {}; mail to it is encrypted from now on.",
+            v["approved"].as_str().unwrap_or("")
+        )
+    });
+    candidates_page(&web, &s, notice).await
+}
+
+async fn candidates_reject(
+    State(web): State<Arc<Web>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    Form(f): Form<HashMap<String, String>>,
+) -> Response {
+    let (s, r) = match confirmed_removal(&web, peer, &headers, &f, Removal::RejectCandidate).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let notice = outcome(r, |v| {
+        format!("Removed: {}.", v["removed"].as_str().unwrap_or(""))
+    });
+    candidates_page(&web, &s, notice).await
 }
 
 // ---- policy ----
