@@ -621,6 +621,30 @@ fn the_internal_mta_mail_is_signed_as_its_from_and_obsolete_syntax_passes() {
     let got = gw.maildir("inbox", 1);
     assert_eq!(status(&got[0].1), "none");
     gw.wait_queue_empty();
+    // A From that names nobody clearly is not signed as anybody, and not sent unsigned
+    // either: the sender hears why.
+    let msg = "From: <ceo@example.com> <alice@example.com>\r\nTo: bob@example.net\r\n\
+        Subject: whose\r\n\r\nbody\r\n";
+    send_bytes(
+        &gw,
+        "alice@example.com",
+        "bob@example.net",
+        "amb.eml",
+        msg.as_bytes(),
+    );
+    let got = gw.maildir("inbox", 2);
+    let dsn = got
+        .iter()
+        .find(|(_, t)| t.contains("multipart/report"))
+        .unwrap();
+    assert!(
+        dsn.1
+            .contains("cannot sign: the From field does not parse as one mailbox"),
+        "{}",
+        dsn.1
+    );
+    gw.wait_queue_empty();
+    assert_eq!(gw.maildir("outbox", 1).len(), 1);
 }
 
 #[test]

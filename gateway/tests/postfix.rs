@@ -155,11 +155,23 @@ fn postfix_upstream_and_downstream() {
         ),
         "{text}"
     );
-    assert_eq!(held_for(&g.join("data"), "bob@example.net").len(), 1);
+    let held = held_for(&g.join("data"), "bob@example.net");
+    assert_eq!(held.len(), 1);
     assert!(
         text.contains("by gw.example.com (smimegw) with ESMTPS"),
         "Postfix mx used STARTTLS to the gateway: {text}"
     );
+
+    // Bob's certificate does not chain to a trusted CA: it is only a candidate until an
+    // administrator who checked its fingerprint with Bob approves it.
+    assert_eq!(held[0].kind, smimegw::store::Kind::Candidate);
+    let pw = "correct horse battery";
+    let fp = &held[0].info.fingerprint[..16];
+    let out = console(
+        &g.join("data"),
+        &format!("{pw}\n{pw}\ncandidates approve {fp}\n{pw}\nlogout\n"),
+    );
+    assert!(out.contains("approved; now used to encrypt"), "{out}");
 
     // Alice's next mail to Bob is encrypted to the harvested certificate.
     swaks(

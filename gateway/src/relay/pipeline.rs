@@ -437,36 +437,27 @@ fn outbound_plan(
         }
     }
 
+    // The key of the From address; without one, the groups that sign wait (4.7.1: the
+    // token or the certificate may come) or fail (5.7.1: no From to sign as).
     let signer_key = if groups.keys().any(|t| t.sign) {
         let key = match &from {
-            Ok(a) => ctx.keys.signer(a.as_str(), ctx.now),
-            Err(p) => {
-                // Whose key would it be? Nobody's: the message is not sent unsigned either.
-                let why = format!("5.7.1 cannot sign: {p}; the message was not sent");
-                for (t, (rs, _)) in &groups {
-                    if t.sign {
-                        for &i in rs {
-                            plan.failed.push((i, why.clone()));
-                        }
-                    }
-                }
-                groups.retain(|t, _| !t.sign);
-                Err(CertProblem::NotFound)
-            }
+            Ok(a) => ctx.keys.signer(a.as_str(), ctx.now).map_err(|problem| {
+                let why = match problem {
+                    CertProblem::NotFound => "4.7.1 S/MIME certificate is not found".to_string(),
+                    CertProblem::Expired => "4.7.1 S/MIME certificate is expired".to_string(),
+                    CertProblem::Token(e) => format!("4.7.1 key token: {e}"),
+                };
+                (true, why)
+            }),
+            // Whose key would it be? Nobody's, and the message is not sent unsigned either.
+            Err(p) => Err((
+                false,
+                format!("5.7.1 cannot sign: {p}; the message was not sent"),
+            )),
         };
         match key {
-            Err(CertProblem::NotFound) if from.is_err() => None,
             Ok(k) => Some(k),
-            Err(problem) => {
-                let (temporary, why) = match problem {
-                    CertProblem::NotFound => {
-                        (true, "4.7.1 S/MIME certificate is not found".to_string())
-                    }
-                    CertProblem::Expired => {
-                        (true, "4.7.1 S/MIME certificate is expired".to_string())
-                    }
-                    CertProblem::Token(e) => (true, format!("4.7.1 key token: {e}")),
-                };
+            Err((temporary, why)) => {
                 for (t, (rs, _)) in &groups {
                     if t.sign {
                         for &i in rs {
