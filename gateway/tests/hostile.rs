@@ -814,3 +814,46 @@ fn the_web_console_shows_candidates_and_an_administrator_approves_one() {
     let out = gw.maildir("outbox", 1);
     assert!(out[0].1.contains("enveloped-data"), "{}", out[0].1);
 }
+
+#[test]
+fn replies_use_aes_gcm_when_a_trusted_correspondent_announces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // Bob's software (smimegw here) announces AES-GCM in its signatures; Carol's (OpenSSL)
+    // does not.
+    trusted_outsider(dir.path(), "bob", "bob@example.net");
+    trusted_outsider(dir.path(), "carol", "carol@example.org");
+    let gw = Gateway::start_in(dir, "", "");
+    let d = gw.dir.path();
+    std::fs::write(
+        d.join("bob-body.eml"),
+        "From: bob@example.net\r\nTo: alice@example.com\r\nSubject: from bob\r\n\
+         Content-Type: text/plain\r\n\r\nhi alice\r\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_smimegw"))
+        .args(["message", "sign", "--signer", "bob.pem", "--key", "bob.key"])
+        .args(["--in", "bob-body.eml", "--out", "bob-signed.eml"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    gw.send_file("bob@example.net", "alice@example.com", &d.join("bob-signed.eml"));
+    let carol = signed_by(d, "carol", "Content-Type: text/plain\r\n\r\nhi\r\n");
+    let msg = format!("From: carol@example.org\r\nTo: alice@example.com\r\nSubject: c\r\n{carol}");
+    send_bytes(&gw, "carol@example.org", "alice@example.com", "c.eml", msg.as_bytes());
+    let got = gw.maildir("inbox", 2);
+    for (_, t) in &got {
+        assert!(status(t).starts_with("pass"), "{t}");
+    }
+
+    // The policy's cipher is AES-256-CBC (the default): Bob gets AES-256-GCM, Carol CBC.
+    gw.mail("alice@example.com", "bob@example.net", "to bob");
+    gw.mail("alice@example.com", "carol@example.org", "to carol");
+    let out = gw.maildir("outbox", 2);
+    let to = |who: &str| &out.iter().find(|(_, t)| t.contains(who)).unwrap().1;
+    assert!(to("bob@example.net").contains("smime-type=authEnveloped-data"), "{}", to("bob@"));
+    assert!(to("carol@example.org").contains("smime-type=enveloped-data"), "{}", to("carol@"));
+    let (bob_path, _) = out.iter().find(|(_, t)| t.contains("bob@example.net")).unwrap();
+    bob_decrypts(d, bob_path, "bob.out");
+    assert!(std::fs::read_to_string(d.join("bob.out")).unwrap().contains("multipart/signed"));
+}

@@ -421,6 +421,29 @@ impl CertStore {
     }
 }
 
+impl CertStore {
+    /// Notes what `address` announced in a trusted signature: whether it reads
+    /// AuthEnvelopedData with AES-GCM (its SMIMECapabilities). Kept in the store's settings.
+    pub fn note_capabilities(&self, address: &Address, gcm: bool) {
+        let name = format!("{CAPABILITIES}{address}");
+        let value = if gcm { "aes-gcm" } else { "no-aes-gcm" };
+        if self.store.setting(&name).ok().flatten().as_deref() != Some(value)
+            && let Err(e) = self.store.set_setting(&name, Some(value))
+        {
+            tracing::error!("certificate store: {e}");
+        }
+    }
+
+    /// Whether `address` announced AES-GCM in its last trusted signature.
+    pub fn announces_gcm(&self, address: &str) -> bool {
+        let name = format!("{CAPABILITIES}{}", address.to_ascii_lowercase());
+        self.store.setting(&name).ok().flatten().as_deref() == Some("aes-gcm")
+    }
+}
+
+/// The settings that hold correspondents' announced capabilities, by address.
+const CAPABILITIES: &str = "capabilities:";
+
 /// The start of a harvested certificate's source in the store.
 pub const HARVESTED: &str = "harvested from signed mail from";
 

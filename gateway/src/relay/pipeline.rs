@@ -293,6 +293,9 @@ fn rewrite(
 struct Treatment {
     sign: bool,
     encrypt: bool,
+    /// AES-GCM (AuthEnvelopedData) instead of the policy's CBC: every recipient of the
+    /// group announced it.
+    gcm: bool,
 }
 
 fn outbound_plan(
@@ -390,6 +393,7 @@ fn outbound_plan(
                 .entry(Treatment {
                     sign: false,
                     encrypt: false,
+                    gcm: false,
                 })
                 .or_default()
                 .0
@@ -426,9 +430,15 @@ fn outbound_plan(
             ));
             continue;
         }
+        // The policy's cipher, or AES-GCM when the recipient announced it (in a trusted
+        // signature) and the policy's is CBC: content that cannot be altered unseen.
+        let gcm = cert.is_some()
+            && matches!(rules.cipher, CipherName::Aes128Cbc | CipherName::Aes256Cbc)
+            && ctx.certs.announces_gcm(addr);
         let t = Treatment {
             sign,
             encrypt: cert.is_some(),
+            gcm,
         };
         let g = groups.entry(t).or_default();
         g.0.push(i);
@@ -521,7 +531,11 @@ fn outbound_plan(
                 encrypt_stream(
                     &mut current,
                     &certs,
-                    cipher_of(rules.cipher),
+                    match (t.gcm, rules.cipher) {
+                        (true, CipherName::Aes128Cbc) => Cipher::Aes128Gcm,
+                        (true, _) => Cipher::Aes256Gcm,
+                        (false, c) => cipher_of(c),
+                    },
                     false,
                     &mut out,
                 )?;
@@ -743,8 +757,15 @@ fn judge_signer(
     match from {
         Ok(addr) if names(addr) => {
             // Kept to encrypt replies: as a correspondent's certificate when trusted, else
-            // as a candidate for an administrator to approve.
+            // as a candidate for an administrator to approve. What a trusted signer
+            // announces (AES-GCM) chooses the cipher of replies; an untrusted one could
+            // only use that to push them down to CBC.
             ctx.certs.harvest(addr, cert, trusted.is_ok());
+            if trusted.is_ok()
+                && let Some(gcm) = signer.announces_gcm
+            {
+                ctx.certs.note_capabilities(addr, gcm);
+            }
             match trusted {
                 Ok(()) => (2, SmimeResult::Pass, format!("signed by {addr}")),
                 Err(why) => (

@@ -30,6 +30,9 @@ pub struct SignerResult {
     pub valid: bool,
     /// Why not, when not valid.
     pub reason: Option<String>,
+    /// Whether the signer's SMIMECapabilities attribute lists AES-GCM (AuthEnvelopedData,
+    /// RFC 5084); `None` when the attribute is absent.
+    pub announces_gcm: Option<bool>,
 }
 
 /// A SignedData, verified.
@@ -320,6 +323,7 @@ fn verify_signer(
         signing_time: None,
         valid: false,
         reason: None,
+        announces_gcm: None,
     };
     let fail = |mut r: SignerResult, why: String| {
         r.reason = Some(why);
@@ -374,6 +378,21 @@ fn verify_signer(
                     }
                     (o, Some(v)) if o == oid::SIGNING_TIME => {
                         result.signing_time = Some(rfc3339(v.number, v.body));
+                    }
+                    (o, Some(v)) if o == oid::SMIME_CAPABILITIES => {
+                        // SEQUENCE OF SEQUENCE { capabilityID, parameters OPTIONAL }.
+                        let mut gcm = false;
+                        for cap in v.children() {
+                            let id = cap?.children().next().transpose()?;
+                            if let Some(id) = id
+                                && let Ok(o) = id.oid()
+                            {
+                                gcm |= o == oid::AES128_GCM
+                                    || o == oid::AES192_GCM
+                                    || o == oid::AES256_GCM;
+                            }
+                        }
+                        result.announces_gcm = Some(gcm);
                     }
                     _ => {}
                 }
