@@ -836,11 +836,25 @@ fn replies_use_aes_gcm_when_a_trusted_correspondent_announces_it() {
         .current_dir(d)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    gw.send_file("bob@example.net", "alice@example.com", &d.join("bob-signed.eml"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    gw.send_file(
+        "bob@example.net",
+        "alice@example.com",
+        &d.join("bob-signed.eml"),
+    );
     let carol = signed_by(d, "carol", "Content-Type: text/plain\r\n\r\nhi\r\n");
     let msg = format!("From: carol@example.org\r\nTo: alice@example.com\r\nSubject: c\r\n{carol}");
-    send_bytes(&gw, "carol@example.org", "alice@example.com", "c.eml", msg.as_bytes());
+    send_bytes(
+        &gw,
+        "carol@example.org",
+        "alice@example.com",
+        "c.eml",
+        msg.as_bytes(),
+    );
     let got = gw.maildir("inbox", 2);
     for (_, t) in &got {
         assert!(status(t).starts_with("pass"), "{t}");
@@ -851,9 +865,24 @@ fn replies_use_aes_gcm_when_a_trusted_correspondent_announces_it() {
     gw.mail("alice@example.com", "carol@example.org", "to carol");
     let out = gw.maildir("outbox", 2);
     let to = |who: &str| &out.iter().find(|(_, t)| t.contains(who)).unwrap().1;
-    assert!(to("bob@example.net").contains("smime-type=authEnveloped-data"), "{}", to("bob@"));
-    assert!(to("carol@example.org").contains("smime-type=enveloped-data"), "{}", to("carol@"));
-    let (bob_path, _) = out.iter().find(|(_, t)| t.contains("bob@example.net")).unwrap();
+    assert!(
+        to("bob@example.net").contains("smime-type=authEnveloped-data"),
+        "{}",
+        to("bob@")
+    );
+    assert!(
+        to("carol@example.org").contains("smime-type=enveloped-data"),
+        "{}",
+        to("carol@")
+    );
+    let (bob_path, _) = out
+        .iter()
+        .find(|(_, t)| t.contains("bob@example.net"))
+        .unwrap();
     bob_decrypts(d, bob_path, "bob.out");
-    assert!(std::fs::read_to_string(d.join("bob.out")).unwrap().contains("multipart/signed"));
+    assert!(
+        std::fs::read_to_string(d.join("bob.out"))
+            .unwrap()
+            .contains("multipart/signed")
+    );
 }
