@@ -440,9 +440,10 @@ impl Spool {
         self.queue.join(format!("{id}.eml"))
     }
 
-    /// The message file of an id the queue had from the spool; text that is not an id names
+    /// Tests: the message file of a text id; text that is not an id names
     /// `queue/not-an-id`, which never exists (the spool makes no such file). Ids from
     /// outside go through [`QueueId::parse`] and [`Spool::message_file`].
+    #[cfg(test)]
     pub fn message_path(&self, id: &str) -> PathBuf {
         match QueueId::parse(id) {
             Ok(id) => self.message_file(&id),
@@ -464,8 +465,9 @@ impl Spool {
         self.write_envelope(&QueueId::parse(&env.id)?, env)
     }
 
-    /// Reads a queued envelope by an id the queue had from the spool (parsed all the same:
+    /// Tests: reads a queued envelope by a text id (parsed all the same:
     /// text that is not an id is [`SpoolError::BadId`]).
+    #[cfg(test)]
     pub fn envelope(&self, id: &str) -> Result<Envelope> {
         self.read(&QueueId::parse(id)?)
     }
@@ -494,7 +496,8 @@ impl Spool {
         Ok(env)
     }
 
-    /// Removes a message by an id the queue had from the spool (parsed all the same).
+    /// Tests: removes a message by a text id (parsed all the same).
+    #[cfg(test)]
     pub fn remove(&self, id: &str) -> Result<()> {
         self.delete(&QueueId::parse(id)?)
     }

@@ -12,7 +12,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::config::Route;
 use crate::smtp::client::Transaction;
-use crate::spool::{self, Envelope, Recipient, Status};
+use crate::spool::{self, Envelope, QueueId, Recipient, Status};
 
 use super::Relay;
 use super::deliver::{self, Hop, Outcome};
@@ -154,7 +154,15 @@ fn backoff(relay: &Relay, attempts: u32) -> u64 {
 
 /// One delivery attempt of a queued message.
 async fn attempt(relay: &Arc<Relay>, id: &str) {
-    let mut env = match relay.spool.envelope(id) {
+    // The queue has its ids from the spool; parsed all the same before a file is named.
+    let qid = match QueueId::parse(id) {
+        Ok(q) => q,
+        Err(e) => {
+            tracing::error!("not a queue id: {e}");
+            return;
+        }
+    };
+    let mut env = match relay.spool.read(&qid) {
         Ok(e) => e,
         Err(spool::SpoolError::NotFound(_)) => return,
         Err(e) => {
@@ -162,7 +170,7 @@ async fn attempt(relay: &Arc<Relay>, id: &str) {
             return;
         }
     };
-    let message = relay.spool.message_path(id);
+    let message = relay.spool.message_file(&qid);
     let now = spool::now();
     let r = relay.clone();
     let env2 = env.clone();
@@ -228,7 +236,7 @@ async fn attempt(relay: &Arc<Relay>, id: &str) {
         }
     }
     env.attempts += 1;
-    conclude(relay, id, &mut env, newly_failed, now).await;
+    conclude(relay, &qid, &mut env, newly_failed, now).await;
 }
 
 /// After an attempt: past the lifetime, what is still pending fails; the sender hears of
@@ -236,11 +244,12 @@ async fn attempt(relay: &Arc<Relay>, id: &str) {
 /// whether processing worked or not, so every accepted message ends within its lifetime.
 async fn conclude(
     relay: &Arc<Relay>,
-    id: &str,
+    qid: &QueueId,
     env: &mut Envelope,
     mut newly_failed: Vec<(String, String)>,
     now: u64,
 ) {
+    let id = qid.as_str();
     if !env.is_done() && now.saturating_sub(env.received) >= relay.config.queue.lifetime.as_secs() {
         for r in env.recipients.iter_mut() {
             if let Status::Pending { last } = &r.status {
@@ -259,7 +268,7 @@ async fn conclude(
         bounce(relay, env, &newly_failed).await;
     }
     if env.is_done() {
-        if let Err(e) = relay.spool.remove(id) {
+        if let Err(e) = relay.spool.delete(qid) {
             tracing::error!(id, "cannot remove a delivered message: {e}");
         }
         return;
@@ -280,8 +289,16 @@ async fn retry_later(relay: &Arc<Relay>, env: &mut Envelope, why: &str) {
         }
     }
     env.attempts += 1;
-    let id = env.id.clone();
-    conclude(relay, &id, env, Vec::new(), spool::now()).await;
+    match QueueId::parse(&env.id) {
+        Ok(qid) => conclude(relay, &qid, env, Vec::new(), spool::now()).await,
+        Err(e) => tracing::error!("not a queue id: {e}"),
+    }
+}
+
+/// The spooled message of `env`.
+fn message_of(relay: &Relay, env: &Envelope) -> std::io::Result<File> {
+    let qid = QueueId::parse(&env.id).map_err(std::io::Error::other)?;
+    File::open(relay.spool.message_file(&qid))
 }
 
 async fn run_job(
@@ -293,7 +310,7 @@ async fn run_job(
     let n = job.recipients.len();
     let body = match body {
         Some(b) => Ok(b),
-        None => File::open(relay.spool.message_path(&env.id)).map(pipeline::Body::File),
+        None => message_of(relay, env).map(pipeline::Body::File),
     };
     let mut body = match body {
         Ok(b) => b,
@@ -384,7 +401,7 @@ async fn bounce(relay: &Arc<Relay>, env: &Envelope, failed: &[(String, String)])
     let env = env.clone();
     let res = tokio::task::spawn_blocking(move || -> Result<String, String> {
         // A message whose content is gone still gets its report (without the content).
-        let mut original = File::open(r.spool.message_path(&env.id))
+        let mut original = message_of(&r, &env)
             .or_else(|_| tempfile::tempfile())
             .map_err(|e| e.to_string())?;
         let mut incoming = r.spool.incoming().map_err(|e| e.to_string())?;
