@@ -390,6 +390,31 @@ impl SqliteStore {
 
 /// A WHERE condition for these kinds (every kind when empty). Built from the fixed names,
 /// never from input.
+impl SqliteStore {
+    /// The one certificate of `kinds` whose fingerprint starts with `prefix` (at least 8
+    /// hex digits, colons allowed), inside a transaction.
+    fn one_by_prefix(conn: &Connection, prefix: &str, kinds: &[Kind]) -> Result<Stored> {
+        let prefix = prefix.trim().to_ascii_lowercase().replace(':', "");
+        if prefix.len() < 8 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::NoMatch(prefix));
+        }
+        let mut found = Self::rows(
+            conn,
+            &format!(
+                "SELECT kind, source, added, der, key_uri FROM certificates \
+                 WHERE fingerprint LIKE ?1 || '%' AND {}",
+                kind_filter(kinds)
+            ),
+            &[&prefix],
+        )?;
+        match found.len() {
+            0 => Err(StoreError::NoMatch(prefix)),
+            1 => found.pop().ok_or(StoreError::NoMatch(prefix)),
+            count => Err(StoreError::Ambiguous { prefix, count }),
+        }
+    }
+}
+
 fn kind_filter(kinds: &[Kind]) -> String {
     if kinds.is_empty() {
         return "1".into();
@@ -471,72 +496,29 @@ impl Store for SqliteStore {
     }
 
     fn remove(&self, prefix: &str, kinds: &[Kind]) -> Result<Stored> {
-        let prefix = prefix.trim().to_ascii_lowercase().replace(':', "");
-        if prefix.len() < 8 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(StoreError::NoMatch(prefix));
-        }
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let found = Self::rows(
-            &tx,
-            &format!(
-                "SELECT kind, source, added, der, key_uri FROM certificates \
-                 WHERE fingerprint LIKE ?1 || '%' AND {}",
-                kind_filter(kinds)
-            ),
-            &[&prefix],
+        let found = Self::one_by_prefix(&tx, prefix, kinds)?;
+        tx.execute(
+            "DELETE FROM certificates WHERE fingerprint = ?1",
+            [&found.info.fingerprint],
         )?;
-        match found.len() {
-            0 => Err(StoreError::NoMatch(prefix)),
-            1 => {
-                tx.execute(
-                    "DELETE FROM certificates WHERE fingerprint = ?1",
-                    [&found[0].info.fingerprint],
-                )?;
-                tx.commit()?;
-                Ok(found
-                    .into_iter()
-                    .next()
-                    .ok_or(StoreError::NoMatch(prefix))?)
-            }
-            count => Err(StoreError::Ambiguous { prefix, count }),
-        }
+        tx.commit()?;
+        Ok(found)
     }
 
     fn set_kind(&self, prefix: &str, from: Kind, to: Kind, source: &str) -> Result<Stored> {
-        let prefix = prefix.trim().to_ascii_lowercase().replace(':', "");
-        if prefix.len() < 8 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(StoreError::NoMatch(prefix));
-        }
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let found = Self::rows(
-            &tx,
-            &format!(
-                "SELECT kind, source, added, der, key_uri FROM certificates \
-                 WHERE fingerprint LIKE ?1 || '%' AND {}",
-                kind_filter(&[from])
-            ),
-            &[&prefix],
+        let mut found = Self::one_by_prefix(&tx, prefix, &[from])?;
+        tx.execute(
+            "UPDATE certificates SET kind = ?1, source = ?2 WHERE fingerprint = ?3",
+            params![to.as_str(), source, found.info.fingerprint],
         )?;
-        match found.len() {
-            0 => Err(StoreError::NoMatch(prefix)),
-            1 => {
-                tx.execute(
-                    "UPDATE certificates SET kind = ?1, source = ?2 WHERE fingerprint = ?3",
-                    params![to.as_str(), source, found[0].info.fingerprint],
-                )?;
-                tx.commit()?;
-                let mut s = found
-                    .into_iter()
-                    .next()
-                    .ok_or(StoreError::NoMatch(prefix))?;
-                s.kind = to;
-                s.source = source.to_string();
-                Ok(s)
-            }
-            count => Err(StoreError::Ambiguous { prefix, count }),
-        }
+        tx.commit()?;
+        found.kind = to;
+        found.source = source.to_string();
+        Ok(found)
     }
 
     fn record(&self, e: &AuditEntry) -> Result<()> {

@@ -11,16 +11,17 @@ mod harness;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::openssl;
-use harness::web::{ADMIN_PASSWORD, Api, gateway, user_ca, user_ca_named, user_p12_with};
+use harness::web::{
+    ADMIN_PASSWORD, Api, gateway, gen_crl, http_files, user_ca, user_ca_named, user_p12_with,
+};
 use harness::*;
 
 /// Sends `bytes` in one go, then reads until the gateway closes the connection.
@@ -431,61 +432,6 @@ fn settings_that_refuse_every_message_or_weaken_the_token_do_not_start() {
     assert!(
         !err.contains("1234"),
         "the passphrase is never printed: {err}"
-    );
-}
-
-/// Serves the files of `dir` over HTTP/1.0 on a loopback port; counts requests.
-fn http_files(dir: PathBuf) -> (u16, Arc<AtomicUsize>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let h = hits.clone();
-    std::thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(mut c) = c else { continue };
-            h.fetch_add(1, Ordering::SeqCst);
-            let mut req = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                match c.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => req.extend_from_slice(&buf[..n]),
-                }
-            }
-            let text = String::from_utf8_lossy(&req);
-            let path = text
-                .split(' ')
-                .nth(1)
-                .unwrap_or("/")
-                .trim_start_matches('/');
-            let answer = match std::fs::read(dir.join(path)) {
-                Ok(body) => {
-                    let mut a =
-                        format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len())
-                            .into_bytes();
-                    a.extend_from_slice(&body);
-                    a
-                }
-                Err(_) => b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
-            };
-            let _ = c.write_all(&answer);
-        }
-    });
-    (port, hits)
-}
-
-/// The CA in `dir` (`user_ca`) publishes its CRL as `name` (DER).
-fn gen_crl(dir: &Path, name: &str) {
-    openssl(
-        &[
-            "ca", "-gencrl", "-config", "ca.cnf", "-cert", "ca.pem", "-keyfile", "ca.key", "-out",
-            "crl.pem",
-        ],
-        dir,
-    );
-    openssl(
-        &["crl", "-in", "crl.pem", "-outform", "DER", "-out", name],
-        dir,
     );
 }
 

@@ -10,74 +10,16 @@
 mod common;
 mod harness;
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use common::openssl;
 use harness::header_value;
-use harness::web::{ADMIN_PASSWORD, Api, gateway, user_ca, user_ca_named, user_p12_with};
+use harness::web::{
+    ADMIN_PASSWORD, Api, gateway, gen_crl, http_files, user_ca, user_ca_named, user_p12_with,
+};
 use serde_json::json;
-
-/// Serves the files of `dir` over HTTP/1.0 on a free loopback port; counts requests.
-fn http_files(dir: PathBuf) -> (u16, Arc<AtomicUsize>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let h = hits.clone();
-    std::thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(mut c) = c else { continue };
-            h.fetch_add(1, Ordering::SeqCst);
-            let mut req = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                match c.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => req.extend_from_slice(&buf[..n]),
-                }
-            }
-            let text = String::from_utf8_lossy(&req);
-            let path = text
-                .split(' ')
-                .nth(1)
-                .unwrap_or("/")
-                .trim_start_matches('/');
-            let answer = match std::fs::read(dir.join(path)) {
-                Ok(body) => {
-                    let mut a = format!(
-                        "HTTP/1.0 200 OK\r\nContent-Type: application/pkix-crl\r\n\
-                         Content-Length: {}\r\n\r\n",
-                        body.len()
-                    )
-                    .into_bytes();
-                    a.extend_from_slice(&body);
-                    a
-                }
-                Err(_) => b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
-            };
-            let _ = c.write_all(&answer);
-        }
-    });
-    (port, hits)
-}
-
-/// The CA's CRL now, DER, as `name` in `dir`.
-fn gen_crl(dir: &Path, name: &str) {
-    openssl(
-        &[
-            "ca", "-gencrl", "-config", "ca.cnf", "-cert", "ca.pem", "-keyfile", "ca.key", "-out",
-            "crl.pem",
-        ],
-        dir,
-    );
-    openssl(
-        &["crl", "-in", "crl.pem", "-outform", "DER", "-out", name],
-        dir,
-    );
-}
 
 /// Dave's signed mail to Alice, as his mail program writes it.
 fn dave_signed(dir: &Path, text: &str) -> PathBuf {

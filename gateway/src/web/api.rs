@@ -391,6 +391,19 @@ pub async fn confirm(web: &Arc<Web>, s: &Session, password: String, ip: String) 
     .await
 }
 
+/// A changing request that also carries the caller's password again (removals, approvals):
+/// its session once both hold.
+pub async fn confirmed_change(
+    web: &Arc<Web>,
+    headers: &HeaderMap,
+    password: String,
+    ip: String,
+) -> ApiResult<Session> {
+    let s = changing(web, headers)?;
+    confirm(web, &s, password, ip).await?;
+    Ok(s)
+}
+
 pub async fn delete_key(web: &Arc<Web>, s: &Session, fp: String) -> ApiResult<Value> {
     let r = web.relay.clone();
     let actor = Web::actor(s);
@@ -802,8 +815,7 @@ async fn del_cert(
     Path(fp): Path<String>,
     Json(c): Json<Confirmation>,
 ) -> ApiResult<Json<Value>> {
-    let s = changing(&web, &headers)?;
-    confirm(&web, &s, c.password, peer.ip()).await?;
+    let s = confirmed_change(&web, &headers, c.password, peer.ip()).await?;
     Ok(Json(delete_key(&web, &s, fp).await?))
 }
 
@@ -849,8 +861,7 @@ async fn del_trust(
     Path(fp): Path<String>,
     Json(c): Json<Confirmation>,
 ) -> ApiResult<Json<Value>> {
-    let s = changing(&web, &headers)?;
-    confirm(&web, &s, c.password, peer.ip()).await?;
+    let s = confirmed_change(&web, &headers, c.password, peer.ip()).await?;
     Ok(Json(remove_trust(&web, &s, fp).await?))
 }
 
@@ -879,8 +890,7 @@ async fn post_approve(
     Path(fp): Path<String>,
     Json(c): Json<Confirmation>,
 ) -> ApiResult<Json<Value>> {
-    let s = changing(&web, &headers)?;
-    confirm(&web, &s, c.password, peer.ip()).await?;
+    let s = confirmed_change(&web, &headers, c.password, peer.ip()).await?;
     Ok(Json(approve_candidate(&web, &s, fp).await?))
 }
 
@@ -891,8 +901,7 @@ async fn del_candidate(
     Path(fp): Path<String>,
     Json(c): Json<Confirmation>,
 ) -> ApiResult<Json<Value>> {
-    let s = changing(&web, &headers)?;
-    confirm(&web, &s, c.password, peer.ip()).await?;
+    let s = confirmed_change(&web, &headers, c.password, peer.ip()).await?;
     Ok(Json(reject_candidate(&web, &s, fp).await?))
 }
 

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::api::{
-    ApiError, ApiResult, Confirmation, blocking, changing, confirm, read_upload, reading,
+    ApiError, ApiResult, Confirmation, blocking, changing, confirmed_change, read_upload, reading,
 };
 use super::auth::{Session, SignInError};
 use super::{Peer, Web};
@@ -278,8 +278,7 @@ async fn del_crl(
     Path(fp): Path<String>,
     Json(c): Json<Confirmation>,
 ) -> ApiResult<Json<Value>> {
-    let s = changing(&web, &headers)?;
-    confirm(&web, &s, c.password, peer.ip()).await?;
+    let s = confirmed_change(&web, &headers, c.password, peer.ip()).await?;
     Ok(Json(remove_crl(&web, &s, fp).await?))
 }
 

@@ -2,8 +2,12 @@
 //! administrator account made beforehand, curl as the HTTPS client of the API tests, and
 //! users' PKCS#12 files issued by a small OpenSSL CA.
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 
@@ -269,4 +273,62 @@ impl Api {
         }
         a
     }
+}
+
+/// Serves the files of `dir` over HTTP/1.0 on a free loopback port; counts requests.
+pub fn http_files(dir: PathBuf) -> (u16, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            h.fetch_add(1, Ordering::SeqCst);
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match c.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&req);
+            let path = text
+                .split(' ')
+                .nth(1)
+                .unwrap_or("/")
+                .trim_start_matches('/');
+            let answer = match std::fs::read(dir.join(path)) {
+                Ok(body) => {
+                    let mut a = format!(
+                        "HTTP/1.0 200 OK\r\nContent-Type: application/pkix-crl\r\n\
+                         Content-Length: {}\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    a.extend_from_slice(&body);
+                    a
+                }
+                Err(_) => b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            };
+            let _ = c.write_all(&answer);
+        }
+    });
+    (port, hits)
+}
+
+/// The CA's CRL now, DER, as `name` in `dir`.
+pub fn gen_crl(dir: &Path, name: &str) {
+    openssl(
+        &[
+            "ca", "-gencrl", "-config", "ca.cnf", "-cert", "ca.pem", "-keyfile", "ca.key", "-out",
+            "crl.pem",
+        ],
+        dir,
+    );
+    openssl(
+        &["crl", "-in", "crl.pem", "-outform", "DER", "-out", name],
+        dir,
+    );
 }
