@@ -794,13 +794,27 @@ fn the_web_console_shows_candidates_and_an_administrator_approves_one() {
         wrong.status,
         wrong.text
     );
-    let ok = api.call(
-        "POST",
-        &path,
-        Some(&json!({ "password": ADMIN_PASSWORD })),
-        &[],
-    );
-    assert_eq!(ok.status, 200, "{}", ok.text);
+    assert_eq!(listed.json.as_array().unwrap().len(), 1);
+
+    // The administrator approves it in the browser, on the candidates page.
+    let b = harness::webdriver::Browser::start();
+    let base = format!("https://127.0.0.1:{web}");
+    let t = std::time::Duration::from_secs(20);
+    b.goto(&format!("{base}/candidates"));
+    b.wait_url("/login", t);
+    b.find("#user").fill("admin");
+    b.find("#password").fill(ADMIN_PASSWORD);
+    b.find("#signin").click();
+    b.wait_text("Dashboard", t);
+    b.goto(&format!("{base}/candidates"));
+    assert!(b.text().contains("dora@partner.test"), "{}", b.text());
+    let form = "form[action='/candidates/approve']";
+    b.find(&format!("{form} input[name=fingerprint]"))
+        .fill(&fp[..16]);
+    b.find(&format!("{form} input[name=password]"))
+        .fill(ADMIN_PASSWORD);
+    b.find(&format!("{form} button")).click();
+    b.wait_text("mail to it is encrypted from now on", t);
     let now = api.call("GET", "/api/v1/correspondents", None, &[]);
     assert!(now.text.contains("dora@partner.test"), "{}", now.text);
     assert_eq!(
