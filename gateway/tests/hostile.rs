@@ -797,7 +797,7 @@ fn the_web_console_shows_candidates_and_an_administrator_approves_one() {
     assert_eq!(listed.json.as_array().unwrap().len(), 1);
 
     // The administrator approves it in the browser, on the candidates page.
-    let b = harness::webdriver::Browser::start();
+    let b = webdriver::Browser::start();
     let base = format!("https://127.0.0.1:{web}");
     let t = std::time::Duration::from_secs(20);
     b.goto(&format!("{base}/candidates"));
