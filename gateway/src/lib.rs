@@ -7,6 +7,7 @@ pub mod config;
 pub mod fsutil;
 pub mod ldap;
 pub mod mailbox;
+pub mod policy;
 pub mod relay;
 pub mod revocation;
 pub mod smime;

@@ -1028,3 +1028,35 @@ fn an_opened_chassis_stops_signing_and_decrypting_until_cleared_and_mail_waits()
     assert!(got[0].1.contains("secret from bob"), "{}", got[0].1);
     gw.wait_queue_empty();
 }
+
+#[test]
+fn unparsable_mail_to_the_archive_goes_as_received_and_fails_where_it_would_be_signed() {
+    let gw = Gateway::start("", "[policy]\narchive_bcc = \"archive@example.org\"\n");
+    // A header line without a colon: the message cannot be signed.
+    let path = gw.dir.path().join("broken.eml");
+    std::fs::write(
+        &path,
+        "From: alice@example.com\r\nSubject: broken\r\nthis line has no colon\r\n\r\nbody\r\n",
+    )
+    .unwrap();
+    gw.send(&[
+        "--from",
+        "alice@example.com",
+        "--to",
+        "bob@example.net,archive@example.org",
+        "--data",
+        path.to_str().unwrap(),
+    ]);
+    // The archive copy goes out as received; Bob's copy, which policy signs, fails with the
+    // reason and Alice hears of it.
+    let out = gw.maildir("outbox", 1);
+    assert!(out[0].1.contains("this line has no colon"), "{}", out[0].1);
+    let dsn = gw.maildir("inbox", 1);
+    assert!(
+        dsn[0].1.contains("5.6.0") && dsn[0].1.contains("bob@example.net"),
+        "{}",
+        dsn[0].1
+    );
+    gw.wait_queue_empty();
+    assert_eq!(gw.maildir("outbox", 1).len(), 1);
+}

@@ -10,7 +10,6 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::config::Sign;
 use crate::smtp::{Event, MailParams, Password, RcptParams, Reply, Server, ServerConfig};
 use crate::spool::{self, Envelope, Incoming, Recipient, Status};
 
@@ -499,13 +498,9 @@ impl Session {
         if !config.is_internal_address(&from) {
             return Ok(());
         }
+        // The header is not known yet: a header exception may still spare the message.
         let policy = self.relay.policy();
-        let rules = policy.rules_for(&from);
-        let archive = policy
-            .archive_bcc
-            .as_deref()
-            .is_some_and(|a| a.eq_ignore_ascii_case(to));
-        if rules.sign != Sign::Always || policy.never_sign_to(to) || archive {
+        if !crate::policy::decide(&policy, &from, true, to, None, false).sign {
             return Ok(());
         }
         if let Some(known) = &tx.can_sign {

@@ -18,8 +18,9 @@ use std::path::Path;
 
 use hsm::{AesOffload, Hash, KeyRef};
 
-use crate::config::{CbcHtml, CipherName, Config, Encrypt, HashName, Sign, SignatureFormat};
+use crate::config::{CbcHtml, CipherName, Config, Encrypt, HashName, SignatureFormat};
 use crate::mailbox::{self, Address, FromProblem};
+use crate::policy::decide;
 use crate::smime::encrypt::{Cipher, encrypt_stream};
 use crate::smime::envelope::Recipient as KeyHolder;
 use crate::smime::error::SmimeError;
@@ -348,12 +349,11 @@ fn outbound_plan(
         Err(_) => (env.from.clone(), sender_internal),
     };
     let rules = policy.rules_for(&identity);
-    let header_exception = policy.never_sign_headers.iter().find(|h| {
-        entity
-            .fields
-            .iter()
-            .any(|f| f.name.eq_ignore_ascii_case(&h.name) && h.pattern.is_match(&f.value))
-    });
+    let fields: Vec<(&str, &str)> = entity
+        .fields
+        .iter()
+        .map(|f| (f.name, f.value.as_str()))
+        .collect();
     // The subject tag forces encryption and is removed from what is sent.
     let mut tagged: Option<File> = None;
     if sender_internal && let Some(tag) = &policy.encrypt_subject_tag {
@@ -373,22 +373,23 @@ fn outbound_plan(
         }
     }
     let forced = tagged.is_some();
-    let encrypt_mode = if forced {
-        Encrypt::Required
-    } else {
-        rules.encrypt
-    };
+    // The never-sign header rule that matched, for the log.
+    let mut header_exception: Option<String> = None;
 
     let mut groups: std::collections::BTreeMap<Treatment, (Vec<usize>, Vec<Vec<u8>>)> =
         Default::default();
     for &i in rcpts {
         let addr = &env.recipients[i].address;
+        let d = decide(
+            policy,
+            &identity,
+            sender_internal,
+            addr,
+            Some(&fields),
+            forced,
+        );
         // A sender not ours (relayed for an internal client) and the archive copy: as received.
-        let archive = policy
-            .archive_bcc
-            .as_deref()
-            .is_some_and(|a| a.eq_ignore_ascii_case(addr));
-        if !sender_internal || archive {
+        if d.as_received.is_some() {
             groups
                 .entry(Treatment {
                     sign: false,
@@ -400,8 +401,10 @@ fn outbound_plan(
                 .push(i);
             continue;
         }
-        let sign =
-            rules.sign == Sign::Always && !policy.never_sign_to(addr) && header_exception.is_none();
+        if d.header_exception.is_some() {
+            header_exception.clone_from(&d.header_exception);
+        }
+        let (sign, encrypt_mode) = (d.sign, d.encrypt);
         let cert = match encrypt_mode {
             Encrypt::Never => None,
             _ => match ctx.certs.lookup(
@@ -548,8 +551,8 @@ fn outbound_plan(
             (true, false) => "signed".into(),
             (false, true) => "encrypted".into(),
             (false, false) if !sender_internal => "as received (external sender)".into(),
-            (false, false) => match header_exception {
-                Some(h) => format!("not signed ({} matches a never-sign header rule)", h.name),
+            (false, false) => match &header_exception {
+                Some(h) => format!("not signed ({h} matches a never-sign header rule)"),
                 None => "not signed (destination or policy exception)".into(),
             },
         };
@@ -584,21 +587,12 @@ fn fail_or_pass(
     plan: &mut Plan,
     why: &str,
 ) -> std::io::Result<()> {
-    let policy = ctx.policy;
-    let rules = policy.rules_for(&env.from);
     let internal = ctx.config.is_internal_address(&env.from);
     let mut pass = Vec::new();
     for &i in rcpts {
         let addr = &env.recipients[i].address;
-        let archive = policy
-            .archive_bcc
-            .as_deref()
-            .is_some_and(|a| a.eq_ignore_ascii_case(addr));
-        let protect = !archive
-            && internal
-            && ((rules.sign == Sign::Always && !policy.never_sign_to(addr))
-                || rules.encrypt == Encrypt::Required);
-        if protect {
+        // The header could not be read: no header exception can be known.
+        if decide(ctx.policy, &env.from, internal, addr, None, false).protects() {
             plan.failed.push((i, format!("5.6.0 {why}")));
         } else {
             pass.push(i);
