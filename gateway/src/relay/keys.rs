@@ -183,6 +183,18 @@ impl Keys {
         (all.into_iter().find(|e| e.valid_at(now)), held)
     }
 
+    /// Whether `address` can sign at `now`, from what is held, without asking the token:
+    /// a certificate valid now, or the built-in CA that issues on first use (the queue then
+    /// issues it, see [`Keys::signer`]).
+    pub fn can_sign(&self, address: &str, now: u64) -> Result<(), CertProblem> {
+        match self.current(address, now) {
+            (Some(_), _) => Ok(()),
+            _ if self.ca.is_some() && self.issue_on_first_use => Ok(()),
+            (None, true) => Err(CertProblem::Expired),
+            (None, false) => Err(CertProblem::NotFound),
+        }
+    }
+
     /// The key and certificate an internal sender signs with, valid `now`. With the
     /// built-in CA and issue-on-first-use, a missing or expired certificate is issued here
     /// (this blocks on the token: call it from a blocking thread).

@@ -506,26 +506,15 @@ impl Session {
         if let Some(known) = &tx.can_sign {
             return known.clone();
         }
-        let relay = self.relay.clone();
-        let checked =
-            tokio::task::spawn_blocking(move || relay.keys.signer(&from, spool::now())).await;
-        let answer = match checked {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(CertProblem::NotFound)) => {
-                Err(Reply::new(451, "4.7.1", "S/MIME certificate is not found"))
-            }
-            Ok(Err(CertProblem::Expired)) => {
+        // Answered from what is held, without the token: a certificate the built-in CA
+        // will issue is made by the queue, outside the SMTP dialogue (and when the token
+        // cannot be asked then, the message waits in the queue, never going out unsigned).
+        let answer = match self.relay.keys.can_sign(&from, spool::now()) {
+            Ok(()) => Ok(()),
+            Err(CertProblem::Expired) => {
                 Err(Reply::new(451, "4.7.1", "S/MIME certificate is expired"))
             }
-            Ok(Err(CertProblem::Token(e))) => {
-                tracing::warn!("signing key check: {e}");
-                Err(Reply::new(
-                    451,
-                    "4.7.1",
-                    "S/MIME key token unavailable, try again later",
-                ))
-            }
-            Err(_) => Err(Reply::new(451, "4.3.0", "Internal error, try again later")),
+            Err(_) => Err(Reply::new(451, "4.7.1", "S/MIME certificate is not found")),
         };
         if let Some(tx) = self.tx.as_mut() {
             tx.can_sign = Some(answer.clone());
