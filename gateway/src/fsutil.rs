@@ -8,6 +8,11 @@ use std::path::Path;
 pub fn replace_file(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("new");
+    // A leftover from a crash is made anew, so `mode` holds (it applies on creation only).
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -23,4 +28,35 @@ pub fn replace_file(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> 
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn a_replaced_file_has_the_mode_asked_whatever_was_there() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let key = dir.path().join("key.pem");
+        // An old key readable by all, and a crash's leftover beside it.
+        for p in [&key, &key.with_extension("new")] {
+            std::fs::write(p, b"old").unwrap_or_else(|e| panic!("{e}"));
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        replace_file(&key, b"new secret", 0o600).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            std::fs::read(&key).ok().as_deref(),
+            Some(&b"new secret"[..])
+        );
+        assert_eq!(mode(&key), 0o600);
+        assert!(!key.with_extension("new").exists());
+    }
 }

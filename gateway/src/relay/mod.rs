@@ -244,17 +244,9 @@ pub fn private_data_dir(data: &Path) -> Result<(), StartError> {
     Ok(())
 }
 
+/// A private file (0600), replaced whole: a crash leaves the old contents or the new.
 fn write_private(path: &Path, data: &[u8]) -> Result<(), StartError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| file_error("file", path, e))?;
-    f.write_all(data).map_err(|e| file_error("file", path, e))
+    crate::fsutil::replace_file(path, data, 0o600).map_err(|e| file_error("file", path, e))
 }
 
 impl std::fmt::Debug for Relay {
