@@ -5,6 +5,40 @@
 //! the pipeline's handling of unparsable mail all ask it, so they cannot disagree.
 
 use crate::config::{Encrypt, Policy, Sign};
+use crate::store::Store;
+
+/// The store setting holding the policy applied from a console (its `[policy]` text),
+/// which is in force over the configuration file's.
+pub const APPLIED: &str = "policy.applied";
+
+/// The store setting holding the staged policy text.
+pub const STAGED: &str = "policy.staged";
+
+/// The policy in force, and where it comes from.
+#[derive(Debug, Clone)]
+pub struct InForce {
+    pub policy: Policy,
+    /// Applied from a console (the store), rather than the configuration file's.
+    pub from_console: bool,
+}
+
+/// The policy in force: the one applied from a console, else `file` (the configuration
+/// file's). `Err` when the store cannot be read or the applied text no longer reads: the
+/// caller chooses (the relay starts on the file's, an apply is refused).
+pub fn in_force(store: &dyn Store, file: &Policy) -> Result<InForce, String> {
+    match store.setting(APPLIED).map_err(|e| e.to_string())? {
+        Some(text) => Policy::parse(&text)
+            .map(|policy| InForce {
+                policy,
+                from_console: true,
+            })
+            .map_err(|e| format!("the policy applied from the console does not read: {e}")),
+        None => Ok(InForce {
+            policy: file.clone(),
+            from_console: false,
+        }),
+    }
+}
 
 /// Why a message goes out as it came.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -261,6 +295,27 @@ encrypt = "never"
         // The Japanese carriers are never signed to by default.
         let d = decide(&p, "alice@example.com", true, "x@docomo.ne.jp", None, false);
         assert!(!d.sign);
+    }
+
+    #[test]
+    fn the_policy_in_force_is_the_consoles_else_the_files() {
+        use crate::store::SqliteStore;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store =
+            SqliteStore::open(&dir.path().join("store.sqlite")).unwrap_or_else(|e| panic!("{e}"));
+        let file = policy("[policy]\nsign = \"never\"\n");
+        let f = in_force(&store, &file).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!f.from_console && f.policy.default.sign == Sign::Never);
+        store
+            .set_setting(APPLIED, Some("[policy]\nsign = \"always\"\n"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let f = in_force(&store, &file).unwrap_or_else(|e| panic!("{e}"));
+        assert!(f.from_console && f.policy.default.sign == Sign::Always);
+        store
+            .set_setting(APPLIED, Some("[policy]\nsign = \"maybe\"\n"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let e = in_force(&store, &file).unwrap_err();
+        assert!(e.contains("does not read"), "{e}");
     }
 
     #[test]

@@ -6,11 +6,8 @@
 
 use super::{Actor, AdminError, record};
 use crate::config::Policy;
-use crate::relay::POLICY_APPLIED;
+use crate::policy::{APPLIED as POLICY_APPLIED, STAGED as POLICY_STAGED};
 use crate::store::Store;
-
-/// The store setting holding the staged policy text.
-pub const POLICY_STAGED: &str = "policy.staged";
 
 /// The largest policy text accepted.
 const MAX_POLICY: usize = 256 * 1024;

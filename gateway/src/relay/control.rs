@@ -297,15 +297,7 @@ async fn admin_request(
 /// [`crate::admin::policy::apply`]) put in force here; none applied: the configuration
 /// file's.
 fn policy_apply(relay: &Relay) -> Result<String, String> {
-    let policy = match relay
-        .store
-        .setting(super::POLICY_APPLIED)
-        .map_err(|e| e.to_string())?
-    {
-        Some(text) => crate::config::Policy::parse(&text)
-            .map_err(|e| format!("the applied policy does not read: {e}"))?,
-        None => relay.config.policy.clone(),
-    };
+    let policy = crate::policy::in_force(relay.store.as_ref(), &relay.config.policy)?.policy;
     relay.set_policy(policy);
     tracing::info!("policy: the one applied from the console is in force");
     Ok("Applied: the gateway uses the new policy from the next message on.\n".into())

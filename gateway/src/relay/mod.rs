@@ -284,9 +284,6 @@ async fn refresh_crls(relay: Arc<Relay>) {
     }
 }
 
-/// The store setting holding the policy applied from a console (TOML, `[policy]` tables).
-pub const POLICY_APPLIED: &str = "policy.applied";
-
 impl Relay {
     /// The policy in force now.
     pub fn policy(&self) -> Arc<Policy> {
@@ -460,21 +457,13 @@ impl Relay {
         let hop_auth_outbound = login(&config.outbound, "delivery.outbound.auth_password")?;
         let hop_auth_inbound = login(&config.inbound, "delivery.inbound.auth_password")?;
         let queue = queue::Queue::new(config.queue.concurrency);
-        let policy = match store.setting(POLICY_APPLIED) {
-            Ok(Some(text)) => match Policy::parse(&text) {
-                Ok(p) => {
+        let policy = match crate::policy::in_force(store.as_ref(), &config.policy) {
+            Ok(f) => {
+                if f.from_console {
                     tracing::info!("policy: the one applied from the console (not the file's)");
-                    p
                 }
-                Err(e) => {
-                    tracing::error!(
-                        "policy applied from the console no longer reads ({e}); the \
-                         configuration file's is used"
-                    );
-                    config.policy.clone()
-                }
-            },
-            Ok(None) => config.policy.clone(),
+                f.policy
+            }
             Err(e) => {
                 tracing::error!("{e}; the configuration file's policy is used");
                 config.policy.clone()
