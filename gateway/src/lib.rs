@@ -5,6 +5,7 @@ pub mod admin;
 pub mod ca;
 pub mod config;
 pub mod fsutil;
+pub mod keys;
 pub mod ldap;
 pub mod mailbox;
 pub mod policy;

@@ -8,7 +8,7 @@
 use hsm::{Pin, Token};
 
 use super::{Actor, AdminError, MAX_UPLOAD, record, short_name};
-use crate::relay::keys::{Keys, key_uri};
+use crate::keys::{Keys, key_uri};
 use crate::smime::asn1::day;
 use crate::store::{CertInfo, Kind, Store, Stored};
 

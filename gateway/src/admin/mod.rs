@@ -538,33 +538,6 @@ pub fn reject_candidate(
     Ok(removed)
 }
 
-/// The certificate to encrypt to `address` among `candidates`: valid at `now`, naming the
-/// address, allowing encryption, not a CA; the newest (latest start, then latest end, then
-/// fingerprint, so the choice is the same every time).
-pub fn best_for_encryption<'a>(
-    candidates: impl IntoIterator<Item = &'a CertInfo>,
-    address: &str,
-    now: u64,
-) -> Option<&'a CertInfo> {
-    let address = address.to_ascii_lowercase();
-    candidates
-        .into_iter()
-        .filter(|c| {
-            !c.is_ca
-                && c.can_encrypt
-                && c.not_before <= now
-                && now < c.not_after
-                && c.addresses.contains(&address)
-        })
-        .max_by(|a, b| {
-            (a.not_before, a.not_after, &a.fingerprint).cmp(&(
-                b.not_before,
-                b.not_after,
-                &b.fingerprint,
-            ))
-        })
-}
-
 /// An internal user's signing certificate (the newest per address) that expires soon.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Expiring {

@@ -15,8 +15,8 @@ use crate::spool::{self, Envelope, Incoming, Recipient, Status};
 
 use super::Relay;
 use super::dsn::rfc5322_date;
-use super::keys::CertProblem;
 use super::limits::ClientLimits;
+use crate::keys::CertProblem;
 
 /// How long a failed AUTH waits before its 535 (a brake on password guessing).
 const AUTH_FAILURE_DELAY: std::time::Duration = std::time::Duration::from_secs(1);

@@ -8,7 +8,6 @@ pub mod control;
 pub mod deliver;
 pub mod dsn;
 pub mod expiry;
-pub mod keys;
 pub mod limits;
 pub mod listener;
 pub mod pipeline;
@@ -24,7 +23,7 @@ use crate::ca::Ca;
 use crate::config::{Config, Policy, Route};
 use crate::spool::Spool;
 
-use keys::{CertStore, Keys};
+use crate::keys::{CertStore, Keys};
 
 use crate::store::{Kind, SqliteStore, Store};
 

@@ -33,7 +33,7 @@ use crate::spool::{Envelope, Status};
 use crate::store::CertInfo;
 
 use super::annotate::{self, SmimeResult, Verdict};
-use super::keys::{CertProblem, CertStore, Keys, Trust};
+use crate::keys::{CertProblem, CertStore, Keys, Trust};
 
 /// A message ready for one route and some of the recipients.
 #[derive(Debug)]

@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use hsm::{ObjectType, Token};
 
-use crate::admin;
 use crate::ca::{CA_LABEL, Ca};
 use crate::mailbox::Address;
 use crate::revocation::Revocation;
@@ -359,7 +358,7 @@ impl CertStore {
                 .map(|s| &s.info),
             now,
         );
-        if let Some(c) = admin::best_for_encryption(infos, address, now) {
+        if let Some(c) = best_for_encryption(infos, address, now) {
             return Ok(Some(c.der.clone()));
         }
         let Some(dir) = &self.directory else {
@@ -373,7 +372,7 @@ impl CertStore {
         match found {
             Ok(ders) => {
                 let infos: Vec<CertInfo> = ders.iter().filter_map(|d| CertInfo::parse(d)).collect();
-                let best = admin::best_for_encryption(self.usable(&infos, now), address, now);
+                let best = best_for_encryption(self.usable(&infos, now), address, now);
                 if let Some(b) = best {
                     tracing::info!(address, fingerprint = %&b.fingerprint[..16], "certificate found in the directory");
                 }
@@ -455,6 +454,33 @@ impl CertStore {
 
 /// The settings that hold correspondents' announced capabilities, by address.
 const CAPABILITIES: &str = "capabilities:";
+
+/// The certificate to encrypt to `address` among `candidates`: valid at `now`, naming the
+/// address, allowing encryption, not a CA; the newest (latest start, then latest end, then
+/// fingerprint, so the choice is the same every time).
+pub fn best_for_encryption<'a>(
+    candidates: impl IntoIterator<Item = &'a CertInfo>,
+    address: &str,
+    now: u64,
+) -> Option<&'a CertInfo> {
+    let address = address.to_ascii_lowercase();
+    candidates
+        .into_iter()
+        .filter(|c| {
+            !c.is_ca
+                && c.can_encrypt
+                && c.not_before <= now
+                && now < c.not_after
+                && c.addresses.contains(&address)
+        })
+        .max_by(|a, b| {
+            (a.not_before, a.not_after, &a.fingerprint).cmp(&(
+                b.not_before,
+                b.not_after,
+                &b.fingerprint,
+            ))
+        })
+}
 
 /// The start of a harvested certificate's source in the store.
 pub const HARVESTED: &str = "harvested from signed mail from";
