@@ -77,6 +77,15 @@ pub struct CertInfo {
 }
 
 impl CertInfo {
+    /// The subject's common name, else the whole subject: what lists show.
+    pub fn short_name(&self) -> String {
+        self.subject
+            .split(',')
+            .find_map(|p| p.trim().strip_prefix("CN="))
+            .unwrap_or(&self.subject)
+            .to_string()
+    }
+
     /// Reads a DER certificate; `None` when it does not parse.
     pub fn parse(der: &[u8]) -> Option<CertInfo> {
         // Strict DER, nothing after it.

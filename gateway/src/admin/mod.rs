@@ -52,11 +52,7 @@ pub struct ImportReport {
 
 /// A short name for a certificate: its subject's CN (else the whole subject).
 pub fn short_name(info: &CertInfo) -> String {
-    info.subject
-        .split(',')
-        .find_map(|p| p.trim().strip_prefix("CN="))
-        .unwrap_or(&info.subject)
-        .to_string()
+    info.short_name()
 }
 
 /// The certificates in an uploaded file (PEM blocks or one DER certificate), each parsed.

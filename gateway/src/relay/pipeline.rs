@@ -87,7 +87,7 @@ fn not_revoked(ctx: &Context<'_>, cert: &[u8], chain: &[Vec<u8>]) -> Result<(), 
             if i == 0 {
                 why
             } else {
-                format!("its CA {}: {why}", crate::admin::short_name(&info))
+                format!("its CA {}: {why}", info.short_name())
             }
         })?;
     }
