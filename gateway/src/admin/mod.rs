@@ -580,3 +580,88 @@ pub fn expiring(
     out.sort_by(|a, b| (a.not_after, &a.address).cmp(&(b.not_after, &b.address)));
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteStore;
+
+    /// A correspondent's encryption certificate from the RFC 9216 examples (valid 2019-2052).
+    fn bob() -> (Vec<u8>, CertInfo) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(
+            "../../shared/corpora/ietf-examples-cms-rfc9216/certs-and-keys/lamps-bob.encrypt.crt",
+        );
+        let pem = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let der = crate::ca::parse_certificates(&pem)
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .remove(0);
+        let info = CertInfo::parse(&der).unwrap_or_else(|| panic!("the certificate parses"));
+        (pem, info)
+    }
+
+    fn actor() -> Actor {
+        Actor {
+            who: "admin".into(),
+            origin: "test".into(),
+        }
+    }
+
+    #[test]
+    fn a_candidate_is_approved_rejected_or_vouched_for_by_import_and_audited() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store =
+            SqliteStore::open(&dir.path().join("store.sqlite")).unwrap_or_else(|e| panic!("{e}"));
+        let (pem, info) = bob();
+        let fp = info.fingerprint[..16].to_string();
+        let add = |s: &SqliteStore| {
+            s.add(
+                Kind::Candidate,
+                &info,
+                "harvested from signed mail from bob@smime.example",
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        add(&store);
+        // Only a candidate can be approved, by a fingerprint long enough to name one.
+        assert!(approve_candidate(&store, &actor(), "abc").is_err());
+        assert!(reject_candidate(&store, &actor(), &"0".repeat(16)).is_err());
+        let approved = approve_candidate(&store, &actor(), &fp).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(approved.kind, Kind::External);
+        assert_eq!(approved.source, "approved by admin (test)");
+        assert!(
+            approve_candidate(&store, &actor(), &fp).is_err(),
+            "approved twice"
+        );
+        let held = store.for_address("bob@smime.example").unwrap_or_default();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].kind, Kind::External);
+
+        // Rejected: gone.
+        store
+            .remove(&fp, &[Kind::External])
+            .unwrap_or_else(|e| panic!("{e}"));
+        add(&store);
+        let gone = reject_candidate(&store, &actor(), &fp).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(gone.kind, Kind::Candidate);
+        assert!(
+            store
+                .for_address("bob@smime.example")
+                .unwrap_or_default()
+                .is_empty()
+        );
+
+        // Imported by an administrator while held as a candidate: vouched for.
+        add(&store);
+        let now = 1_800_000_000; // 2027
+        let report = import_correspondents(&store, &actor(), "bob.crt", &pem, now)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(report.added.len(), 1, "{report:?}");
+        let held = store.for_address("bob@smime.example").unwrap_or_default();
+        assert_eq!(held[0].kind, Kind::External);
+
+        let audit = store.audit_log(10).unwrap_or_default();
+        let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
+        assert!(actions.contains(&"candidate approve"), "{actions:?}");
+        assert!(actions.contains(&"candidate reject"), "{actions:?}");
+    }
+}
