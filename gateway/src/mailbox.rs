@@ -30,11 +30,6 @@ impl Address {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    /// The part after the `@`.
-    pub fn domain(&self) -> &str {
-        self.0.rsplit_once('@').map(|(_, d)| d).unwrap_or("")
-    }
 }
 
 impl fmt::Display for Address {

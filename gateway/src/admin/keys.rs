@@ -7,7 +7,7 @@
 
 use hsm::{Pin, Token};
 
-use super::{Actor, AdminError, MAX_UPLOAD, record, short_name};
+use super::{Actor, AdminError, MAX_UPLOAD, record};
 use crate::keys::{Keys, key_uri};
 use crate::smime::asn1::day;
 use crate::store::{CertInfo, Kind, Store, Stored};
@@ -83,7 +83,7 @@ pub fn import_pkcs12(
     let Some(cert) = bundle.chain.first().and_then(|d| CertInfo::parse(d)) else {
         return Err(refuse("its certificate does not parse".into()));
     };
-    let who = short_name(&cert);
+    let who = cert.short_name();
     if cert.is_ca {
         return Err(refuse(format!(
             "\"{who}\" is a CA certificate, not a user's; CA keys are not imported"

@@ -50,11 +50,6 @@ pub struct ImportReport {
     pub skipped: Vec<(String, String)>,
 }
 
-/// A short name for a certificate: its subject's CN (else the whole subject).
-pub fn short_name(info: &CertInfo) -> String {
-    info.short_name()
-}
-
 /// The certificates in an uploaded file (PEM blocks or one DER certificate), each parsed.
 fn certificates_in(name: &str, bytes: &[u8]) -> Result<Vec<CertInfo>, AdminError> {
     let refuse = |reason: String| AdminError::Refused {
@@ -123,7 +118,7 @@ fn looks_like_pkcs12(der: &[u8]) -> bool {
 
 /// Why `c` is not valid at `now`, if it is not.
 fn valid_now(c: &CertInfo, now: u64) -> Result<(), String> {
-    let who = short_name(c);
+    let who = c.short_name();
     if c.not_after <= now {
         return Err(format!("\"{who}\" expired on {}", day(c.not_after)));
     }
@@ -148,7 +143,7 @@ fn check_trust(
     };
     let mut out = Vec::new();
     for c in certs {
-        let who = short_name(c);
+        let who = c.short_name();
         if !c.is_ca {
             let what = if c.addresses.is_empty() {
                 String::new()
@@ -274,7 +269,7 @@ pub fn import_correspondents(
     let certs = certificates_in(name, bytes)?;
     let mut checked = Vec::new();
     for c in certs {
-        let who = short_name(&c);
+        let who = c.short_name();
         if c.is_ca {
             return Err(refuse(format!(
                 "\"{who}\" is a CA certificate; CA certificates go to the trust anchors"
@@ -302,7 +297,7 @@ fn describe(name: &str, r: &ImportReport) -> String {
             format!(
                 "{} {} ({})",
                 k.as_str(),
-                short_name(c),
+                c.short_name(),
                 &c.fingerprint[..16]
             )
         })
@@ -469,7 +464,7 @@ pub fn remove_trust(store: &dyn Store, actor: &Actor, prefix: &str) -> Result<St
                     name: prefix.to_string(),
                     reason: format!(
                         "\"{}\" is a correspondent's certificate, not a trust anchor",
-                        short_name(&s.info)
+                        s.info.short_name()
                     ),
                 },
                 None => StoreError::NoMatch(p).into(),
@@ -484,7 +479,7 @@ pub fn remove_trust(store: &dyn Store, actor: &Actor, prefix: &str) -> Result<St
         format!(
             "{} {} ({})",
             removed.kind.as_str(),
-            short_name(&removed.info),
+            removed.info.short_name(),
             &removed.info.fingerprint[..16]
         ),
     );

@@ -807,7 +807,7 @@ impl Console<'_> {
             .map(|s| {
                 vec![
                     s.kind.as_str().to_string(),
-                    fit(&admin::short_name(&s.info), 36),
+                    fit(&s.info.short_name(), 36),
                     day(s.info.not_after),
                     s.info.fingerprint[..16].to_string(),
                 ]
@@ -838,12 +838,12 @@ impl Console<'_> {
             let name = if *kind == Kind::External {
                 c.addresses.join(", ")
             } else {
-                admin::short_name(c)
+                c.short_name()
             };
             writeln!(self.out, "added {what}: {name} ({})", &c.fingerprint[..16])?;
         }
         for c in &report.known {
-            writeln!(self.out, "already held: {}", admin::short_name(c))?;
+            writeln!(self.out, "already held: {}", c.short_name())?;
         }
         for (name, why) in &report.skipped {
             writeln!(self.out, "skipped {name}: {why}")?;
@@ -1039,7 +1039,7 @@ impl Console<'_> {
             self.out,
             "removed {}: {} ({})",
             removed.kind.as_str(),
-            admin::short_name(&removed.info),
+            removed.info.short_name(),
             &removed.info.fingerprint[..16]
         )?;
         syslog(&self.user, &format!("trust remove {fp}"));
@@ -1267,7 +1267,7 @@ impl Console<'_> {
             .map(|s| {
                 vec![
                     fit(&s.info.addresses.join(","), 30),
-                    fit(&admin::short_name(&s.info), 20),
+                    fit(&s.info.short_name(), 20),
                     day(s.info.not_after),
                     s.info.fingerprint[..16].to_string(),
                 ]

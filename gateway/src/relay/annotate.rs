@@ -17,8 +17,6 @@
 //!   [`crate::mailbox::Address`]es (which only a strict parser makes), dates and names we wrote,
 //!   all passed through [`safe_text`].
 
-use std::io::Write;
-
 use crate::mailbox::Address;
 
 /// RFC 7281 §3 results of the `smime` method.
@@ -123,7 +121,7 @@ pub fn safe_text(s: &str) -> String {
 }
 
 /// Header fields that only this gateway writes.
-pub fn is_status_field(name: &[u8]) -> bool {
+fn is_status_field(name: &[u8]) -> bool {
     name.eq_ignore_ascii_case(b"X-SMIME-Status")
         || name.eq_ignore_ascii_case(b"Authentication-Results")
 }
@@ -131,14 +129,14 @@ pub fn is_status_field(name: &[u8]) -> bool {
 /// One header field as found by [`fields`]: its name (`None` for a line that is no field)
 /// and its lines as received.
 #[derive(Debug, Clone, Copy)]
-pub struct RawField<'a> {
-    pub name: Option<&'a [u8]>,
-    pub raw: &'a [u8],
+struct RawField<'a> {
+    name: Option<&'a [u8]>,
+    raw: &'a [u8],
 }
 
 /// The header fields of a header block, read leniently: never fails, whatever the bytes.
 /// Reading stops at the first empty line.
-pub fn fields(header: &[u8]) -> Vec<RawField<'_>> {
+fn fields(header: &[u8]) -> Vec<RawField<'_>> {
     // (name, start, end) of each field while reading; continuation lines move `end`.
     let mut found: Vec<(Option<&[u8]>, usize, usize)> = Vec::new();
     let mut pos = 0;
@@ -266,17 +264,6 @@ pub fn compose(ours: &[u8], outer: &[u8], opened: Option<&[u8]>, envelope_from: 
     }
     out.extend_from_slice(b"\r\n");
     out
-}
-
-/// Streams `compose`'s header and then `body` to `w`.
-pub fn write_message(
-    w: &mut dyn Write,
-    header: &[u8],
-    body: &mut dyn std::io::Read,
-) -> std::io::Result<()> {
-    w.write_all(header)?;
-    std::io::copy(body, w)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -207,7 +207,7 @@ async fn key_request(relay: &Arc<Relay>, import: bool, json: &str) -> Result<Str
                 let _ = writeln!(
                     out,
                     "chain: {} kept as an intermediate (not trusted by this)",
-                    crate::admin::short_name(c)
+                    c.short_name()
                 );
             }
             Ok(out)

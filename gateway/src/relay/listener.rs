@@ -137,17 +137,25 @@ struct Tx {
     spool_error: Option<String>,
     /// Whether the sender can sign, once asked (the same for every recipient).
     can_sign: Option<Result<(), Reply>>,
-    /// The message's header section as it came in (at most [`HEADER_KEPT`] bytes), for the
-    /// From check of authenticated users.
+    /// An authenticated user's message's header section as it came in (at most
+    /// [`HEADER_KEPT`] bytes), for the From check; others keep none.
     header: Vec<u8>,
+    /// The header section is whole (or the limit reached): nothing more is kept.
+    header_done: bool,
 }
 
 /// How much of a message's start the listener keeps to read its From field.
 const HEADER_KEPT: usize = 256 * 1024;
 
-/// Whether `data` holds a whole header section (up to its empty line).
-fn header_complete(data: &[u8]) -> bool {
-    data.starts_with(b"\r\n") || data.windows(4).any(|w| w == b"\r\n\r\n")
+/// Keeps the start of the data in `header` until the header section's empty line, looking
+/// only at what is new each time.
+fn keep_header(header: &mut Vec<u8>, bytes: &[u8]) -> bool {
+    let from = header.len().saturating_sub(3);
+    let room = HEADER_KEPT - header.len();
+    header.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    header.len() >= HEADER_KEPT
+        || header.starts_with(b"\r\n")
+        || header[from..].windows(4).any(|w| w == b"\r\n\r\n")
 }
 
 struct Session {
@@ -307,6 +315,7 @@ impl Session {
                     spool_error: None,
                     can_sign: None,
                     header: Vec::new(),
+                    header_done: false,
                 });
                 server.accept("Ok");
             }
@@ -340,12 +349,11 @@ impl Session {
                 }
             }
             Event::Data(bytes) => {
-                if let Some(tx) = self.tx.as_mut()
-                    && tx.header.len() < HEADER_KEPT
-                    && !header_complete(&tx.header)
+                if self.user.is_some()
+                    && let Some(tx) = self.tx.as_mut()
+                    && !tx.header_done
                 {
-                    let room = HEADER_KEPT - tx.header.len();
-                    tx.header.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                    tx.header_done = keep_header(&mut tx.header, &bytes);
                 }
                 if let Some(tx) = self.tx.as_mut()
                     && tx.spool_error.is_none()
@@ -597,5 +605,23 @@ impl Session {
             }
             Err(_) => Err(Reply::new(451, "4.3.0", "Internal error, try again later")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_header_is_kept_up_to_its_empty_line_across_pieces() {
+        let mut h = Vec::new();
+        assert!(!keep_header(&mut h, b"From: a@x.test\r\n"));
+        assert!(!keep_header(&mut h, b"Subject: s\r"));
+        assert!(keep_header(&mut h, b"\n\r\nbody"));
+        let mut h = Vec::new();
+        assert!(keep_header(&mut h, b"\r\nno header at all"));
+        let mut h = Vec::new();
+        assert!(keep_header(&mut h, &vec![b'x'; HEADER_KEPT + 10]));
+        assert_eq!(h.len(), HEADER_KEPT);
     }
 }

@@ -698,18 +698,30 @@ fn annotate_only(
     src: &mut File,
     verdict: &Verdict,
 ) -> std::io::Result<File> {
-    let (header, body_start) = header_of(src).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let io = |e: SmimeError| std::io::Error::other(e.to_string());
+    let (header, body_start) = header_of(src).map_err(io)?;
     let fields = verdict.fields(&ctx.config.server.hostname);
     let composed = annotate::compose(&fields, &header, None, &env.from);
     let end = src.seek(SeekFrom::End(0))?;
-    src.seek(SeekFrom::Start(body_start))?;
+    with_header(
+        &composed,
+        src,
+        Span {
+            start: body_start,
+            end,
+        },
+    )
+    .map_err(io)
+}
+
+/// A new message: `header`, then the bytes `body` of `src`; a scratch file, ready to read.
+fn with_header(header: &[u8], src: &mut File, body: Span) -> Result<File, SmimeError> {
     let mut out = BufWriter::new(scratch()?);
-    out.write_all(&composed)?;
-    std::io::copy(
-        &mut std::io::Read::take(&mut *src, end - body_start),
-        &mut out,
-    )?;
-    let mut f = out.into_inner().map_err(|e| e.into_error())?;
+    out.write_all(header)?;
+    stream::copy_span(src, body, &mut out)?;
+    let mut f = out
+        .into_inner()
+        .map_err(|e| SmimeError::Io(e.into_error()))?;
     f.seek(SeekFrom::Start(0))?;
     Ok(f)
 }
@@ -887,40 +899,33 @@ fn open_and_annotate(
     }
     let fields = verdict.fields(&ctx.config.server.hostname);
 
-    let mut out = BufWriter::new(scratch()?);
-    if opened.layers.is_empty() {
+    let f = if opened.layers.is_empty() {
         // Nothing was opened: the message as received, annotated.
         let header = annotate::compose(&fields, &outer_header, None, &env.from);
-        out.write_all(&header)?;
         let end = src.seek(SeekFrom::End(0))?;
-        stream::copy_span(
+        with_header(
+            &header,
             src,
             Span {
                 start: outer_body,
                 end,
             },
-            &mut out,
-        )?;
+        )?
     } else {
         // The outer fields (From, To, Subject, Date, Received...) around the opened entity,
         // of whose own fields only the Content-* ones describe it.
         let whole = stream::whole(&mut inner)?;
         let (inner_header, inner_body) = stream::read_header(&mut inner, whole)?;
         let header = annotate::compose(&fields, &outer_header, Some(&inner_header), &env.from);
-        out.write_all(&header)?;
-        stream::copy_span(
+        with_header(
+            &header,
             &mut inner,
             Span {
                 start: inner_body,
                 end: whole.end,
             },
-            &mut out,
-        )?;
-    }
-    let mut f = out
-        .into_inner()
-        .map_err(|e| SmimeError::Io(e.into_error()))?;
-    f.seek(SeekFrom::Start(0))?;
+        )?
+    };
     Ok(Inbound::Deliver(f, verdict))
 }
 

@@ -214,7 +214,7 @@ async fn attempt(relay: &Arc<Relay>, id: &str) {
     }
     for mut job in plan.jobs {
         let body = job.body.take();
-        let outcomes = run_job(relay, &env, &job, body).await;
+        let outcomes = run_job(relay, &env, &relay.spool.message_file(&qid), &job, body).await;
         for (&i, o) in job.recipients.iter().zip(outcomes) {
             let rcpt = &env.recipients[i].address;
             match o {
@@ -265,7 +265,7 @@ async fn conclude(
         }
     }
     if !newly_failed.is_empty() {
-        bounce(relay, env, &newly_failed).await;
+        bounce(relay, env, &relay.spool.message_file(qid), &newly_failed).await;
     }
     if env.is_done() {
         if let Err(e) = relay.spool.delete(qid) {
@@ -295,22 +295,18 @@ async fn retry_later(relay: &Arc<Relay>, env: &mut Envelope, why: &str) {
     }
 }
 
-/// The spooled message of `env`.
-fn message_of(relay: &Relay, env: &Envelope) -> std::io::Result<File> {
-    let qid = QueueId::parse(&env.id).map_err(std::io::Error::other)?;
-    File::open(relay.spool.message_file(&qid))
-}
-
+/// Delivers one job of `env`, whose spooled message is `message`.
 async fn run_job(
     relay: &Arc<Relay>,
     env: &Envelope,
+    message: &std::path::Path,
     job: &pipeline::Job,
     body: Option<pipeline::Body>,
 ) -> Vec<Outcome> {
     let n = job.recipients.len();
     let body = match body {
         Some(b) => Ok(b),
-        None => message_of(relay, env).map(pipeline::Body::File),
+        None => File::open(message).map(pipeline::Body::File),
     };
     let mut body = match body {
         Ok(b) => b,
@@ -378,7 +374,12 @@ async fn run_job(
 
 /// Queues a DSN to the sender for `failed`; never for the null sender or our own reports,
 /// nor when the recipients asked for none (NOTIFY=NEVER, or a list without FAILURE).
-async fn bounce(relay: &Arc<Relay>, env: &Envelope, failed: &[(String, String)]) {
+async fn bounce(
+    relay: &Arc<Relay>,
+    env: &Envelope,
+    message: &std::path::Path,
+    failed: &[(String, String)],
+) {
     if env.from.is_empty() || env.report {
         return;
     }
@@ -399,9 +400,10 @@ async fn bounce(relay: &Arc<Relay>, env: &Envelope, failed: &[(String, String)])
     let r = relay.clone();
     let sender = env.from.clone();
     let env = env.clone();
+    let message = message.to_path_buf();
     let res = tokio::task::spawn_blocking(move || -> Result<String, String> {
         // A message whose content is gone still gets its report (without the content).
-        let mut original = message_of(&r, &env)
+        let mut original = File::open(&message)
             .or_else(|_| tempfile::tempfile())
             .map_err(|e| e.to_string())?;
         let mut incoming = r.spool.incoming().map_err(|e| e.to_string())?;

@@ -195,7 +195,7 @@ pub fn cert_view(s: &Stored, now: u64, pem: bool) -> CertView {
     CertView {
         fingerprint: i.fingerprint.clone(),
         kind: s.kind.as_str(),
-        name: admin::short_name(i),
+        name: i.short_name(),
         subject: i.subject.clone(),
         issuer: i.issuer.clone(),
         serial: i.serial.clone(),
@@ -374,7 +374,7 @@ pub async fn upload_p12(
         "not_after": day(done.cert.not_after),
         "key_uri": done.uri,
         "renews": done.replaces.iter().map(|c| c.fingerprint.clone()).collect::<Vec<_>>(),
-        "chain": done.chain.iter().map(admin::short_name).collect::<Vec<_>>(),
+        "chain": done.chain.iter().map(crate::store::CertInfo::short_name).collect::<Vec<_>>(),
     }))
 }
 
@@ -444,7 +444,7 @@ pub async fn upload_trust(
 pub fn report_json(report: &admin::ImportReport) -> Value {
     json!({
         "added": report.added.iter().map(|(k, c)| json!({
-            "kind": k.as_str(), "name": admin::short_name(c), "addresses": c.addresses,
+            "kind": k.as_str(), "name": c.short_name(), "addresses": c.addresses,
             "fingerprint": c.fingerprint,
         })).collect::<Vec<_>>(),
         "known": report.known.iter().map(|c| c.fingerprint.clone()).collect::<Vec<_>>(),
