@@ -650,53 +650,30 @@ fn the_internal_mta_mail_is_signed_as_its_from_and_obsolete_syntax_passes() {
 #[test]
 fn authenticated_users_sign_only_as_their_own_from() {
     let dir = tempfile::tempdir().unwrap();
-    let add = |user: &str| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_smimegw"))
-            .args([
-                "users",
-                "--file",
-                dir.path().join("users").to_str().unwrap(),
-            ])
-            .args(["add", user, "--password-stdin"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"carols secret\n")
-            .unwrap();
-        assert!(child.wait().unwrap().success());
-    };
-    add("carol@example.com");
+    let mut add = Command::new(env!("CARGO_BIN_EXE_smimegw"));
+    add.args([
+        "users",
+        "--file",
+        dir.path().join("users").to_str().unwrap(),
+    ])
+    .args(["add", "carol@example.com", "--password-stdin"]);
+    assert!(piped(&mut add, "carols secret\n").status.success());
     let gw = Gateway::start_in(
         dir,
         "internal_networks = [\"10.0.0.0/8\"]\nauth_users = \"users\"",
         "[policy.send_as]\n\"carol@example.com\" = [\"sales@example.com\"]\n",
     );
     let send = |from_field: &str, subject: &str| {
-        let out = gw.swaks(&[
-            "--from",
+        gw.swaks_auth(
             "carol@example.com",
-            "--to",
-            "bob@example.net",
-            "--tls",
-            "--auth",
-            "PLAIN",
-            "--auth-user",
-            "carol@example.com",
-            "--auth-password",
             "carols secret",
-            "--header",
-            &format!("From: {from_field}"),
-            "--header",
-            &format!("Subject: {subject}"),
-        ]);
-        String::from_utf8_lossy(&out.stdout).into_owned()
+            &[
+                "--header",
+                &format!("From: {from_field}"),
+                "--header",
+                &format!("Subject: {subject}"),
+            ],
+        )
     };
     let text = send("CEO <ceo@example.com>", "as ceo");
     assert!(

@@ -38,29 +38,17 @@ fn raw_session(port: u16, bytes: &[u8]) -> String {
 /// An SMTP session in TLS (`openssl s_client -starttls smtp`): `script` is sent after the
 /// handshake; what the gateway answered in TLS, until it closed the connection.
 fn tls_session(port: u16, script: &str) -> String {
-    let mut child = Command::new("openssl")
-        .args([
-            "s_client",
-            "-starttls",
-            "smtp",
-            "-connect",
-            &format!("127.0.0.1:{port}"),
-            "-quiet",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut cmd = Command::new("openssl");
     // -quiet keeps reading after the end of stdin, until the gateway closes.
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    cmd.args([
+        "s_client",
+        "-starttls",
+        "smtp",
+        "-connect",
+        &format!("127.0.0.1:{port}"),
+        "-quiet",
+    ]);
+    String::from_utf8_lossy(&piped(&mut cmd, script).stdout).into_owned()
 }
 
 /// The first reply line on a new connection.
@@ -114,22 +102,7 @@ fn password_guessing_is_cut_off_per_session_and_locked_out_per_client() {
     assert!(!got.contains("221"), "{got}");
 
     // More sessions from the same address: the fifth failure locks it out.
-    let auth = |password: &str| {
-        let out = gw.swaks(&[
-            "--from",
-            "alice@example.com",
-            "--to",
-            "bob@example.net",
-            "--tls",
-            "--auth",
-            "PLAIN",
-            "--auth-user",
-            "alice@example.com",
-            "--auth-password",
-            password,
-        ]);
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let auth = |password: &str| gw.swaks_auth("alice@example.com", password, &[]);
     for _ in 0..2 {
         let text = auth("guess");
         assert!(text.contains("535 5.7.8"), "{text}");
@@ -152,20 +125,7 @@ fn password_guessing_is_cut_off_per_session_and_locked_out_per_client() {
     // minute longer: five failures for one account from one address, throttle.rs; another
     // account from here is no longer refused.)
     std::thread::sleep(Duration::from_secs(7).saturating_sub(locked_at.elapsed()));
-    let out = gw.swaks(&[
-        "--from",
-        "carol@example.com",
-        "--to",
-        "bob@example.net",
-        "--tls",
-        "--auth",
-        "PLAIN",
-        "--auth-user",
-        "carol@example.com",
-        "--auth-password",
-        "battery staple",
-    ]);
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = gw.swaks_auth("carol@example.com", "battery staple", &[]);
     assert!(text.contains("queued as"), "{text}");
     let text = auth("correct horse");
     assert!(text.contains("454 4.7.0"), "{text}");

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use harness::web::{ADMIN_PASSWORD, gateway};
+use harness::web::{ADMIN_PASSWORD, admin_account, gateway};
 use harness::{Gateway, free_port};
 use serde_json::{Value, json};
 
@@ -150,14 +150,7 @@ fn smtp_and_web_gateway() -> (Gateway, u16) {
         smimegw::users::hash("correct horse").unwrap(),
     );
     smimegw::users::write(&dir.path().join("users"), &smtp_users).unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let mut admins = std::collections::BTreeMap::new();
-    admins.insert(
-        "admin".to_string(),
-        smimegw::users::hash(ADMIN_PASSWORD).unwrap(),
-    );
-    smimegw::users::write_as(&data.join("admins"), &admins, smimegw::users::Names::Logins).unwrap();
+    admin_account(&dir.path().join("data"));
     let port = free_port();
     let gw = Gateway::start_in(
         dir,

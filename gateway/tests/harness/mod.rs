@@ -192,6 +192,26 @@ impl Gateway {
             .expect("swaks runs (tests/run installs it)")
     }
 
+    /// swaks over STARTTLS with AUTH PLAIN as `user`, envelope from `user` to
+    /// `bob@example.net`, with `extra` arguments; its output.
+    pub fn swaks_auth(&self, user: &str, password: &str, extra: &[&str]) -> String {
+        let mut args = vec![
+            "--from",
+            user,
+            "--to",
+            "bob@example.net",
+            "--tls",
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            user,
+            "--auth-password",
+            password,
+        ];
+        args.extend_from_slice(extra);
+        String::from_utf8_lossy(&self.swaks(&args).stdout).into_owned()
+    }
+
     /// Sends and expects `250` to the data.
     pub fn send(&self, args: &[&str]) -> String {
         let out = self.swaks(args);
@@ -494,25 +514,27 @@ pub fn held_for(data: &Path, address: &str) -> Vec<smimegw::store::Stored> {
 /// `smimegw console` on the data directory `data` (network settings in `data/network.conf`,
 /// reboots a no-op) with `input` typed through a pipe; everything it printed.
 pub fn console(data: &Path, input: &str) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_smimegw"))
-        .args(["console", "--data"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_smimegw"));
+    cmd.args(["console", "--data"])
         .arg(data)
         .arg("--network")
         .arg(data.join("network.conf"))
-        .args(["--reboot-command", "true"])
+        .args(["--reboot-command", "true"]);
+    let out = piped(&mut cmd, input);
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// Runs `cmd` with `input` on its standard input; what it printed. (A command may exit
+/// before it reads its input: that is no error here.)
+pub fn piped(cmd: &mut Command, input: &str) -> Output {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
+    child.wait_with_output().unwrap()
 }
 
 /// An outsider (`outsider`) whose certificate the gateway in `dir` trusts (a file in its

@@ -20,14 +20,7 @@ pub const ADMIN_PASSWORD: &str = "correct horse battery";
 /// configuration after `[web]`.
 pub fn gateway(rest: &str) -> (Gateway, u16) {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let mut admins = std::collections::BTreeMap::new();
-    admins.insert(
-        "admin".to_string(),
-        smimegw::users::hash(ADMIN_PASSWORD).unwrap(),
-    );
-    smimegw::users::write_as(&data.join("admins"), &admins, smimegw::users::Names::Logins).unwrap();
+    admin_account(&dir.path().join("data"));
     let web = free_port();
     let gw = Gateway::start_in(
         dir,
@@ -35,6 +28,17 @@ pub fn gateway(rest: &str) -> (Gateway, u16) {
         &format!("[web]\nlisten = [\"127.0.0.1:{web}\"]\n{rest}"),
     );
     (gw, web)
+}
+
+/// `admin` / [`ADMIN_PASSWORD`] in the data directory `data` (made if need be).
+pub fn admin_account(data: &Path) {
+    std::fs::create_dir_all(data).unwrap();
+    let mut admins = std::collections::BTreeMap::new();
+    admins.insert(
+        "admin".to_string(),
+        smimegw::users::hash(ADMIN_PASSWORD).unwrap(),
+    );
+    smimegw::users::write_as(&data.join("admins"), &admins, smimegw::users::Names::Logins).unwrap();
 }
 
 /// A CA (`ca.pem`, `ca.key` in `dir`) for users' certificates.
